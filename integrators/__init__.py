@@ -1,0 +1,26 @@
+"""The shared cache-scheduling core: full steps, reuse steps, schedules and predictors.
+
+An expensive computation runs in full only on some steps; on the others a predictor
+fills in from what the full steps stored. A *schedule* decides which steps are full, a
+*predictor* fills reuse steps, and a :class:`Cache` ties them to a function. Pure torch:
+nothing here knows about atoms or images.
+"""
+
+from integrators.cache import Cache, CacheStats, Predictor, Schedule
+from integrators.predictors import AdamsBashforth, Linear, Reuse, Taylor
+from integrators.schedules import Periodic, Profiled, Threshold, Warmup
+
+__all__ = [
+    "AdamsBashforth",
+    "Cache",
+    "CacheStats",
+    "Linear",
+    "Periodic",
+    "Predictor",
+    "Profiled",
+    "Reuse",
+    "Schedule",
+    "Taylor",
+    "Threshold",
+    "Warmup",
+]
