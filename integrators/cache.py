@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from integrators._tree import Value
-from integrators.schedules import notify_full
+from integrators.schedules import decide
 
 __all__ = ["Cache", "CacheStats", "Predictor", "Schedule"]
 
@@ -168,10 +168,7 @@ class Cache:
         """Return ``fn(x, t, *args, **kwargs)`` or its prediction, as the schedule decides."""
         start = time.perf_counter()
         indicator = self.indicator(x, t) if self.indicator is not None else None
-        full = self.schedule.should_compute(self.step, indicator)
-        if not full and self._recorded == 0:
-            notify_full(self.schedule, self.step)
-            full = True
+        full = decide(self.schedule, self.step, indicator, force=self._recorded == 0)
         if full:
             value = self.fn(x, t, *args, **kwargs)
             self.predictor.update(float(t), value)

@@ -29,7 +29,15 @@ import torch
 
 from integrators._tree import Value, leaves
 
-__all__ = ["Periodic", "Profiled", "Threshold", "Warmup", "notify_full", "relative_l1"]
+__all__ = [
+    "Periodic",
+    "Profiled",
+    "Threshold",
+    "Warmup",
+    "decide",
+    "notify_full",
+    "relative_l1",
+]
 
 
 def notify_full(schedule: object, step: int) -> None:
@@ -37,6 +45,21 @@ def notify_full(schedule: object, step: int) -> None:
     hook = getattr(schedule, "notify_full", None)
     if hook is not None:
         hook(step)
+
+
+def decide(
+    schedule: object, step: int, indicator: float | None = None, force: bool = False
+) -> bool:
+    """Ask ``schedule`` about ``step``; with ``force``, run in full whatever it says.
+
+    The schedule is always consulted, so stateful schedules see every step; when a full
+    step is forced against its advice, it is told through :func:`notify_full`.
+    """
+    full = schedule.should_compute(step, indicator)
+    if force and not full:
+        notify_full(schedule, step)
+        full = True
+    return full
 
 
 def _check_int(value: int, name: str, minimum: int) -> int:

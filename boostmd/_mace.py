@@ -1,0 +1,51 @@
+"""The one place the project imports mace-torch.
+
+mace-torch pins e3nn 0.4.4, whose import calls ``torch.load`` on bundled constants
+without ``weights_only``; torch >= 2.6 refuses that unless the environment variable
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set before e3nn is first imported. mace sets it
+itself when imported; we set it here first, on purpose and with a log line, so the change
+is visible and happens only when MACE is actually needed (never at ``import boostmd``).
+The variable only changes ``torch.load`` calls that leave ``weights_only`` unset: every
+load in this project passes it explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+_VARIABLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def import_mace() -> ModuleType:
+    """Import and return :mod:`mace` after making e3nn 0.4.4 importable.
+
+    Returns
+    -------
+    module
+        The ``mace`` package, with ``mace.modules`` and ``mace.data`` imported.
+
+    Raises
+    ------
+    ImportError
+        If mace-torch is not installed, with the command that installs it.
+    """
+    if os.environ.get(_VARIABLE) != "1" and "e3nn" not in sys.modules:
+        logger.info(
+            "setting %s=1 so that e3nn 0.4.4 (pinned by mace-torch) imports on this torch",
+            _VARIABLE,
+        )
+        os.environ[_VARIABLE] = "1"
+    try:
+        import mace
+        import mace.data
+        import mace.modules
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "BoostMD needs mace-torch for its reference model: pip install mace-torch"
+        ) from error
+    return mace

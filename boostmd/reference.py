@@ -1,0 +1,260 @@
+"""The reference force field: a MACE model, one forward pass per full step.
+
+:class:`MACEReference` returns the energy (eV), the forces (eV/Å) and the invariant node
+features of every interaction layer from the same forward pass; it computes no stress
+and runs no second pass for descriptors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from boostmd._mace import import_mace
+
+__all__ = ["MACEReference", "ReferenceResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """What one reference forward pass returns, all detached.
+
+    Attributes
+    ----------
+    energy
+        Total energy in eV, a 0-d tensor.
+    forces
+        Forces in eV/Å, shape ``(n_atoms, 3)``.
+    node_features
+        Invariant (``0e``) node features of every interaction layer, concatenated,
+        shape ``(n_atoms, feature_dim)``.
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    node_features: torch.Tensor
+
+
+def _invariant_columns(model: torch.nn.Module) -> tuple[torch.Tensor, list[int]]:
+    """Column indices of the ``0e`` channels in MACE's concatenated ``node_feats``."""
+    from e3nn import o3
+
+    columns: list[int] = []
+    per_layer: list[int] = []
+    offset = 0
+    for product in model.products:
+        irreps = o3.Irreps(str(product.linear.irreps_out))
+        count = 0
+        for mul_ir, chunk in zip(irreps, irreps.slices()):
+            if mul_ir.ir == o3.Irrep("0e"):
+                columns.extend(range(offset + chunk.start, offset + chunk.stop))
+                count += mul_ir.mul
+        per_layer.append(count)
+        offset += irreps.dim
+    return torch.tensor(columns, dtype=torch.long), per_layer
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of a model's weights and buffers, rounded to float32.
+
+    The float32 rounding makes a float64 copy of a float32 model share its fingerprint,
+    so a surrogate trained against one precision runs with the other.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        value = tensor.detach().cpu()
+        if value.is_floating_point():
+            value = value.to(torch.float32)
+        digest.update(value.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class MACEReference:
+    """A MACE model as BoostMD's reference force field.
+
+    Parameters
+    ----------
+    model
+        A ``mace.modules.MACE`` or ``ScaleShiftMACE``. Its parameters are frozen
+        (``requires_grad=False``) and it is put in eval mode; it keeps its device and dtype.
+    head
+        Name of the head to use for multi-head models (default: the first).
+
+    Examples
+    --------
+    >>> reference = MACEReference.from_file("reference.model")  # doctest: +SKIP
+    >>> result = reference(atoms)  # doctest: +SKIP
+    >>> result.energy, result.forces.shape, result.node_features.shape  # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, head: str | None = None) -> None:
+        import_mace()
+        missing = [
+            a
+            for a in ("atomic_numbers", "r_max", "products", "interactions")
+            if not hasattr(model, a)
+        ]
+        if missing:
+            raise TypeError(
+                f"MACEReference needs a mace.modules.MACE/ScaleShiftMACE model; "
+                f"{type(model).__name__} lacks {missing}"
+            )
+        self.model = model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        first = next(self.model.parameters())
+        self.dtype, self.device = first.dtype, first.device
+        self.atomic_numbers = tuple(int(z) for z in model.atomic_numbers.tolist())
+        self.cutoff = float(model.r_max)
+        heads = list(getattr(model, "heads", ["Default"]))
+        if head is not None and head not in heads:
+            raise ValueError(f"head {head!r} is not one of the model's heads {heads}")
+        self._head = torch.tensor([heads.index(head) if head else 0], device=self.device)
+        self._columns, self.layer_feature_dims = _invariant_columns(model)
+        self._columns = self._columns.to(self.device)
+        self._index_of = np.full(119, -1, dtype=np.int64)
+        self._index_of[list(self.atomic_numbers)] = np.arange(len(self.atomic_numbers))
+        self.fingerprint = model_fingerprint(model)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        head: str | None = None,
+    ) -> MACEReference:
+        """Load a MACE ``.model`` file.
+
+        A ``.model`` file is a whole pickled module: loading it runs code stored in the
+        file. Calling this method is your explicit choice to trust that file.
+
+        Parameters
+        ----------
+        path
+            The ``.model`` file (as written by ``mace_run_train``).
+        device
+            Where to run the model.
+        dtype
+            ``"float32"`` (fast MD) or ``"float64"``.
+        head
+            Head of a multi-head model.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no MACE model file at {path}")
+        import_mace()
+        logger.info("loading pickled MACE model %s (runs code from the file)", path)
+        model = torch.load(path, map_location=device, weights_only=False)
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        return cls(model.to(dtype=dtype), head=head)
+
+    @property
+    def feature_dim(self) -> int:
+        """Number of invariant node features per atom (all layers)."""
+        return int(self._columns.numel())
+
+    def species_index(self, numbers: np.ndarray) -> torch.Tensor:
+        """Map atomic numbers to the model's element indices.
+
+        Raises
+        ------
+        ValueError
+            Naming every element the model was not trained on.
+        """
+        numbers = np.asarray(numbers, dtype=np.int64)
+        valid = (numbers > 0) & (numbers < 119)
+        index = np.where(valid, self._index_of[np.clip(numbers, 0, 118)], -1)
+        if (index < 0).any():
+            unknown = sorted(
+                {chemical_symbols[z] if 0 < z < 119 else str(z) for z in numbers[index < 0]}
+            )
+            known = [chemical_symbols[z] for z in self.atomic_numbers]
+            raise ValueError(
+                f"the reference model does not know element(s) {', '.join(unknown)}; "
+                f"it was trained on {', '.join(known)}. Use a model trained on these elements"
+            )
+        return torch.as_tensor(index, device=self.device)
+
+    def _graph(
+        self, species: torch.Tensor, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        from mace.data.neighborhood import get_neighborhood
+
+        pbc = tuple(bool(p) for p in pbc)
+        cell = np.array(cell, dtype=np.float64).reshape(3, 3)
+        edge_index, shifts, unit_shifts, _ = get_neighborhood(
+            positions=positions, cutoff=self.cutoff, pbc=pbc, cell=cell.copy()
+        )
+        n = len(positions)
+        as_float = {"dtype": self.dtype, "device": self.device}
+        one_hot = torch.nn.functional.one_hot(species, len(self.atomic_numbers))
+        return {
+            "positions": torch.tensor(positions, **as_float),
+            "node_attrs": one_hot.to(self.dtype),
+            "edge_index": torch.as_tensor(edge_index, dtype=torch.long, device=self.device),
+            "shifts": torch.tensor(shifts, **as_float),
+            "unit_shifts": torch.tensor(unit_shifts, **as_float),
+            "cell": torch.tensor(cell, **as_float),
+            "batch": torch.zeros(n, dtype=torch.long, device=self.device),
+            "ptr": torch.tensor([0, n], device=self.device),
+            "head": self._head,
+        }
+
+    def compute(
+        self,
+        numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray | None = None,
+        pbc: np.ndarray | None = None,
+    ) -> ReferenceResult:
+        """Run one forward pass.
+
+        Parameters
+        ----------
+        numbers
+            Atomic numbers, shape ``(n_atoms,)``.
+        positions
+            Cartesian positions in Å, shape ``(n_atoms, 3)``.
+        cell
+            Cell vectors in Å (rows); ignored along non-periodic directions.
+        pbc
+            Periodicity along each cell vector (default: a molecule, no periodicity).
+        """
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) != len(numbers):
+            raise ValueError(
+                f"positions must have shape ({len(numbers)}, 3), got {positions.shape}"
+            )
+        if not np.isfinite(positions).all():
+            raise ValueError("positions contain NaN or infinite values")
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell)
+        pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
+        data = self._graph(self.species_index(numbers), positions, cell, pbc)
+        with torch.enable_grad():
+            out = self.model(data, training=False, compute_force=True, compute_stress=False)
+        return ReferenceResult(
+            energy=out["energy"].detach()[0],
+            forces=out["forces"].detach(),
+            node_features=out["node_feats"].detach().index_select(1, self._columns),
+        )
+
+    def __call__(self, atoms) -> ReferenceResult:
+        """Run one forward pass on an :class:`ase.Atoms`."""
+        return self.compute(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+    def __repr__(self) -> str:
+        elements = "".join(chemical_symbols[z] for z in self.atomic_numbers)
+        return (
+            f"MACEReference(elements={elements}, cutoff={self.cutoff}, "
+            f"features={self.feature_dim}, dtype={self.dtype}, fingerprint={self.fingerprint})"
+        )

@@ -1,0 +1,436 @@
+r"""The surrogate: the energy change since the reference frame, from cached MACE features.
+
+The energy at positions ``R`` within a boost window is
+
+.. math::
+
+    E(R) = E_\mathrm{ref} + \sum_e g_e \delta_e
+           + \sum_{i,c} ( a_{ic} z_{ic}^2 + b_{ic} z_{ic}^3 + c_{ic} z_{ic}^4 ),
+
+    z_i = \sum_{e = i \to j} W_e \delta_e
+          + \sum_{e = i \to j} V_e \sum_{e' = j \to k} W_{e'} \delta_{e'}
+
+===================  ===============================================================
+symbol               meaning
+===================  ===============================================================
+``delta_e``          change of the length of edge ``e`` since the reference frame (Å)
+``g_e``              central pair force of edge ``e``: the reference forces decomposed
+                     along the edges, so the first-order term reproduces them exactly
+``W_e, V_e``         per-edge channel weights, from the reference node features of both
+                     atoms, the reference edge length and the pair force
+``a, b, c``          per-atom, per-channel coefficients from the node features (``c >= 0``)
+``z_i``              per-atom latent strain: one- and two-hop sums of edge-length changes
+===================  ===============================================================
+
+Everything except ``delta_e`` depends only on the reference frame and is computed once per
+reference call (:meth:`Surrogate.prepare`); a surrogate step evaluates the polynomial
+above and its gradient, a few dozen small tensor operations.
+
+Properties by construction: at the reference positions the energy and forces equal the
+reference's (``delta = 0`` and the learned terms are at least quadratic); the energy
+depends on positions only through interatomic distances, so it is invariant to
+translations, rotations and consistent permutations and the forces sum to zero; it is a
+smooth function of the positions (edges are fixed at the reference frame).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from boostmd.graph import pair_forces, radius_graph
+
+__all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
+
+FORMAT = "boostmd-surrogate"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """Hyperparameters of a surrogate and what it was made for.
+
+    Parameters
+    ----------
+    atomic_numbers
+        Elements the reference knows (same order as the reference).
+    feature_dim
+        Number of invariant node features the reference returns per atom.
+    reference_fingerprint
+        Fingerprint of the reference model the surrogate was made for.
+    cutoff
+        Edge radius in Å at the reference frame.
+    num_channels
+        Latent strain channels per atom.
+    hidden_dim
+        Width of the per-atom and per-edge networks.
+    num_radial
+        Bessel functions encoding the reference edge length.
+    length_scale
+        Typical edge-length change (Å); edge-length changes are divided by it.
+    energy_scale
+        Typical energy change (eV); the learned terms are multiplied by it.
+    """
+
+    atomic_numbers: tuple[int, ...]
+    feature_dim: int
+    reference_fingerprint: str
+    cutoff: float = 5.0
+    num_channels: int = 16
+    hidden_dim: int = 64
+    num_radial: int = 8
+    length_scale: float = 0.1
+    energy_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "atomic_numbers", tuple(int(z) for z in self.atomic_numbers))
+        for name in ("feature_dim", "num_channels", "hidden_dim", "num_radial"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"SurrogateConfig({name}=...) must be an integer >= 1, got {value!r}"
+                )
+        for name in ("cutoff", "length_scale", "energy_scale"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"SurrogateConfig({name}=...) must be a number > 0, got {value!r}")
+        if not self.atomic_numbers:
+            raise ValueError("SurrogateConfig(atomic_numbers=...) must name at least one element")
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SurrogateConfig:
+        """Parse a JSON string written by :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+@dataclass
+class ReferenceFrame:
+    """What a surrogate keeps from one reference call (one or several graphs).
+
+    Built by :meth:`Surrogate.prepare`; everything here is constant within a boost window.
+    """
+
+    positions: torch.Tensor
+    energy: torch.Tensor
+    batch: torch.Tensor
+    num_graphs: int
+    edge_index: torch.Tensor
+    shifts: torch.Tensor
+    lengths: torch.Tensor
+    pair_force: torch.Tensor
+    edge_weights: torch.Tensor
+    hop_weights: torch.Tensor
+    coefficients: torch.Tensor
+    edge_graph: torch.Tensor = field(repr=False)
+
+
+class BesselBasis(nn.Module):
+    """``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope."""
+
+    def __init__(self, num: int, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("frequencies", torch.arange(1, num + 1) * math.pi / cutoff)
+
+    def envelope(self, r: torch.Tensor) -> torch.Tensor:
+        """Smooth cutoff: 1 at ``r = 0``, 0 with two vanishing derivatives at the cutoff."""
+        x = (r / self.cutoff).clamp(max=1.0)
+        return 1 - 21 * x**5 + 35 * x**6 - 15 * x**7
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """Encode lengths ``r`` (Å), shape ``(n,)`` -> ``(n, num)``."""
+        basis = torch.sin(self.frequencies * r[:, None]) / r[:, None]
+        return math.sqrt(2 / self.cutoff) * basis * self.envelope(r)[:, None]
+
+
+def _index_add(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    out = values.new_zeros((size, *values.shape[1:]))
+    return out.index_add(0, index, values)
+
+
+class Surrogate(nn.Module):
+    """Predicts the energy change since a reference frame from its cached node features.
+
+    Parameters
+    ----------
+    config
+        Hyperparameters and the reference it was made for; build it with
+        :meth:`for_reference`.
+
+    Examples
+    --------
+    >>> surrogate = Surrogate.for_reference(reference, num_channels=16)  # doctest: +SKIP
+    >>> result = reference(atoms)  # doctest: +SKIP
+    >>> frame = surrogate.prepare(atoms.numbers, result.node_features,  # doctest: +SKIP
+    ...                           atoms.positions, result.energy, result.forces)
+    >>> energy, forces = surrogate.energy_and_forces(frame, new_positions)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: SurrogateConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden, channels = config.hidden_dim, config.num_channels
+        self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
+        self.register_buffer("feature_std", torch.ones(config.feature_dim))
+        index = torch.full((119,), -1, dtype=torch.long)
+        index[list(config.atomic_numbers)] = torch.arange(len(config.atomic_numbers))
+        self.register_buffer("species_lookup", index, persistent=False)
+        self.species_embedding = nn.Embedding(len(config.atomic_numbers), hidden)
+        self.feature_in = nn.Linear(config.feature_dim, hidden)
+        self.node_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.coefficient_head = nn.Linear(hidden, 3 * channels)
+        self.radial = BesselBasis(config.num_radial, config.cutoff)
+        self.edge_sender = nn.Linear(hidden, hidden)
+        self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
+        self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
+        self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
+
+    @classmethod
+    def for_reference(cls, reference, **hyperparameters) -> Surrogate:
+        """Build an untrained surrogate matching ``reference`` (a :class:`MACEReference`).
+
+        Parameters
+        ----------
+        reference
+            The reference the surrogate will run with.
+        **hyperparameters
+            Any :class:`SurrogateConfig` field except the reference-derived ones.
+        """
+        config = SurrogateConfig(
+            atomic_numbers=reference.atomic_numbers,
+            feature_dim=reference.feature_dim,
+            reference_fingerprint=reference.fingerprint,
+            **{"cutoff": reference.cutoff, **hyperparameters},
+        )
+        return cls(config).to(dtype=reference.dtype, device=reference.device)
+
+    # ------------------------------------------------------------------ reference frame
+    def species_index(self, numbers: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Map atomic numbers to this surrogate's element indices, naming unknown ones."""
+        numbers = torch.as_tensor(np.asarray(numbers), device=self.species_lookup.device)
+        index = self.species_lookup[numbers.clamp(0, 118)]
+        unknown = (index < 0) | (numbers < 1) | (numbers > 118)
+        if unknown.any():
+            from ase.data import chemical_symbols
+
+            names = sorted(
+                {chemical_symbols[int(z)] if 0 < z < 119 else str(int(z)) for z in numbers[unknown]}
+            )
+            raise ValueError(f"the surrogate was not made for element(s) {', '.join(names)}")
+        return index
+
+    def prepare(
+        self,
+        numbers: torch.Tensor | np.ndarray,
+        node_features: torch.Tensor,
+        positions: torch.Tensor | np.ndarray,
+        energy: torch.Tensor | float,
+        forces: torch.Tensor,
+        *,
+        batch: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        shifts: torch.Tensor | None = None,
+        pair_force: torch.Tensor | None = None,
+    ) -> ReferenceFrame:
+        """Compute everything that depends only on the reference frame.
+
+        Parameters
+        ----------
+        numbers
+            Atomic numbers, shape ``(n,)``.
+        node_features
+            The reference's invariant node features, shape ``(n, feature_dim)``.
+        positions
+            Reference positions in Å, shape ``(n, 3)``.
+        energy
+            Reference energy per graph in eV, shape ``(num_graphs,)`` or a scalar.
+        forces
+            Reference forces in eV/Å, shape ``(n, 3)``.
+        batch
+            Graph index of each atom for several graphs (default: one graph).
+        edge_index, shifts
+            Edges and image shifts (default: all pairs within the cutoff of a molecule).
+        pair_force
+            Precomputed :func:`~boostmd.graph.pair_forces` (default: computed here).
+        """
+        dtype, device = self.feature_in.weight.dtype, self.feature_in.weight.device
+        as_float = {"dtype": dtype, "device": device}
+        positions = torch.as_tensor(positions, **as_float).detach()
+        forces = forces.detach().to(**as_float)
+        node_features = node_features.detach().to(**as_float)
+        n = len(positions)
+        if node_features.shape != (n, self.config.feature_dim):
+            raise ValueError(
+                f"node_features must have shape ({n}, {self.config.feature_dim}), "
+                f"got {tuple(node_features.shape)}: is this the surrogate's reference?"
+            )
+        if forces.shape != (n, 3):
+            raise ValueError(f"forces must have shape ({n}, 3), got {tuple(forces.shape)}")
+        species = self.species_index(numbers)
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.long, device=device)
+        num_graphs = int(batch.max()) + 1 if n else 0
+        energy = torch.as_tensor(energy, **as_float).detach().reshape(num_graphs)
+        if edge_index is None:
+            edges, image_shifts = radius_graph(positions.cpu().numpy(), self.config.cutoff)
+            edge_index = torch.as_tensor(edges, device=device)
+            shifts = torch.as_tensor(image_shifts, **as_float)
+        shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts
+        if pair_force is None:
+            pair_force = pair_forces(positions, forces, edge_index, shifts)
+        src, dst = edge_index
+        lengths = (positions[dst] - positions[src] + shifts).norm(dim=1)
+
+        features = (node_features - self.feature_mean) / self.feature_std
+        hidden = self.node_mlp(self.feature_in(features) + self.species_embedding(species))
+        a, b, c = self.coefficient_head(hidden).chunk(3, dim=-1)
+        coefficients = torch.stack([a, b, nn.functional.softplus(c)], dim=0)
+        force_along_edge = (
+            (forces[dst] - forces[src]) * (positions[dst] - positions[src] + shifts)
+        ).sum(-1) / lengths
+        geometry = torch.cat(
+            [
+                self.radial(lengths),
+                torch.asinh(pair_force)[:, None],
+                torch.asinh(force_along_edge)[:, None],
+            ],
+            dim=-1,
+        )
+        edge_hidden = (
+            self.edge_sender(hidden)[src]
+            + self.edge_receiver(hidden)[dst]
+            + self.edge_geometry(geometry)
+        )
+        envelope = self.radial.envelope(lengths)[:, None]
+        edge_weights, hop_weights = (self.edge_head(edge_hidden) * envelope).chunk(2, dim=-1)
+        return ReferenceFrame(
+            positions=positions,
+            energy=energy,
+            batch=batch,
+            num_graphs=num_graphs,
+            edge_index=edge_index,
+            shifts=shifts,
+            lengths=lengths,
+            pair_force=pair_force,
+            edge_weights=edge_weights / self.config.length_scale,
+            hop_weights=hop_weights,
+            coefficients=coefficients,
+            edge_graph=batch[src],
+        )
+
+    # ------------------------------------------------------------------ per step
+    def energy(self, frame: ReferenceFrame, positions: torch.Tensor) -> torch.Tensor:
+        """Energy in eV of each graph at ``positions`` (shape ``(n, 3)``), differentiable."""
+        src, dst = frame.edge_index
+        lengths = (positions[dst] - positions[src] + frame.shifts).norm(dim=1)
+        delta = lengths - frame.lengths
+        n = len(positions)
+        strain = _index_add(src, frame.edge_weights * delta[:, None], n)
+        strain = strain + _index_add(src, frame.hop_weights * strain[dst], n)
+        a, b, c = frame.coefficients
+        squared = strain * strain
+        per_atom = (squared * (a + b * strain + c * squared)).sum(-1)
+        learned = _index_add(frame.batch, per_atom, frame.num_graphs)
+        first_order = _index_add(frame.edge_graph, frame.pair_force * delta, frame.num_graphs)
+        return frame.energy + first_order + self.config.energy_scale * learned
+
+    def energy_and_forces(
+        self, frame: ReferenceFrame, positions: torch.Tensor | np.ndarray, training: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies per graph (eV) and forces (eV/Å) as the negative gradient.
+
+        Parameters
+        ----------
+        frame
+            From :meth:`prepare`.
+        positions
+            Current positions in Å, shape ``(n, 3)``.
+        training
+            Keep the graph for a loss on the forces (double backward).
+        """
+        weight = self.feature_in.weight
+        positions = torch.as_tensor(positions, dtype=weight.dtype, device=weight.device)
+        if positions.shape != frame.positions.shape:
+            raise ValueError(
+                f"positions must have shape {tuple(frame.positions.shape)}, "
+                f"got {tuple(positions.shape)}"
+            )
+        with torch.enable_grad():
+            positions = positions.detach().requires_grad_(True)
+            energy = self.energy(frame, positions)
+            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
+        if not training:
+            energy = energy.detach()
+        return energy, -gradient
+
+    def forward(self, numbers, node_features, ref_positions, ref_energy, ref_forces, positions):
+        """Energy at ``positions`` given one reference frame (prepare + energy)."""
+        frame = self.prepare(numbers, node_features, ref_positions, ref_energy, ref_forces)
+        return self.energy(frame, positions)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the surrogate to ``path`` (a state dict with its JSON config).
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_json(),
+            "state_dict": state,
+        }
+        torch.save(payload, path)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Surrogate:
+        """Load a surrogate written by :meth:`save` (safe: ``weights_only=True``).
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no file at ``path``.
+        ValueError
+            If the file is not a BoostMD surrogate or is corrupt.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no surrogate file at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+                raise ValueError("missing the boostmd-surrogate header")
+            config = SurrogateConfig.from_json(payload["config"])
+            surrogate = cls(config)
+            surrogate.load_state_dict(payload["state_dict"])
+        except Exception as error:
+            raise ValueError(
+                f"{path} is not a readable BoostMD surrogate file ({error}); "
+                "write one with Surrogate.save or python -m boostmd.train"
+            ) from error
+        dtype = dtype or payload["state_dict"]["feature_in.weight"].dtype
+        return surrogate.to(device=device, dtype=dtype)

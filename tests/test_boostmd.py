@@ -1,0 +1,430 @@
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import molecule
+from ase.io import Trajectory
+from ase.md import MDLogger
+from ase.md.bussi import Bussi
+from ase.md.langevin import Langevin
+from ase.md.nose_hoover_chain import NoseHooverChainNVT
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from scipy.spatial.transform import Rotation
+
+from boostmd import BoostMDCalculator, MACEReference, Surrogate
+from boostmd.testing import build_mace
+from integrators import Threshold
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return MACEReference(build_mace(dtype=torch.float64, seed=1))
+
+
+@pytest.fixture(scope="module")
+def surrogate(reference):
+    torch.manual_seed(3)
+    return Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+
+
+@pytest.fixture
+def ethanol():
+    return molecule("CH3CH2OH")
+
+
+def frame_for(reference, surrogate, atoms):
+    result = reference(atoms)
+    frame = surrogate.prepare(
+        atoms.numbers, result.node_features, atoms.positions, result.energy, result.forces
+    )
+    return result, frame
+
+
+def displaced(atoms, scale=0.05, seed=0):
+    return atoms.positions + np.random.default_rng(seed).normal(0, scale, atoms.positions.shape)
+
+
+def numerical_forces(energy_fn, positions, h=1e-5):
+    forces = np.zeros_like(positions)
+    for i in range(positions.shape[0]):
+        for k in range(3):
+            plus, minus = positions.copy(), positions.copy()
+            plus[i, k] += h
+            minus[i, k] -= h
+            forces[i, k] = -(energy_fn(plus) - energy_fn(minus)) / (2 * h)
+    return forces
+
+
+# ----------------------------------------------------------------------------- reference
+def test_reference_matches_mace_calculator(reference, ethanol):
+    from mace.calculators import MACECalculator
+
+    result = reference(ethanol)
+    calc = MACECalculator(models=reference.model, device="cpu", default_dtype="float64")
+    ethanol.calc = calc
+    assert float(result.energy) == pytest.approx(ethanol.get_potential_energy(), abs=1e-10)
+    np.testing.assert_allclose(result.forces.numpy(), ethanol.get_forces(), atol=1e-10)
+    descriptors = calc.get_descriptors(ethanol, invariants_only=True)
+    np.testing.assert_allclose(result.node_features.numpy(), descriptors, atol=1e-12)
+    assert reference.feature_dim == 32 and reference.layer_feature_dims == [16, 16]
+
+
+def test_reference_forces_match_finite_differences(reference, ethanol):
+    forces = reference(ethanol).forces.numpy()
+
+    def energy(positions):
+        return float(reference.compute(ethanol.numbers, positions).energy)
+
+    np.testing.assert_allclose(forces, numerical_forces(energy, ethanol.positions), atol=1e-6)
+
+
+def test_reference_periodic_cell_sees_images(reference):
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=[3.0, 3.0, 3.0], pbc=True)
+    isolated = reference.compute(atoms.numbers, atoms.positions)
+    periodic = reference(atoms)
+    assert float(periodic.energy) != pytest.approx(float(isolated.energy))
+    np.testing.assert_allclose(periodic.forces.sum(0).numpy(), 0, atol=1e-10)
+
+
+def test_reference_names_unknown_elements(reference):
+    with pytest.raises(ValueError, match=r"does not know element\(s\) Fe, Pt"):
+        reference(Atoms("FePtH", positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]]))
+
+
+def test_reference_rejects_nan_and_bad_shapes(reference, ethanol):
+    positions = ethanol.positions.copy()
+    positions[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        reference.compute(ethanol.numbers, positions)
+    with pytest.raises(ValueError, match=r"positions must have shape \(9, 3\)"):
+        reference.compute(ethanol.numbers, positions[:4])
+
+
+def test_reference_from_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no MACE model file"):
+        MACEReference.from_file(tmp_path / "missing.model")
+
+
+# ----------------------------------------------------------------------------- surrogate
+def test_surrogate_exact_at_reference_frame(reference, surrogate, ethanol):
+    result, frame = frame_for(reference, surrogate, ethanol)
+    energy, forces = surrogate.energy_and_forces(frame, ethanol.positions)
+    assert float(energy[0]) == pytest.approx(float(result.energy), abs=1e-12)
+    torch.testing.assert_close(forces, result.forces, atol=1e-9, rtol=0)
+
+
+def test_surrogate_forces_match_finite_differences(reference, surrogate, ethanol):
+    _, frame = frame_for(reference, surrogate, ethanol)
+    positions = displaced(ethanol)
+    _, forces = surrogate.energy_and_forces(frame, positions)
+
+    def energy(p):
+        return float(surrogate.energy_and_forces(frame, p)[0][0])
+
+    np.testing.assert_allclose(forces.numpy(), numerical_forces(energy, positions), atol=1e-6)
+
+
+def test_surrogate_learned_part_is_not_trivial(reference, surrogate, ethanol):
+    # Away from the reference the prediction differs from the first-order expansion.
+    _, frame = frame_for(reference, surrogate, ethanol)
+    positions = torch.as_tensor(displaced(ethanol))
+    with torch.no_grad():
+        full = surrogate.energy(frame, positions)
+        frame.coefficients = torch.zeros_like(frame.coefficients)
+        assert abs(float(full - surrogate.energy(frame, positions))) > 1e-3
+
+
+def test_surrogate_invariant_to_rigid_motion_of_current_positions(reference, surrogate, ethanol):
+    _, frame = frame_for(reference, surrogate, ethanol)
+    positions = displaced(ethanol)
+    energy, forces = surrogate.energy_and_forces(frame, positions)
+    rotation = Rotation.random(random_state=4).as_matrix()
+    moved = positions @ rotation.T + np.array([1.0, -2.0, 0.5])
+    energy_moved, forces_moved = surrogate.energy_and_forces(frame, moved)
+    assert float(energy_moved[0]) == pytest.approx(float(energy[0]), abs=1e-10)
+    np.testing.assert_allclose(forces_moved.numpy(), forces.numpy() @ rotation.T, atol=1e-9)
+    np.testing.assert_allclose(forces.sum(0).numpy(), 0, atol=1e-10)
+    torque = np.cross(positions, forces.numpy()).sum(0)
+    np.testing.assert_allclose(torque, 0, atol=1e-9)
+
+
+def test_surrogate_permutation_invariant(reference, surrogate, ethanol):
+    result, frame = frame_for(reference, surrogate, ethanol)
+    positions = displaced(ethanol)
+    energy, forces = surrogate.energy_and_forces(frame, positions)
+    order = np.random.default_rng(1).permutation(len(ethanol))
+    permuted = surrogate.prepare(
+        ethanol.numbers[order],
+        result.node_features[order],
+        ethanol.positions[order],
+        result.energy,
+        result.forces[order],
+    )
+    energy_p, forces_p = surrogate.energy_and_forces(permuted, positions[order])
+    assert float(energy_p[0]) == pytest.approx(float(energy[0]), abs=1e-10)
+    np.testing.assert_allclose(forces_p.numpy(), forces.numpy()[order], atol=1e-10)
+
+
+def test_batched_frames_equal_single_frames(reference, surrogate, ethanol):
+    water = molecule("H2O")
+    singles, parts = [], []
+    for atoms in (ethanol, water):
+        result, frame = frame_for(reference, surrogate, atoms)
+        positions = displaced(atoms, seed=len(atoms))
+        singles.append(surrogate.energy_and_forces(frame, positions))
+        parts.append((atoms, result, positions))
+    offsets = [0, len(ethanol)]
+    edges = []
+    for (atoms, _, _), offset in zip(parts, offsets):
+        graph = surrogate.prepare(
+            atoms.numbers,
+            reference(atoms).node_features,
+            atoms.positions,
+            0.0,
+            reference(atoms).forces,
+        )
+        edges.append(graph.edge_index + offset)
+    batch = torch.cat([torch.full((len(a),), g) for g, (a, _, _) in enumerate(parts)])
+    frame = surrogate.prepare(
+        np.concatenate([a.numbers for a, _, _ in parts]),
+        torch.cat([r.node_features for _, r, _ in parts]),
+        np.concatenate([a.positions for a, _, _ in parts]),
+        torch.stack([r.energy for _, r, _ in parts]),
+        torch.cat([r.forces for _, r, _ in parts]),
+        batch=batch,
+        edge_index=torch.cat(edges, dim=1),
+    )
+    energy, forces = surrogate.energy_and_forces(frame, np.concatenate([p for _, _, p in parts]))
+    torch.testing.assert_close(energy, torch.cat([e for e, _ in singles]))
+    torch.testing.assert_close(forces, torch.cat([f for _, f in singles]))
+
+
+def test_save_load_round_trip(reference, surrogate, ethanol, tmp_path):
+    path = surrogate.save(tmp_path / "surrogate.pt")
+    loaded = Surrogate.load(path, dtype=torch.float64)
+    assert loaded.config == surrogate.config
+    _, frame = frame_for(reference, surrogate, ethanol)
+    _, frame_loaded = frame_for(reference, loaded, ethanol)
+    positions = displaced(ethanol)
+    for a, b in zip(
+        surrogate.energy_and_forces(frame, positions),
+        loaded.energy_and_forces(frame_loaded, positions),
+    ):
+        assert torch.equal(a, b)
+
+
+def test_save_never_overwrites_silently(surrogate, tmp_path):
+    path = surrogate.save(tmp_path / "s.pt")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        surrogate.save(path)
+    surrogate.save(path, overwrite=True)
+
+
+def test_load_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no surrogate file"):
+        Surrogate.load(tmp_path / "nothing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable BoostMD surrogate"):
+        Surrogate.load(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="boostmd-surrogate header"):
+        Surrogate.load(other)
+
+
+def test_surrogate_rejects_wrong_feature_shape(reference, surrogate, ethanol):
+    result = reference(ethanol)
+    with pytest.raises(ValueError, match=r"node_features must have shape \(9, 32\)"):
+        surrogate.prepare(
+            ethanol.numbers,
+            result.node_features[:, :5],
+            ethanol.positions,
+            result.energy,
+            result.forces,
+        )
+
+
+def test_bad_hyperparameters(reference):
+    with pytest.raises(ValueError, match=r"num_channels=\.\.\.\) must be an integer >= 1"):
+        Surrogate.for_reference(reference, num_channels=0)
+    with pytest.raises(ValueError, match=r"length_scale=\.\.\.\) must be a number > 0"):
+        Surrogate.for_reference(reference, length_scale=-1.0)
+
+
+# ----------------------------------------------------------------------------- calculator
+def run_md(atoms, calc, dynamics, steps, observers=()):
+    atoms.calc = calc
+    sources = []
+    dynamics.attach(lambda: sources.append(calc.results["boostmd_source"]), interval=1)
+    for observer in observers:
+        dynamics.attach(observer, interval=1)
+    dynamics.run(steps)
+    return sources
+
+
+def test_langevin_reference_runs_every_interval(reference, surrogate, ethanol, tmp_path):
+    counts = []
+    for observe in (False, True):
+        atoms = ethanol.copy()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+        calc = BoostMDCalculator(reference, surrogate, interval=5)
+        dynamics = Langevin(
+            atoms,
+            0.5 * units.fs,
+            temperature_K=300,
+            friction=0.01,
+            fixcm=False,
+            rng=np.random.default_rng(1),
+        )
+        observers = []
+        if observe:
+            observers = [
+                MDLogger(dynamics, atoms, str(tmp_path / "md.log")),
+                Trajectory(str(tmp_path / "md.traj"), "w", atoms),
+            ]
+        sources = run_md(atoms, calc, dynamics, 25, observers)
+        # Steps 0..25: the reference on 0, 5, ..., 25, the surrogate elsewhere.
+        expected = ["reference" if step % 5 == 0 else "surrogate" for step in range(26)]
+        assert sources == expected
+        counts.append((calc.stats.full_steps, calc.stats.reuse_steps))
+    assert counts == [(6, 20), (6, 20)]
+    assert len(Trajectory(str(tmp_path / "md.traj"))) == 26
+
+
+def test_repeated_property_requests_do_not_advance(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, interval=3)
+    ethanol.calc = calc
+    for _ in range(3):
+        ethanol.get_potential_energy()
+        ethanol.get_forces()
+    assert calc.stats.total_steps == 1
+    ethanol.positions += 0.01
+    ethanol.get_forces()
+    ethanol.get_potential_energy()
+    assert calc.results["boostmd_source"] == "surrogate"
+    assert calc.results["steps_since_reference"] == 1
+    assert calc.stats.total_steps == 2
+
+
+def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, interval=100)
+    ethanol.calc = calc
+    ethanol.get_forces()
+    ethanol.positions += 0.01
+    ethanol.get_forces()
+    assert calc.results["boostmd_source"] == "surrogate"
+    calc.reset()
+    ethanol.get_forces()
+    assert calc.results["boostmd_source"] == "reference"
+    water = molecule("H2O")
+    water.calc = calc
+    water.get_forces()
+    assert calc.results["boostmd_source"] == "reference"
+    assert calc.stats.full_steps == 3
+
+
+@pytest.mark.parametrize("step_kind", ["reference", "surrogate"])
+def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kind):
+    calc = BoostMDCalculator(reference, surrogate, interval=100)
+    ethanol.calc = calc
+    ethanol.get_forces()
+    if step_kind == "surrogate":
+        ethanol.positions = displaced(ethanol, scale=0.03)
+    forces = ethanol.get_forces()
+    assert calc.results["boostmd_source"] == step_kind
+    positions = ethanol.positions.copy()
+
+    def energy(p):
+        if step_kind == "reference":
+            return float(reference.compute(ethanol.numbers, p).energy)
+        return float(surrogate.energy_and_forces(calc._frame, p)[0][0])
+
+    np.testing.assert_allclose(forces, numerical_forces(energy, positions), atol=1e-6)
+
+
+def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, ethanol):
+    # Between reference calls the surrogate is one conservative potential, so velocity
+    # Verlet's energy error is second order in the timestep.
+    fluctuations = []
+    for timestep, steps in ((0.2, 20), (0.1, 40)):
+        atoms = ethanol.copy()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(2))
+        atoms.calc = BoostMDCalculator(reference, surrogate, interval=1000)
+        dynamics = VelocityVerlet(atoms, timestep * units.fs)
+        energies = []
+        dynamics.attach(lambda a=atoms, e=energies: e.append(a.get_total_energy()))
+        dynamics.run(steps)
+        fluctuations.append(np.ptp(energies))
+    assert fluctuations[1] < 5e-3
+    assert fluctuations[0] / fluctuations[1] == pytest.approx(4.0, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    "make_dynamics",
+    [
+        lambda a: Bussi(
+            a, 0.5 * units.fs, temperature_K=300, taut=50 * units.fs, rng=np.random.default_rng(0)
+        ),
+        lambda a: NoseHooverChainNVT(a, 0.5 * units.fs, temperature_K=300, tdamp=50 * units.fs),
+        lambda a: VelocityVerlet(a, 0.5 * units.fs),
+    ],
+)
+def test_works_with_ase_integrators(reference, surrogate, ethanol, make_dynamics):
+    atoms = ethanol.copy()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    calc = BoostMDCalculator(reference, surrogate, interval=4)
+    atoms.calc = calc
+    make_dynamics(atoms).run(12)
+    assert calc.stats.full_steps == 4 and calc.stats.reuse_steps == 9
+    assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_threshold_schedule_adapts_to_displacement(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, schedule=Threshold(tol=0.05))
+    ethanol.calc = calc
+    ethanol.get_forces()
+    sources = []
+    for shift in (0.01, 0.01, 0.04, 0.01):
+        ethanol.positions[0] += shift
+        ethanol.get_forces()
+        sources.append(calc.results["boostmd_source"])
+    # accumulated displacements: 0.01, 0.02, 0.06 > 0.05 -> reference, then 0.01
+    assert sources == ["surrogate", "surrogate", "reference", "surrogate"]
+
+
+def test_periodic_system_runs(reference, surrogate):
+    atoms = molecule("CH4")
+    atoms.set_cell([6.0, 6.0, 6.0])
+    atoms.center()
+    atoms.pbc = True
+    atoms.positions[0] += [0, 0, 2.5]  # close to a periodic image of another molecule
+    calc = BoostMDCalculator(reference, surrogate, interval=10)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    np.testing.assert_allclose(forces.sum(0), 0, atol=1e-9)
+    atoms.positions += np.random.default_rng(0).normal(0, 0.02, atoms.positions.shape)
+    forces = atoms.get_forces()
+    assert calc.results["boostmd_source"] == "surrogate"
+    np.testing.assert_allclose(forces.sum(0), 0, atol=1e-9)
+
+
+def test_calculator_rejects_mismatched_surrogate(reference, surrogate):
+    other = MACEReference(build_mace(dtype=torch.float64, seed=99))
+    with pytest.raises(ValueError, match=r"trained for reference model .* but this reference"):
+        BoostMDCalculator(other, surrogate)
+
+
+def test_calculator_rejects_nan_positions(reference, surrogate, ethanol):
+    ethanol.calc = BoostMDCalculator(reference, surrogate)
+    ethanol.positions[3, 0] = np.inf
+    with pytest.raises(ValueError, match=r"atoms \[3\] have NaN or infinite positions"):
+        ethanol.get_forces()
+
+
+def test_calculator_rejects_unknown_elements(reference, surrogate):
+    atoms = Atoms("CuH", positions=[[0, 0, 0], [1.5, 0, 0]])
+    atoms.calc = BoostMDCalculator(reference, surrogate)
+    with pytest.raises(ValueError, match=r"does not know element\(s\) Cu"):
+        atoms.get_forces()
