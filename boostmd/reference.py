@@ -17,6 +17,7 @@ import torch
 from ase.data import chemical_symbols
 
 from boostmd._mace import import_mace
+from boostmd.elements import element_indices
 
 __all__ = ["MACEReference", "ReferenceResult"]
 
@@ -121,8 +122,6 @@ class MACEReference:
         self._head = torch.tensor([heads.index(head) if head else 0], device=self.device)
         self._columns, self.layer_feature_dims = _invariant_columns(model)
         self._columns = self._columns.to(self.device)
-        self._index_of = np.full(119, -1, dtype=np.int64)
-        self._index_of[list(self.atomic_numbers)] = np.arange(len(self.atomic_numbers))
         self.fingerprint = model_fingerprint(model)
 
     @classmethod
@@ -164,25 +163,8 @@ class MACEReference:
         return int(self._columns.numel())
 
     def species_index(self, numbers: np.ndarray) -> torch.Tensor:
-        """Map atomic numbers to the model's element indices.
-
-        Raises
-        ------
-        ValueError
-            Naming every element the model was not trained on.
-        """
-        numbers = np.asarray(numbers, dtype=np.int64)
-        valid = (numbers > 0) & (numbers < 119)
-        index = np.where(valid, self._index_of[np.clip(numbers, 0, 118)], -1)
-        if (index < 0).any():
-            unknown = sorted(
-                {chemical_symbols[z] if 0 < z < 119 else str(z) for z in numbers[index < 0]}
-            )
-            known = [chemical_symbols[z] for z in self.atomic_numbers]
-            raise ValueError(
-                f"the reference model does not know element(s) {', '.join(unknown)}; "
-                f"it was trained on {', '.join(known)}. Use a model trained on these elements"
-            )
+        """Map atomic numbers to the model's element indices, naming unknown elements."""
+        index = element_indices(numbers, self.atomic_numbers, "the reference model")
         return torch.as_tensor(index, device=self.device)
 
     def _graph(

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from boostmd.elements import element_indices
 from boostmd.graph import pair_forces, radius_graph
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
@@ -182,9 +183,6 @@ class Surrogate(nn.Module):
         hidden, channels = config.hidden_dim, config.num_channels
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
-        index = torch.full((119,), -1, dtype=torch.long)
-        index[list(config.atomic_numbers)] = torch.arange(len(config.atomic_numbers))
-        self.register_buffer("species_lookup", index, persistent=False)
         self.species_embedding = nn.Embedding(len(config.atomic_numbers), hidden)
         self.feature_in = nn.Linear(config.feature_dim, hidden)
         self.node_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
@@ -217,17 +215,8 @@ class Surrogate(nn.Module):
     # ------------------------------------------------------------------ reference frame
     def species_index(self, numbers: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Map atomic numbers to this surrogate's element indices, naming unknown ones."""
-        numbers = torch.as_tensor(np.asarray(numbers), device=self.species_lookup.device)
-        index = self.species_lookup[numbers.clamp(0, 118)]
-        unknown = (index < 0) | (numbers < 1) | (numbers > 118)
-        if unknown.any():
-            from ase.data import chemical_symbols
-
-            names = sorted(
-                {chemical_symbols[int(z)] if 0 < z < 119 else str(int(z)) for z in numbers[unknown]}
-            )
-            raise ValueError(f"the surrogate was not made for element(s) {', '.join(names)}")
-        return index
+        index = element_indices(numbers, self.config.atomic_numbers, "the surrogate")
+        return torch.as_tensor(index, device=self.feature_in.weight.device)
 
     def prepare(
         self,
