@@ -92,7 +92,8 @@ class MACEReference:
 
     Examples
     --------
-    >>> reference = MACEReference.from_file("reference.model")  # doctest: +SKIP
+    >>> reference = MACEReference.load("reference.pt")  # safe weights  # doctest: +SKIP
+    >>> reference = MACEReference.from_file("my.model")  # pickled  # doctest: +SKIP
     >>> result = reference(atoms)  # doctest: +SKIP
     >>> result.energy, result.forces.shape, result.node_features.shape  # doctest: +SKIP
     """
@@ -156,6 +157,32 @@ class MACEReference:
         model = torch.load(path, map_location=device, weights_only=False)
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         return cls(model.to(dtype=dtype), head=head)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        head: str | None = None,
+    ) -> MACEReference:
+        """Load MACE weights saved by :func:`boostmd.mace_io.save_mace` (safe to load).
+
+        Parameters
+        ----------
+        path
+            The weights file (a state dict with a JSON architecture).
+        device
+            Where to run the model.
+        dtype
+            ``"float32"`` (fast MD) or ``"float64"``.
+        head
+            Head of a multi-head model.
+        """
+        from boostmd.mace_io import load_mace
+
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        return cls(load_mace(path, device=device, dtype=dtype), head=head)
 
     @property
     def feature_dim(self) -> int:

@@ -104,6 +104,33 @@ def test_reference_rejects_nan_and_bad_shapes(reference, ethanol):
 def test_reference_from_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no MACE model file"):
         MACEReference.from_file(tmp_path / "missing.model")
+    with pytest.raises(FileNotFoundError, match="no MACE weights file"):
+        MACEReference.load(tmp_path / "missing.pt")
+
+
+def test_reference_files_round_trip(reference, ethanol, tmp_path):
+    from boostmd.mace_io import save_mace
+
+    expected = reference(ethanol)
+    torch.save(reference.model, tmp_path / "pickled.model")
+    safe = save_mace(reference.model, tmp_path / "weights.pt")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_mace(reference.model, safe)
+    for loaded in (
+        MACEReference.from_file(tmp_path / "pickled.model", dtype="float64"),
+        MACEReference.load(safe, dtype="float64"),
+    ):
+        result = loaded(ethanol)
+        assert torch.equal(result.energy, expected.energy)
+        assert torch.equal(result.forces, expected.forces)
+        assert loaded.fingerprint == reference.fingerprint
+
+
+def test_reference_load_rejects_other_files(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="not a readable MACE weights file"):
+        MACEReference.load(path)
 
 
 # ----------------------------------------------------------------------------- surrogate
