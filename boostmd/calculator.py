@@ -15,7 +15,7 @@ from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
 from integrators.schedules import decide
 
-__all__ = ["BoostMDCalculator", "check_compatible"]
+__all__ = ["BoostMDCalculator", "ReferenceCalculator", "check_compatible"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,38 @@ def check_compatible(reference: MACEReference, surrogate: Surrogate) -> None:
             f"({config.atomic_numbers}/{config.feature_dim} vs "
             f"{reference.atomic_numbers}/{reference.feature_dim})"
         )
+
+
+class ReferenceCalculator(Calculator):
+    """The reference alone as an ASE calculator (energy and forces, no stress).
+
+    ``results["node_features"]`` holds the invariant node features of the same pass.
+
+    Parameters
+    ----------
+    reference
+        The reference force field.
+    **kwargs
+        Passed to :class:`ase.calculators.calculator.Calculator`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]  # noqa: RUF012 (ASE API)
+
+    def __init__(self, reference: MACEReference, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reference = reference
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Run one reference forward pass."""
+        super().calculate(atoms, properties, system_changes)
+        result = self.reference(self.atoms)
+        energy = float(result.energy)
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": result.forces.cpu().numpy().astype(np.float64),
+            "node_features": result.node_features.cpu().numpy(),
+        }
 
 
 class BoostMDCalculator(Calculator):

@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from boostmd import MACEReference, Surrogate
+from boostmd.data import PairDataConfig, generate_trajectories, load_trajectories
+from boostmd.mace_io import save_mace
+from boostmd.testing import build_mace
+from boostmd.train import TrainConfig, force_rmse_by_k, split_pairs, train
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    model = build_mace(hidden_irreps="8x0e+8x1o", dtype=torch.float32, seed=5)
+    reference_path = save_mace(model, root / "reference.pt")
+    reference = MACEReference.load(reference_path)
+    config = PairDataConfig(
+        out=root / "runs", temperatures=[400.0], steps=60, equilibration_steps=5, stride=3
+    )
+    paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
+    return root, reference, reference_path, paths
+
+
+def test_trajectories_are_written_and_resumable(workspace):
+    root, reference, _, paths = workspace
+    assert [p.name for p in paths] == ["ethanol_400K.extxyz"]
+    stamp = paths[0].stat().st_mtime_ns
+    config = PairDataConfig(out=root / "runs", temperatures=[400.0], steps=60, stride=3)
+    generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
+    assert paths[0].stat().st_mtime_ns == stamp  # complete runs are not redone
+    (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    assert run.positions.shape == (60, 9, 3)
+    assert list(run.reference_steps) == list(range(0, 60, 3))
+    assert run.node_features.shape == (20, 9, reference.feature_dim)
+    # stored labels are the reference's own
+    result = reference.compute(run.numbers, run.positions[7])
+    assert float(result.energy) == pytest.approx(run.energies[7], abs=1e-4)
+    np.testing.assert_allclose(result.forces.numpy(), run.forces[7], atol=1e-4)
+
+
+def test_data_from_another_reference_is_refused(workspace):
+    _, reference, _, paths = workspace
+    with pytest.raises(ValueError, match="made with reference"):
+        load_trajectories(paths, reference.cutoff, "0000000000000000")
+
+
+def test_validation_is_a_later_time_block(workspace):
+    _, reference, _, paths = workspace
+    runs = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    config = TrainConfig(reference=None, data=paths, out=None, max_k=4)
+    train_pairs, valid_pairs = split_pairs(runs, config)
+    last_train = max(runs[0].reference_steps[p.reference] + p.k for p in train_pairs)
+    first_valid = min(runs[0].reference_steps[p.reference] for p in valid_pairs)
+    assert last_train < first_valid
+    assert {p.k for p in valid_pairs} == {1, 2, 3, 4}
+
+
+def test_training_improves_and_resumes(workspace, tmp_path):
+    _, reference, reference_path, paths = workspace
+    config = TrainConfig(
+        reference=reference_path,
+        data=paths,
+        out=tmp_path / "run",
+        max_k=4,
+        epochs=1,
+        batch_size=8,
+        num_channels=4,
+        hidden_dim=16,
+        lr=5e-3,
+    )
+    train(config)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config)
+    config.epochs, config.resume = 6, True
+    metrics = train(config)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert set(metrics["validation_force_rmse_meV_per_A_by_k"]) == {1, 2, 3, 4}
+
+    runs = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    _, valid_pairs = split_pairs(runs, config)
+    trained = Surrogate.load(tmp_path / "run" / "surrogate.pt")
+    torch.manual_seed(0)
+    untrained = Surrogate.for_reference(reference, num_channels=4, hidden_dim=16)
+    trained_error = np.mean(list(force_rmse_by_k(trained, runs, valid_pairs).values()))
+    untrained_error = np.mean(list(force_rmse_by_k(untrained, runs, valid_pairs).values()))
+    assert trained_error < untrained_error
