@@ -135,6 +135,41 @@ class BoostMDCalculator(Calculator):
         self._step = 0
         self._steps_since_reference = 0
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "dipeptides",
+        interval: int = 10,
+        schedule=None,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        **kwargs,
+    ) -> BoostMDCalculator:
+        """Build a calculator from a shipped reference and surrogate.
+
+        Parameters
+        ----------
+        name
+            ``"dipeptides"``: a MACE (96x0e+96x1o, 2 layers, 5 Å) trained on GFN2-xTB
+            data of capped dipeptides, and its surrogate.
+        interval, schedule
+            As in the constructor.
+        device, dtype
+            Where and in which precision to run.
+        **kwargs
+            Passed to the constructor.
+
+        Examples
+        --------
+        >>> from boostmd.peptides import capped_dipeptide  # doctest: +SKIP
+        >>> atoms = capped_dipeptide("ALA")  # doctest: +SKIP
+        >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides", interval=10)  # doctest: +SKIP
+        """
+        from boostmd.pretrained import load_pretrained
+
+        reference, surrogate = load_pretrained(name, device=device, dtype=dtype)
+        return cls(reference, surrogate, interval=interval, schedule=schedule, **kwargs)
+
     def reset(self) -> None:
         """Clear results and the cached reference frame: the next call runs the reference."""
         super().reset()

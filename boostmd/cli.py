@@ -1,0 +1,25 @@
+"""The ``boostmd`` command: ``boostmd demo|train|data|make-reference ...``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("boostmd.demo", "BoostMD against the reference alone on a dipeptide"),
+    "train": ("boostmd.train", "train a surrogate from reference MD runs"),
+    "data": ("boostmd.data", "generate reference MD runs for surrogate training"),
+    "make-reference": ("boostmd.make_reference", "make the dipeptide reference MACE"),
+    "xtb-data": ("boostmd.xtb_data", "generate GFN2-xTB data for the reference"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Dispatch ``boostmd COMMAND ARGS`` to ``python -m boostmd.COMMAND ARGS``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"  {name:15s} {text}" for name, (_, text) in COMMANDS.items()]
+        print("usage: boostmd COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines))
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module, _ = COMMANDS[argv[0]]
+    importlib.import_module(module).main(argv[1:])
