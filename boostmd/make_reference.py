@@ -38,14 +38,14 @@ class ReferenceRecipe:
 
     data: XTBDataConfig = field(default_factory=XTBDataConfig)
     test_fraction: float = 0.1
-    max_train: int = 800
+    max_train: int = 1500
     split_seed: int = 0
     hidden_irreps: str = "96x0e+96x1o"
     num_interactions: int = 2
     r_max: float = 5.0
     correlation: int = 3
     batch_size: int = 4
-    epochs: int = 8
+    epochs: int = 12
     lr: float = 0.01
     forces_weight: float = 100.0
     seed: int = 1
