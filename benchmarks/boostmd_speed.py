@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase import units
-from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
 from boostmd.calculator import ReferenceCalculator
+from boostmd.md import langevin as run_langevin
 from boostmd.peptides import capped_dipeptide
 from boostmd.pretrained import load_pretrained
 
@@ -38,14 +37,7 @@ SMALL_MACE = Path("runs/small-mace/small-mace.pt")
 def langevin(atoms, calc, steps, seed):
     atoms = atoms.copy()
     atoms.calc = calc
-    dynamics = Langevin(
-        atoms,
-        1.0 * units.fs,
-        temperature_K=300,
-        friction=1 / (1000 * units.fs),
-        fixcm=False,
-        rng=np.random.default_rng(seed),
-    )
+    dynamics = run_langevin(atoms, 300.0, timestep_fs=1.0, friction_per_ps=1.0, rng=seed)
     positions = []
     dynamics.attach(lambda: positions.append(atoms.positions.copy()), interval=1)
     start = time.perf_counter()

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase import Atoms, units
+from ase import Atoms
 from ase.io import read, write
-from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import ReferenceCalculator
 from boostmd.graph import pair_forces, radius_graph
+from boostmd.md import langevin
 from boostmd.reference import MACEReference
 
 __all__ = ["PairDataConfig", "Trajectory", "generate_trajectories", "load_trajectories"]
@@ -105,14 +105,7 @@ def _simulate(
     atoms = atoms.copy()
     atoms.calc = ReferenceCalculator(reference)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dynamics = Langevin(
-        atoms,
-        config.timestep_fs * units.fs,
-        temperature_K=temperature,
-        friction=config.friction_per_ps / (1000 * units.fs),
-        fixcm=False,
-        rng=rng,
-    )
+    dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
     dynamics.run(config.equilibration_steps)
     frames, reference_steps, features = [], [], []
     for step in tqdm(range(config.steps), desc=name, leave=False):

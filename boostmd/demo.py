@@ -20,15 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.io import write
-from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
+from boostmd.md import langevin
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -56,13 +56,8 @@ def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
     """Run Langevin MD; return positions, sources, surrogate forces and wall time."""
     atoms = atoms.copy()
     atoms.calc = calc
-    dynamics = Langevin(
-        atoms,
-        config.timestep_fs * units.fs,
-        temperature_K=config.temperature_K,
-        friction=config.friction_per_ps / (1000 * units.fs),
-        fixcm=False,
-        rng=np.random.default_rng(config.seed + 1),
+    dynamics = langevin(
+        atoms, config.temperature_K, config.timestep_fs, config.friction_per_ps, rng=config.seed + 1
     )
     positions, sources, surrogate_forces = [], [], {}
     progress = tqdm(total=config.steps + 1, desc=label, unit="step")

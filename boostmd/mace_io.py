@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from boostmd._mace import import_mace
+from boostmd.files import read_payload, write_payload
 
 __all__ = ["load_mace", "save_mace"]
 
@@ -66,16 +67,13 @@ def save_mace(model: torch.nn.Module, path: str | Path, overwrite: bool = False)
     import_mace()
     from mace.tools.scripts_utils import extract_config_mace_model
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     config = extract_config_mace_model(model)
     if "error" in config:
         raise TypeError(config["error"])
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "config": _config_to_json(config), "state_dict": state}, path)
-    return path
+    return write_payload(
+        path, FORMAT, {"config": _config_to_json(config), "state_dict": state}, overwrite
+    )
 
 
 def load_mace(
@@ -90,21 +88,15 @@ def load_mace(
     ValueError
         If the file is not in this format or is corrupt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no MACE weights file at {path}")
+    how = (
+        "write one with boostmd.mace_io.save_mace, or load a pickled .model with "
+        "MACEReference.from_file"
+    )
+    payload = read_payload(path, FORMAT, "MACE weights", how)
     mace = import_mace()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError("missing the boostmd-mace header")
-        config = _config_from_json(payload["config"])
-        model = mace.modules.ScaleShiftMACE(**config)
+        model = mace.modules.ScaleShiftMACE(**_config_from_json(payload["config"]))
         model.load_state_dict(payload["state_dict"])
     except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable MACE weights file ({error}); write one with "
-            "boostmd.mace_io.save_mace, or load a pickled .model with "
-            "MACEReference.from_file"
-        ) from error
+        raise ValueError(f"{path} is not a readable MACE weights file ({error}); {how}") from error
     return model.to(device=device, dtype=dtype).eval()

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from boostmd.elements import element_indices
+from boostmd.files import read_payload, write_payload
 from boostmd.graph import pair_forces, radius_graph
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
@@ -376,19 +377,13 @@ class Surrogate(nn.Module):
         FileExistsError
             If ``path`` exists and ``overwrite`` is False.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        payload = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "config": self.config.to_json(),
-            "state_dict": state,
-        }
-        torch.save(payload, path)
-        return path
+        return write_payload(
+            path,
+            FORMAT,
+            {"version": FORMAT_VERSION, "config": self.config.to_json(), "state_dict": state},
+            overwrite,
+        )
 
     @classmethod
     def load(
@@ -406,20 +401,14 @@ class Surrogate(nn.Module):
         ValueError
             If the file is not a BoostMD surrogate or is corrupt.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no surrogate file at {path}")
+        how = "write one with Surrogate.save or python -m boostmd.train"
+        payload = read_payload(path, FORMAT, "BoostMD surrogate", how)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-                raise ValueError("missing the boostmd-surrogate header")
-            config = SurrogateConfig.from_json(payload["config"])
-            surrogate = cls(config)
+            surrogate = cls(SurrogateConfig.from_json(payload["config"]))
             surrogate.load_state_dict(payload["state_dict"])
         except Exception as error:
             raise ValueError(
-                f"{path} is not a readable BoostMD surrogate file ({error}); "
-                "write one with Surrogate.save or python -m boostmd.train"
+                f"{path} is not a readable BoostMD surrogate file ({error}); {how}"
             ) from error
         dtype = dtype or payload["state_dict"]["feature_in.weight"].dtype
         return surrogate.to(device=device, dtype=dtype)

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.io import read, write
-from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
+from boostmd.md import langevin
 from boostmd.peptides import capped_dipeptide, residue_code
 
 __all__ = ["XTBDataConfig", "generate", "xtb_calculator"]
@@ -89,14 +89,7 @@ def _run(config: XTBDataConfig, residue: str, temperature: float) -> list[Atoms]
     atoms = capped_dipeptide(residue, seed=config.seed)
     atoms.calc = xtb_calculator()
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dynamics = Langevin(
-        atoms,
-        config.timestep_fs * units.fs,
-        temperature_K=temperature,
-        friction=config.friction_per_fs / units.fs,
-        fixcm=False,
-        rng=rng,
-    )
+    dynamics = langevin(atoms, temperature, config.timestep_fs, 1000 * config.friction_per_fs, rng)
     dynamics.run(config.equilibration_steps)
     info = {"residue": residue, "temperature_K": temperature}
     frames = []

@@ -249,7 +249,7 @@ def test_save_never_overwrites_silently(surrogate, tmp_path):
 
 
 def test_load_missing_and_corrupt_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no surrogate file"):
+    with pytest.raises(FileNotFoundError, match="no BoostMD surrogate file"):
         Surrogate.load(tmp_path / "nothing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")

@@ -22,7 +22,8 @@ def test_dihedrals_match_ase_on_every_residue():
         for indices in (phi, psi):
             expected = (atoms.get_dihedral(*indices) + 180) % 360 - 180
             assert dihedral_angles(atoms.positions[None], indices)[0] == pytest.approx(
-                expected, abs=1e-6)
+                expected, abs=1e-6
+            )
 
 
 def test_dihedrals_refuse_molecules_without_a_residue():
@@ -36,8 +37,9 @@ def test_demo_runs_end_to_end_with_small_models(tmp_path):
     reference = MACEReference(build_mace(hidden_irreps="8x0e+8x1o", dtype=torch.float32))
     torch.manual_seed(0)
     surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=16)
-    config = DemoConfig(steps=20, interval=5, force_samples=4, write_every=5,
-                        out=tmp_path / "demo", timestep_fs=0.5)
+    config = DemoConfig(
+        steps=20, interval=5, force_samples=4, write_every=5, out=tmp_path / "demo", timestep_fs=0.5
+    )
     summary = run_demo(config, reference, surrogate)
     assert summary["reference_calls"] == 5 and summary["surrogate_calls"] == 16
     assert summary["surrogate_vs_reference"]["sampled_steps"] == 4
@@ -52,7 +54,7 @@ def test_demo_runs_end_to_end_with_small_models(tmp_path):
 
 def test_missing_pretrained_models_name_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr("boostmd.pretrained.MODELS_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="make it with python -m boostmd.make_reference"):
+    with pytest.raises(FileNotFoundError, match=r"make it with python -m boostmd\.make_reference"):
         load_pretrained("dipeptides")
     with pytest.raises(ValueError, match="no pretrained models named 'proteins'"):
         load_pretrained("proteins")

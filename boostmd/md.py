@@ -1,0 +1,41 @@
+"""Langevin dynamics set up in lab units, one place for the unit conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+
+__all__ = ["langevin"]
+
+
+def langevin(
+    atoms: Atoms,
+    temperature_K: float,
+    timestep_fs: float = 1.0,
+    friction_per_ps: float = 1.0,
+    rng: np.random.Generator | int | None = None,
+) -> Langevin:
+    """ASE Langevin dynamics with the timestep in fs and the friction in 1/ps.
+
+    Parameters
+    ----------
+    atoms
+        The system, with a calculator attached.
+    temperature_K
+        Bath temperature.
+    timestep_fs
+        Timestep in femtoseconds.
+    friction_per_ps
+        Friction coefficient in inverse picoseconds.
+    rng
+        Generator or seed of the random forces.
+    """
+    return Langevin(
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=friction_per_ps / (1000 * units.fs),
+        fixcm=False,
+        rng=np.random.default_rng(rng),
+    )
