@@ -193,6 +193,14 @@ class Surrogate(nn.Module):
         self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
         self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
         self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
+        # Start from the first-order expansion: a = b = 0 and c = softplus(-6) ~ 0, so an
+        # untrained surrogate is already sensible and training does not begin with huge
+        # quartic energies.
+        nn.init.zeros_(self.coefficient_head.weight)
+        with torch.no_grad():
+            self.coefficient_head.bias.copy_(
+                torch.tensor([0.0, 0.0, -6.0]).repeat_interleave(channels)
+            )
 
     @classmethod
     def for_reference(cls, reference, **hyperparameters) -> Surrogate:
@@ -404,11 +412,11 @@ class Surrogate(nn.Module):
         how = "write one with Surrogate.save or python -m boostmd.train"
         payload = read_payload(path, FORMAT, "BoostMD surrogate", how)
         try:
-            surrogate = cls(SurrogateConfig.from_json(payload["config"]))
-            surrogate.load_state_dict(payload["state_dict"])
+            saved_dtype = payload["state_dict"]["feature_in.weight"].dtype
+            surrogate = cls(SurrogateConfig.from_json(payload["config"])).to(saved_dtype)
+            surrogate.load_state_dict(payload["state_dict"])  # no rounding on the way in
         except Exception as error:
             raise ValueError(
                 f"{path} is not a readable BoostMD surrogate file ({error}); {how}"
             ) from error
-        dtype = dtype or payload["state_dict"]["feature_in.weight"].dtype
-        return surrogate.to(device=device, dtype=dtype)
+        return surrogate.to(device=device, dtype=dtype or saved_dtype)

@@ -22,10 +22,20 @@ def reference():
     return MACEReference(build_mace(dtype=torch.float64, seed=1))
 
 
+def randomise_learned_terms(surrogate):
+    """An untrained surrogate is the first-order expansion; give its polynomial weights."""
+    with torch.no_grad():
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.3)
+        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.3)
+    return surrogate
+
+
 @pytest.fixture(scope="module")
 def surrogate(reference):
     torch.manual_seed(3)
-    return Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    return randomise_learned_terms(
+        Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    )
 
 
 @pytest.fixture
@@ -150,6 +160,17 @@ def test_surrogate_forces_match_finite_differences(reference, surrogate, ethanol
         return float(surrogate.energy_and_forces(frame, p)[0][0])
 
     np.testing.assert_allclose(forces.numpy(), numerical_forces(energy, positions), atol=1e-6)
+
+
+def test_untrained_surrogate_is_the_first_order_expansion(reference, ethanol):
+    torch.manual_seed(0)
+    fresh = Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    _, frame = frame_for(reference, fresh, ethanol)
+    positions = torch.as_tensor(displaced(ethanol, scale=0.02))
+    with torch.no_grad():
+        energy = fresh.energy(frame, positions)
+        frame.coefficients = torch.zeros_like(frame.coefficients)
+        assert float(energy) == pytest.approx(float(fresh.energy(frame, positions)), abs=1e-4)
 
 
 def test_surrogate_learned_part_is_not_trivial(reference, surrogate, ethanol):
