@@ -94,6 +94,10 @@ class BoostMDCalculator(Calculator):
         A surrogate made for ``reference`` (its fingerprint is checked).
     interval
         Run the reference every ``interval`` steps (ignored when ``schedule`` is given).
+    force_guard
+        A surrogate step whose largest force exceeds ``force_guard`` times the largest
+        force of its reference frame (at least 10 eV/Å), or is not finite, is replaced by
+        a reference call and counted in ``fallbacks``, with a warning.
     schedule
         Any :mod:`integrators` schedule, e.g. ``Threshold(tol=0.3, max_reuse=19)`` for a
         reference call once some atom may have moved 0.3 Å (an adaptive interval).
@@ -122,9 +126,14 @@ class BoostMDCalculator(Calculator):
         surrogate: Surrogate,
         interval: int = 10,
         schedule=None,
+        force_guard: float = 3.0,
         **kwargs,
     ) -> None:
         check_compatible(reference, surrogate)
+        if not force_guard > 1:
+            raise ValueError(f"force_guard must be > 1, got {force_guard!r}")
+        self.force_guard = float(force_guard)
+        self.fallbacks = 0
         super().__init__(**kwargs)
         self.reference = reference
         self.surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
@@ -197,12 +206,15 @@ class BoostMDCalculator(Calculator):
             indicator = float(np.sqrt((moved**2).sum(axis=1).max()))
         self._previous_positions = positions.copy()
         start = time.perf_counter()
+        source = "full"
         if decide(self.schedule, self._step, indicator, force=new_system):
             energy, forces = self._reference_step()
-            source = "full"
         else:
             energy, forces = self._surrogate_step(positions)
-            source = "reuse"
+            if self._guard_trips(forces):
+                energy, forces = self._reference_step()
+            else:
+                source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
         self.results = {
             "energy": energy,
@@ -235,7 +247,25 @@ class BoostMDCalculator(Calculator):
                 shifts=shifts,
             )
         self._steps_since_reference = 0
-        return float(result.energy), result.forces.cpu().numpy().astype(np.float64)
+        forces = result.forces.cpu().numpy().astype(np.float64)
+        self._reference_force_max = float(np.abs(forces).max())
+        return float(result.energy), forces
+
+    def _guard_trips(self, forces: np.ndarray) -> bool:
+        limit = max(self.force_guard * self._reference_force_max, 10.0)
+        largest = float(np.abs(forces).max()) if np.isfinite(forces).all() else np.inf
+        if largest <= limit:
+            return False
+        self.fallbacks += 1
+        logger.warning(
+            "surrogate force %.3g eV/Å exceeds %.3g eV/Å %d steps after the reference "
+            "frame; running the reference instead (fallback %d)",
+            largest,
+            limit,
+            self._steps_since_reference,
+            self.fallbacks,
+        )
+        return True
 
     def _surrogate_step(self, positions: np.ndarray) -> tuple[float, np.ndarray]:
         energy, forces = self.surrogate.energy_and_forces(self._frame, positions)

@@ -44,7 +44,7 @@ class DemoConfig:
     interval: int = 10
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
-    friction_per_ps: float = 1.0
+    friction_per_ps: float = 10.0
     force_samples: int = 100
     write_every: int = 10
     seed: int = 0
@@ -186,6 +186,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "speedup": ref_seconds / boost_seconds,
         "reference_calls": boost.stats.full_steps,
         "surrogate_calls": boost.stats.reuse_steps,
+        "guard_fallbacks": boost.fallbacks,
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
         "surrogate_vs_reference": forces,
@@ -205,7 +206,7 @@ def format_summary(summary: dict) -> str:
             f"speedup {summary['speedup']:.1f}x",
             f"calls        : {summary['reference_calls']} reference "
             f"({summary['reference_time_s']:.1f} s), {summary['surrogate_calls']} surrogate "
-            f"({summary['surrogate_time_s']:.1f} s)",
+            f"({summary['surrogate_time_s']:.1f} s); {summary['guard_fallbacks']} guard fallbacks",
             f"surrogate force RMSE vs reference on {forces['sampled_steps']} sampled steps: "
             + (f"{rmse:.1f} meV/Å" if rmse is not None else "n/a"),
             f"written to {summary['config']['out']}/ (trajectories, ramachandran.png, "
@@ -223,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=int, default=defaults.interval)
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
+    parser.add_argument(
+        "--friction",
+        type=float,
+        default=defaults.friction_per_ps,
+        help="Langevin friction in 1/ps (BoostMD heats at 1/ps: see README)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--overwrite", action="store_true")

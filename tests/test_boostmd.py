@@ -25,8 +25,8 @@ def reference():
 def randomise_learned_terms(surrogate):
     """An untrained surrogate is the first-order expansion; give its polynomial weights."""
     with torch.no_grad():
-        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.3)
-        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.3)
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.05)
+        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.05)
     return surrogate
 
 
@@ -317,7 +317,7 @@ def test_langevin_reference_runs_every_interval(reference, surrogate, ethanol, t
     for observe in (False, True):
         atoms = ethanol.copy()
         MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-        calc = BoostMDCalculator(reference, surrogate, interval=5)
+        calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=5)
         dynamics = Langevin(
             atoms,
             0.5 * units.fs,
@@ -342,7 +342,7 @@ def test_langevin_reference_runs_every_interval(reference, surrogate, ethanol, t
 
 
 def test_repeated_property_requests_do_not_advance(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, interval=3)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
     ethanol.calc = calc
     for _ in range(3):
         ethanol.get_potential_energy()
@@ -357,7 +357,7 @@ def test_repeated_property_requests_do_not_advance(reference, surrogate, ethanol
 
 
 def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, interval=100)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=100)
     ethanol.calc = calc
     ethanol.get_forces()
     ethanol.positions += 0.01
@@ -375,7 +375,7 @@ def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethano
 
 @pytest.mark.parametrize("step_kind", ["reference", "surrogate"])
 def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kind):
-    calc = BoostMDCalculator(reference, surrogate, interval=100)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=100)
     ethanol.calc = calc
     ethanol.get_forces()
     if step_kind == "surrogate":
@@ -399,7 +399,7 @@ def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, 
     for timestep, steps in ((0.2, 20), (0.1, 40)):
         atoms = ethanol.copy()
         MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(2))
-        atoms.calc = BoostMDCalculator(reference, surrogate, interval=1000)
+        atoms.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=1000)
         dynamics = VelocityVerlet(atoms, timestep * units.fs)
         energies = []
         dynamics.attach(lambda a=atoms, e=energies: e.append(a.get_total_energy()))
@@ -422,7 +422,7 @@ def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, 
 def test_works_with_ase_integrators(reference, surrogate, ethanol, make_dynamics):
     atoms = ethanol.copy()
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    calc = BoostMDCalculator(reference, surrogate, interval=4)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4)
     atoms.calc = calc
     make_dynamics(atoms).run(12)
     assert calc.stats.full_steps == 4 and calc.stats.reuse_steps == 9
@@ -430,7 +430,7 @@ def test_works_with_ase_integrators(reference, surrogate, ethanol, make_dynamics
 
 
 def test_threshold_schedule_adapts_to_displacement(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, schedule=Threshold(tol=0.05))
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, schedule=Threshold(tol=0.05))
     ethanol.calc = calc
     ethanol.get_forces()
     sources = []
@@ -448,7 +448,7 @@ def test_periodic_system_runs(reference, surrogate):
     atoms.center()
     atoms.pbc = True
     atoms.positions[0] += [0, 0, 2.5]  # close to a periodic image of another molecule
-    calc = BoostMDCalculator(reference, surrogate, interval=10)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=10)
     atoms.calc = calc
     forces = atoms.get_forces()
     np.testing.assert_allclose(forces.sum(0), 0, atol=1e-9)
@@ -465,7 +465,7 @@ def test_calculator_rejects_mismatched_surrogate(reference, surrogate):
 
 
 def test_calculator_rejects_nan_positions(reference, surrogate, ethanol):
-    ethanol.calc = BoostMDCalculator(reference, surrogate)
+    ethanol.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9)
     ethanol.positions[3, 0] = np.inf
     with pytest.raises(ValueError, match=r"atoms \[3\] have NaN or infinite positions"):
         ethanol.get_forces()
@@ -473,6 +473,20 @@ def test_calculator_rejects_nan_positions(reference, surrogate, ethanol):
 
 def test_calculator_rejects_unknown_elements(reference, surrogate):
     atoms = Atoms("CuH", positions=[[0, 0, 0], [1.5, 0, 0]])
-    atoms.calc = BoostMDCalculator(reference, surrogate)
+    atoms.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9)
     with pytest.raises(ValueError, match=r"does not know element\(s\) Cu"):
         atoms.get_forces()
+
+
+def test_force_guard_falls_back_to_the_reference(reference, surrogate, ethanol, caplog):
+    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0)
+    ethanol.calc = calc
+    ethanol.get_forces()
+    ethanol.positions[0] += [0.6, 0.0, 0.0]  # far outside any boost window
+    with caplog.at_level("WARNING", logger="boostmd.calculator"):
+        forces = ethanol.get_forces()
+    assert calc.results["boostmd_source"] == "reference" and calc.fallbacks == 1
+    assert "running the reference instead" in caplog.text
+    np.testing.assert_allclose(forces, reference(ethanol).forces.numpy(), atol=1e-10)
+    with pytest.raises(ValueError, match="force_guard must be > 1"):
+        BoostMDCalculator(reference, surrogate, force_guard=0.5)
