@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from timing import median_ms
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
 from boostmd.calculator import ReferenceCalculator
@@ -43,15 +44,6 @@ def langevin(atoms, calc, steps, seed):
     start = time.perf_counter()
     dynamics.run(steps)
     return time.perf_counter() - start, np.asarray(positions)
-
-
-def median_ms(fn, repeats=20):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def cost_ratio(reference, surrogate, atoms):

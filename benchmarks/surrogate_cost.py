@@ -11,23 +11,14 @@ are interleaved in one run and the median per call is reported. Prints one JSON 
 import argparse
 import json
 import statistics
-import time
 
 import numpy as np
 import torch
+from timing import median_ms
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
 from boostmd.peptides import capped_dipeptide
 from boostmd.testing import build_mace
-
-
-def median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main():

@@ -22,7 +22,7 @@ def polynomial(coefficients, t):
     return powers @ coefficients
 
 
-def check_exact(predictor, degree, dtype, history, seed):
+def assert_exact(predictor, degree, dtype, history, seed):
     generator = torch.Generator().manual_seed(seed)
     coefficients = torch.randn(degree + 1, 5, generator=generator, dtype=torch.float64)
     times = random_times(history + 1, generator)
@@ -39,14 +39,14 @@ def check_exact(predictor, degree, dtype, history, seed):
 @pytest.mark.parametrize("seed", range(5))
 def test_adams_bashforth_exact_below_order(order, seed, dtype):
     for degree in range(order):
-        check_exact(AdamsBashforth(order), degree, dtype, history=order + 2, seed=seed)
+        assert_exact(AdamsBashforth(order), degree, dtype, history=order + 2, seed=seed)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 @pytest.mark.parametrize("seed", range(5))
 def test_taylor_exact_up_to_order(order, seed, dtype):
     for degree in range(order + 1):
-        check_exact(Taylor(order), degree, dtype, history=order + 3, seed=seed)
+        assert_exact(Taylor(order), degree, dtype, history=order + 3, seed=seed)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
