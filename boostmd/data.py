@@ -5,6 +5,13 @@ keeps its energy and forces; every ``stride``-th frame is a candidate reference 
 also keeps its node features. A training pair is a reference frame ``r`` and the frame
 ``r + k`` for ``k = 1..max_k``, labelled with the reference's energy and forces there.
 
+With ``--surrogate``, the runs are *on-policy*: BoostMD with that surrogate drives the
+dynamics (reference every ``stride`` steps) while the reference still labels every frame.
+A surrogate trained only on reference trajectories meets, in its own dynamics,
+configurations its errors lead it to (where it underestimates the energy, so the run
+heats); adding on-policy runs to the training data and fine-tuning (``python -m
+boostmd.train --init``) corrects exactly those errors, in the spirit of DAgger.
+
 Files per (structure, temperature) run, written atomically so generation resumes:
 ``NAME.extxyz`` (positions, ``REF_energy``, ``REF_forces`` of every frame) and
 ``NAME.npz`` (``reference_steps`` and their ``node_features``; no pickles).
@@ -23,14 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.calculators.calculator import Calculator
 from ase.io import read, write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
-from boostmd.calculator import ReferenceCalculator
+from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.graph import pair_forces, radius_graph
 from boostmd.md import langevin
 from boostmd.reference import MACEReference
+from boostmd.stability import BondTopology, first_collapse
+from boostmd.surrogate import Surrogate
 
 __all__ = ["PairDataConfig", "Trajectory", "generate_trajectories", "load_trajectories"]
 
@@ -52,6 +62,7 @@ class PairDataConfig:
     equilibration_steps: int = 200
     stride: int = 5
     seed: int = 0
+    surrogate: Path | None = None
 
 
 @dataclass
@@ -98,12 +109,22 @@ def _run_name(residue_or_name: str, temperature: float) -> str:
     return f"{residue_or_name}_{temperature:.0f}K"
 
 
+def _driver(reference: MACEReference, config: PairDataConfig) -> Calculator:
+    """Return the calculator that moves the atoms: the reference, or BoostMD (on-policy)."""
+    if config.surrogate is None:
+        return ReferenceCalculator(reference)
+    surrogate = Surrogate.load(config.surrogate)
+    return BoostMDCalculator(reference, surrogate, interval=config.stride)
+
+
 def _simulate(
     reference: MACEReference, atoms: Atoms, temperature: float, config: PairDataConfig, name: str
 ) -> tuple[list[Atoms], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(f"{name}-{config.seed}".encode()))
     atoms = atoms.copy()
-    atoms.calc = ReferenceCalculator(reference)
+    topology = BondTopology.of(atoms)
+    atoms.calc = _driver(reference, config)
+    labeller = ReferenceCalculator(reference)  # on-policy runs: labels every frame
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
     dynamics.run(config.equilibration_steps)
@@ -111,14 +132,24 @@ def _simulate(
     for step in tqdm(range(config.steps), desc=name, leave=False):
         if step:
             dynamics.run(1)
+        collapse = first_collapse(atoms.positions[None], topology)
+        if collapse is not None:  # only on-policy runs can get here with a sane reference
+            logger.warning("%s collapsed at step %d (%s); run ends", name, step, collapse[1])
+            break
         atoms.get_forces()
+        source = atoms.calc.results.get("boostmd_source", "reference")
+        labels = atoms.calc.results
+        if config.surrogate is not None:
+            labeller.calculate(atoms, ["energy", "forces"])
+            labels = labeller.results
         frame = Atoms(atoms.numbers, atoms.positions)
-        frame.info[ENERGY_KEY] = atoms.get_potential_energy()
-        frame.arrays[FORCES_KEY] = atoms.get_forces()
+        frame.info[ENERGY_KEY] = float(labels["energy"])
+        frame.arrays[FORCES_KEY] = labels["forces"].copy()
         frames.append(frame)
-        if step % config.stride == 0:
+        # Reference frames: every stride-th step, or where BoostMD itself called the reference.
+        if (step % config.stride == 0) if config.surrogate is None else source == "reference":
             reference_steps.append(step)
-            features.append(atoms.calc.results["node_features"])
+            features.append(labels["node_features"])
     return frames, np.asarray(reference_steps), np.asarray(features, dtype=np.float32)
 
 
@@ -228,6 +259,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--stride", type=int, default=defaults.stride)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--equilibration-steps", type=int, default=defaults.equilibration_steps)
+    parser.add_argument("--friction", type=float, default=defaults.friction_per_ps, help="1/ps")
+    parser.add_argument(
+        "--surrogate",
+        type=Path,
+        default=None,
+        help="on-policy runs: BoostMD with this surrogate (reference every --stride steps) "
+        "moves the atoms, the reference labels every frame",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     reference = MACEReference.load(args.reference)
@@ -238,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         stride=args.stride,
         seed=args.seed,
+        friction_per_ps=args.friction,
+        equilibration_steps=args.equilibration_steps,
+        surrogate=args.surrogate,
     )
     structures = {residue_code(p): capped_dipeptide(p) for p in config.peptides}
     paths = generate_trajectories(reference, structures, config)

@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         interval=args.interval,
         temperature_K=args.temperature,
         timestep_fs=args.timestep,
+        friction_per_ps=args.friction,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,

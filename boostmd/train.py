@@ -1,6 +1,8 @@
 """Train a surrogate for a reference from reference MD runs (:mod:`boostmd.data`).
 
     python -m boostmd.train --reference REFERENCE.pt --data data/pairs --out runs/surrogate
+    python -m boostmd.train --reference REFERENCE.pt --data data/pairs data/onpolicy \
+        --init runs/surrogate/surrogate.pt --out runs/surrogate-2   # fine-tune on-policy
 
 The last ``validation_fraction`` of every run is held out (a time block, so validation
 frames are not neighbours of training frames). Each epoch writes ``checkpoint.pt``;
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from boostmd.calculator import check_compatible
 from boostmd.data import Trajectory, load_trajectories
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
@@ -52,6 +55,7 @@ class TrainConfig:
     hidden_dim: int = 64
     seed: int = 0
     resume: bool = False
+    init: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,17 @@ def _standardise_features(surrogate: Surrogate, trajectories: list[Trajectory]) 
     surrogate.feature_std.copy_(torch.as_tensor(features.std(0) + 1e-6))
 
 
+def _initial_surrogate(reference: MACEReference, config: TrainConfig) -> Surrogate:
+    """Return a fresh surrogate, or the one in ``config.init`` to fine-tune (same reference)."""
+    if config.init is None:
+        return Surrogate.for_reference(
+            reference, num_channels=config.num_channels, hidden_dim=config.hidden_dim
+        )
+    surrogate = Surrogate.load(config.init, dtype=reference.dtype)
+    check_compatible(reference, surrogate)
+    return surrogate
+
+
 def train(config: TrainConfig) -> dict:
     """Train (or resume training) a surrogate; returns the final metrics."""
     random.seed(config.seed)
@@ -216,9 +231,7 @@ def train(config: TrainConfig) -> dict:
         )
     config.out.mkdir(parents=True, exist_ok=True)
     reference = MACEReference.load(config.reference)
-    surrogate = Surrogate.for_reference(
-        reference, num_channels=config.num_channels, hidden_dim=config.hidden_dim
-    )
+    surrogate = _initial_surrogate(reference, config)
     trajectories = load_trajectories(config.data, surrogate.config.cutoff, reference.fingerprint)
     train_pairs, valid_pairs = split_pairs(trajectories, config)
     if not train_pairs or not valid_pairs:
@@ -226,7 +239,8 @@ def train(config: TrainConfig) -> dict:
             "not enough frames for training and validation pairs; "
             "generate longer runs or lower --max-k"
         )
-    _standardise_features(surrogate, trajectories)
+    if config.init is None:
+        _standardise_features(surrogate, trajectories)
     optimizer = torch.optim.AdamW(
         surrogate.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -319,7 +333,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True)
     parser.add_argument(
-        "--data", type=Path, required=True, help="directory of runs from python -m boostmd.data"
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="directories of runs from python -m boostmd.data",
     )
     parser.add_argument(
         "--runs",
@@ -338,13 +356,18 @@ def main(argv: list[str] | None = None) -> None:
             f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
         )
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="fine-tune this surrogate instead of a new one"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    if not args.data.is_dir():
-        raise SystemExit(
-            f"--data {args.data} is not a directory of runs (make one with python -m boostmd.data)"
-        )
-    files = sorted(args.data.glob("*.extxyz"))
+    for directory in args.data:
+        if not directory.is_dir():
+            raise SystemExit(
+                f"--data {directory} is not a directory of runs "
+                "(make one with python -m boostmd.data)"
+            )
+    files = sorted(f for directory in args.data for f in directory.glob("*.extxyz"))
     if args.runs:
         files = [f for f in files if f.stem in set(args.runs)]
     values = {k: v for k, v in vars(args).items() if k not in ("runs", "data")}

@@ -89,3 +89,46 @@ def test_training_improves_and_resumes(workspace, tmp_path):
     trained_error = np.mean(list(force_rmse_by_k(trained, runs, valid_pairs).values()))
     first_order = np.mean(list(force_rmse_by_k(untrained, runs, valid_pairs).values()))
     assert trained_error < first_order  # learning improved on the first-order expansion
+
+
+def test_on_policy_runs_are_driven_by_boostmd_and_labelled_by_the_reference(workspace, tmp_path):
+    _, reference, _, _ = workspace
+    surrogate_path = tmp_path / "surrogate.pt"
+    Surrogate.for_reference(reference, num_channels=4, hidden_dim=16).save(surrogate_path)
+    config = PairDataConfig(
+        out=tmp_path / "onpolicy",
+        temperatures=[400.0],
+        steps=25,
+        equilibration_steps=5,
+        stride=4,
+        surrogate=surrogate_path,
+    )
+    paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
+    (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    # reference frames are where BoostMD called the reference: every 4th call, and the
+    # 5 equilibration steps shift the phase by one
+    assert list(run.reference_steps) == [3, 7, 11, 15, 19, 23]
+    for step in (3, 6):  # a BoostMD reference step and a surrogate step: both reference labels
+        result = reference.compute(run.numbers, run.positions[step])
+        np.testing.assert_allclose(result.forces.numpy(), run.forces[step], atol=1e-4)
+
+
+def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
+    _, reference, reference_path, paths = workspace
+    start = Surrogate.for_reference(reference, num_channels=4, hidden_dim=16)
+    start.feature_mean.fill_(0.25)
+    start.save(tmp_path / "start.pt")
+    config = TrainConfig(
+        reference=reference_path,
+        data=paths,
+        out=tmp_path / "tuned",
+        max_k=4,
+        epochs=1,
+        batch_size=8,
+        lr=1e-4,
+        init=tmp_path / "start.pt",
+    )
+    train(config)
+    tuned = Surrogate.load(tmp_path / "tuned" / "surrogate.pt")
+    assert tuned.config == start.config  # the architecture comes from the file
+    assert torch.all(tuned.feature_mean == 0.25)  # and its feature normalisation is kept
