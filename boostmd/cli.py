@@ -1,4 +1,4 @@
-"""The ``boostmd`` command: ``boostmd demo|train|data|make-reference ...``."""
+"""The ``boostmd`` command: ``boostmd demo|validate|train|data|make-reference ...``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 COMMANDS = {
     "demo": ("boostmd.demo", "BoostMD against the reference alone on a dipeptide"),
+    "validate": ("boostmd.validate", "does BoostMD sample what the reference samples?"),
     "train": ("boostmd.train", "train a surrogate from reference MD runs"),
     "data": ("boostmd.data", "generate reference MD runs for surrogate training"),
     "make-reference": ("boostmd.make_reference", "make the dipeptide reference MACE"),

@@ -1,0 +1,293 @@
+r"""Does BoostMD sample what the reference samples? ``python -m boostmd.validate``.
+
+For each system (a capped dipeptide by amino-acid code, or a structure file) it runs
+Langevin MD with the reference alone, a second independent reference run (the noise
+floor) and BoostMD, all from the same starting structures, plus short NVE runs of the
+reference and BoostMD. It compares backbone phi/psi distributions (Jensen-Shannon
+divergence of the Ramachandran histograms, 1-D PMF errors in kT), checks that no run
+collapses, and writes ``OUT/report.json``, ``OUT/summary.md`` and PNG plots.
+
+    python -m boostmd.validate --quick                       # ALA, a few minutes
+    python -m boostmd.validate --peptide ALA --peptide THR --preset full
+    python -m boostmd.validate --structure mine.xyz --reference ref.pt --surrogate s.pt \\
+        --phi 4 6 8 14 --psi 6 8 14 16
+    torchrun --nproc-per-node 4 -m boostmd.validate --preset full --peptide ALA
+
+Runs checkpoint every ``--checkpoint-every`` steps; run the same command again to resume.
+Under ``torchrun`` the runs are split across ranks (gloo on CPU, NCCL on GPU) and rank 0
+writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read
+
+from boostmd.dihedrals import backbone_dihedrals
+from boostmd.validation.report import summary_markdown, system_report
+from boostmd.validation.runs import NVE_ROLES, SAMPLING_ROLES, Job, MDSettings, run_job
+
+__all__ = ["PRESETS", "ValidationConfig", "main", "validate"]
+
+logger = logging.getLogger(__name__)
+
+# Run lengths (1 fs steps). The Boltzmann distribution does not depend on the Langevin
+# friction; the default 10/ps is what BoostMD with N = 10 needs to hold its temperature
+# (README, "Use a thermostat"); pass --friction 1 to see it fail.
+PRESETS: dict[str, dict] = {
+    # catches a broken surrogate: about 5 minutes for one dipeptide on a 2-core CPU
+    "quick": {"steps": 2500, "equilibration_steps": 250, "replicas": 1, "nve_steps": 300},
+    # the README table: 2 x 3 ps per run and role, about 10 CPU-minutes per dipeptide
+    "standard": {"steps": 3000, "equilibration_steps": 300, "replicas": 2, "nve_steps": 500},
+    # converged alanine-dipeptide statistics: 8 x 50 ps per run and role, about 12 hours
+    # of one 2-core CPU per dipeptide (0.83 M reference steps at about 50 ms)
+    "full": {"steps": 50_000, "equilibration_steps": 2000, "replicas": 8, "nve_steps": 5000},
+}
+
+
+@dataclass
+class ValidationConfig:
+    """Everything a validation needs; :data:`PRESETS` fill the run lengths."""
+
+    out: Path
+    peptides: list[str] = field(default_factory=list)
+    structure: Path | None = None
+    phi: tuple[int, ...] | None = None
+    psi: tuple[int, ...] | None = None
+    reference: Path | None = None
+    surrogate: Path | None = None
+    pickled_reference: bool = False
+    interval: int = 10
+    temperature_K: float = 300.0
+    timestep_fs: float = 1.0
+    friction_per_ps: float = 10.0
+    steps: int = PRESETS["quick"]["steps"]
+    equilibration_steps: int = PRESETS["quick"]["equilibration_steps"]
+    replicas: int = PRESETS["quick"]["replicas"]
+    nve_steps: int = PRESETS["quick"]["nve_steps"]
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def settings(self) -> MDSettings:
+        """Return the integration settings shared by every run."""
+        if self.checkpoint_every % self.interval:
+            raise ValueError(
+                f"--checkpoint-every ({self.checkpoint_every}) must be a multiple of "
+                f"--interval ({self.interval}) so resumed BoostMD runs keep their schedule"
+            )
+        return MDSettings(
+            temperature_K=self.temperature_K,
+            timestep_fs=self.timestep_fs,
+            friction_per_ps=self.friction_per_ps,
+            steps=self.steps,
+            equilibration_steps=self.equilibration_steps,
+            nve_steps=self.nve_steps,
+            interval=self.interval,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+        )
+
+
+def _systems(config: ValidationConfig) -> dict[str, tuple[Atoms, tuple]]:
+    """Return the starting structure and (phi, psi) atom indices of every system."""
+    from boostmd.peptides import capped_dipeptide, residue_code
+
+    systems = {}
+    for code in config.peptides:
+        atoms = capped_dipeptide(code)
+        systems[residue_code(code)] = (atoms, backbone_dihedrals(atoms))
+    if config.structure is not None:
+        if not config.structure.is_file():
+            raise FileNotFoundError(f"--structure {config.structure} does not exist")
+        atoms = read(config.structure)
+        if config.phi and config.psi:
+            dihedrals = (tuple(config.phi), tuple(config.psi))
+        else:
+            dihedrals = backbone_dihedrals(atoms)
+        systems[config.structure.stem] = (atoms, dihedrals)
+    if not systems:
+        raise ValueError("nothing to validate: pass --peptide CODE or --structure FILE")
+    return systems
+
+
+def _models(config: ValidationConfig):
+    """Load the reference and surrogate: the user's files, or the shipped dipeptide models."""
+    from boostmd.reference import MACEReference
+    from boostmd.surrogate import Surrogate
+
+    if (config.reference is None) != (config.surrogate is None):
+        raise ValueError("pass both --reference and --surrogate, or neither (shipped models)")
+    if config.reference is None:
+        from boostmd.pretrained import load_pretrained
+
+        return load_pretrained("dipeptides")
+    if config.pickled_reference:
+        reference = MACEReference.from_file(config.reference)
+    else:
+        reference = MACEReference.load(config.reference)
+    return reference, Surrogate.load(config.surrogate, dtype=reference.dtype)
+
+
+def _jobs(systems: dict, replicas: int) -> list[Job]:
+    jobs = [
+        Job(system, role, replica)
+        for system in systems
+        for replica in range(replicas)
+        for role in SAMPLING_ROLES
+    ]
+    return jobs + [Job(system, role, 0) for system in systems for role in NVE_ROLES]
+
+
+def _process_group():
+    """``(rank, world size)``, joining the torchrun process group when launched by it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather(results: list[dict], world: int) -> list[dict]:
+    if world == 1:
+        return results
+    import torch.distributed as dist
+
+    gathered: list[list[dict] | None] = [None] * world
+    dist.all_gather_object(gathered, results)
+    return [result for part in gathered for result in part]
+
+
+def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
+    """Run (or resume) a validation; rank 0 writes the report and returns it.
+
+    Returns
+    -------
+    list of dict or None
+        One report per system on rank 0 (also in ``OUT/report.json``); ``None`` elsewhere.
+    """
+    settings = config.settings()
+    systems = _systems(config)
+    reference, surrogate = _models(config)
+    rank, world = _process_group()
+    checkpoints = config.out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    jobs = _jobs(systems, config.replicas)
+    mine = [job for index, job in enumerate(jobs) if index % world == rank]
+    results = [
+        run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
+        for job in mine
+    ]
+    results = _gather(results, world)
+    if rank != 0:
+        return None
+    reports = []
+    for name, (atoms, _) in systems.items():
+        own = [r for r in results if r["job"].system == name]
+        reports.append(system_report(name, own, settings, len(atoms)))
+        _plot(config.out, name, own, settings)
+    payload = {"command": command, "config": _jsonable(asdict(config)), "systems": reports}
+    (config.out / "report.json").write_text(json.dumps(payload, indent=2))
+    (config.out / "summary.md").write_text(summary_markdown(reports, settings, command))
+    return reports
+
+
+def _plot(out: Path, name: str, results: list[dict], settings: MDSettings) -> None:
+    try:
+        from boostmd.validation.plots import plot_free_energy_surfaces, plot_pmfs
+    except ImportError as error:  # matplotlib is optional
+        logger.warning("no plots (%s); pip install matplotlib", error)
+        return
+    skip = settings.equilibration_steps + 1
+    samples = {}
+    for role in SAMPLING_ROLES:
+        runs = [r for r in results if r["job"].role == role]
+        samples[role] = tuple(np.concatenate([r[a][skip:] for r in runs]) for a in ("phi", "psi"))
+    title = f"{name}, {settings.temperature_K:g} K, BoostMD N = {settings.interval}"
+    plot_free_energy_surfaces(out / f"{name}-free-energy.png", samples, title)
+    plot_pmfs(out / f"{name}-pmf.png", samples, title)
+
+
+def _jsonable(values: dict) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peptide", action="append", default=[], help="amino-acid code")
+    parser.add_argument("--structure", type=Path, help="your own structure file (ASE-readable)")
+    parser.add_argument("--phi", type=int, nargs=4, help="atom indices of phi (own structure)")
+    parser.add_argument("--psi", type=int, nargs=4, help="atom indices of psi (own structure)")
+    parser.add_argument("--reference", type=Path, help="reference MACE (boostmd weights file)")
+    parser.add_argument("--surrogate", type=Path, help="its surrogate")
+    parser.add_argument(
+        "--pickled-reference",
+        action="store_true",
+        help="--reference is a pickled MACE .model (runs code from the file: trust it)",
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--quick", action="store_true", help="same as --preset quick")
+    for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
+    defaults = ValidationConfig(out=Path())
+    parser.add_argument("--interval", type=int, default=defaults.interval)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
+    parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
+    parser.add_argument("--friction", type=float, default=defaults.friction_per_ps, help="1/ps")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--out", type=Path, default=Path("boostmd-validation"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: map arguments onto :class:`ValidationConfig` and validate."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    preset = dict(PRESETS["quick" if args.quick else args.preset])
+    preset.update(
+        {
+            key: getattr(args, key)
+            for key in ("steps", "equilibration_steps", "replicas", "nve_steps")
+            if getattr(args, key) is not None
+        }
+    )
+    config = replace(
+        ValidationConfig(out=args.out, **preset),
+        peptides=args.peptide or ([] if args.structure else ["ALA"]),
+        structure=args.structure,
+        phi=args.phi,
+        psi=args.psi,
+        reference=args.reference,
+        surrogate=args.surrogate,
+        pickled_reference=args.pickled_reference,
+        interval=args.interval,
+        temperature_K=args.temperature,
+        timestep_fs=args.timestep,
+        friction_per_ps=args.friction,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
+    command = "python -m boostmd.validate " + shlex.join(argv)
+    reports = validate(config, command)
+    if reports is not None:
+        print((config.out / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sampling validation of BoostMD against its reference (``python -m boostmd.validate``)."""
