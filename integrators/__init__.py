@@ -4,10 +4,15 @@ An expensive computation runs in full only on some steps; on the others a predic
 fills in from what the full steps stored. A *schedule* decides which steps are full, a
 *predictor* fills reuse steps, and a :class:`Cache` ties them to a function. Pure torch:
 nothing here knows about atoms or images.
+
+The diffusion uses build on it: :mod:`integrators.samplers` (DDIM, flow-matching Euler,
+DPM-Solver++ taking a cache), :mod:`integrators.methods` (the published caching methods
+as configs), :mod:`integrators.diffusers` (attaching them to diffusers transformers; needs
+the ``diffusion`` extra) and :mod:`integrators.digits` (a small model to measure them on).
 """
 
 from integrators.cache import Cache, CacheStats, Predictor, Schedule
-from integrators.predictors import AdamsBashforth, Linear, Reuse, Taylor
+from integrators.predictors import AdamsBashforth, Linear, PerDimension, Reuse, Taylor
 from integrators.schedules import Periodic, Profiled, Threshold, Warmup
 
 __all__ = [
@@ -15,6 +20,7 @@ __all__ = [
     "Cache",
     "CacheStats",
     "Linear",
+    "PerDimension",
     "Periodic",
     "Predictor",
     "Profiled",

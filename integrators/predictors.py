@@ -12,6 +12,7 @@ predictor              history it keeps          exact for polynomials in ``t`` 
 ``Linear(weight=1)``   last two values           degree 1 (``weight=1``), else 0
 ``AdamsBashforth(k)``  last ``k`` values         degree below ``k``
 ``Taylor(k)``          last ``k + 1`` values     degree at most ``k``
+``PerDimension(...)``  each inner predictor's    each dimension as its predictor
 =====================  ========================  =======================================
 
 With less history than its order needs, a predictor uses the highest order it can;
@@ -22,11 +23,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from math import factorial, prod
+
+import torch
 
 from integrators._tree import Value, detach, weighted_sum
 
-__all__ = ["AdamsBashforth", "Linear", "Reuse", "Taylor"]
+__all__ = ["AdamsBashforth", "Linear", "PerDimension", "Reuse", "Taylor"]
 
 
 def _check_order(order: int, name: str) -> int:
@@ -342,3 +346,73 @@ class Taylor(_HistoryPredictor):
 
     def __repr__(self) -> str:
         return f"Taylor(order={self.order}, effective_order={self.effective_order})"
+
+
+class PerDimension:
+    """Give every dimension of the value its own predictor (HyCa).
+
+    All inner predictors see every full step; a reuse step takes, dimension by dimension,
+    the prediction of the predictor ``assignment`` names there. An offline calibration
+    picks the assignment (see :meth:`integrators.methods.HyCa.calibrate`).
+
+    Parameters
+    ----------
+    predictors
+        The candidate predictors.
+    assignment
+        Integer tensor of indices into ``predictors``, broadcastable against the value
+        (for instance the value's shape without its batch dimension).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from integrators import Linear, PerDimension, Reuse
+    >>> p = PerDimension([Reuse(), Linear()], torch.tensor([0, 1]))
+    >>> p.update(0.0, torch.tensor([1.0, 0.0]))
+    >>> p.update(1.0, torch.tensor([1.0, 1.0]))
+    >>> p.predict(2.0)  # first dimension reused, second extrapolated
+    tensor([1., 2.])
+    """
+
+    def __init__(self, predictors: Sequence[object], assignment: torch.Tensor) -> None:
+        if not predictors:
+            raise ValueError("PerDimension(predictors=...) needs at least one predictor")
+        assignment = torch.as_tensor(assignment)
+        if assignment.dtype.is_floating_point or assignment.dtype == torch.bool:
+            raise ValueError(
+                f"PerDimension(assignment=...) must hold integers, got {assignment.dtype}"
+            )
+        if assignment.numel() and (assignment.min() < 0 or assignment.max() >= len(predictors)):
+            raise ValueError(
+                f"PerDimension assignment indices must lie in [0, {len(predictors) - 1}], got "
+                f"[{int(assignment.min())}, {int(assignment.max())}]"
+            )
+        self.predictors = list(predictors)
+        self.assignment = assignment
+        self._used = sorted({int(i) for i in assignment.unique()})
+
+    def update(self, t: float, value: torch.Tensor) -> None:
+        """Record a full step in every predictor the assignment uses."""
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"PerDimension predicts tensors, got {type(value).__name__}")
+        for index in self._used:
+            self.predictors[index].update(t, value)
+
+    def predict(self, t: float) -> torch.Tensor:
+        """Return each dimension's prediction from its assigned predictor."""
+        first, *rest = self._used
+        out = self.predictors[first].predict(t)
+        assignment = self.assignment.to(out.device)
+        for index in rest:
+            out = torch.where(assignment == index, self.predictors[index].predict(t), out)
+        return out
+
+    def reset(self) -> None:
+        """Forget every inner predictor's history."""
+        for predictor in self.predictors:
+            predictor.reset()
+
+    def __repr__(self) -> str:
+        counts = {i: int((self.assignment == i).sum()) for i in self._used}
+        parts = ", ".join(f"{self.predictors[i]!r}: {n}" for i, n in counts.items())
+        return f"PerDimension({parts})"

@@ -242,8 +242,8 @@ class Warmup:
 def relative_l1(prediction: Value, target: Value) -> float:
     """Relative L1 error ``sum |prediction - target| / sum |target|`` over all leaves."""
     pairs = zip(leaves(prediction), leaves(target))
-    diff = sum(float((p - t).abs().sum()) for p, t in pairs)
-    norm = sum(float(t.abs().sum()) for t in leaves(target))
+    diff = sum(float((p - t).detach().abs().sum()) for p, t in pairs)
+    norm = sum(float(t.detach().abs().sum()) for t in leaves(target))
     return diff / max(norm, 1e-30)
 
 

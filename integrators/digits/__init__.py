@@ -1,0 +1,36 @@
+"""A small, honest test bed for diffusion caching: digits, a tiny DiT and a classifier.
+
+:func:`digits` gives scikit-learn's handwritten digits as 16x16 images; the shipped
+class-conditional DiT (:func:`load_dit`, trained by ``python -m integrators.digits.train``)
+generates them; :class:`DigitsClassifier` (:func:`load_classifier`) scores samples by
+accuracy and by the Fréchet distance of its features (:mod:`integrators.digits.metrics`).
+Needs the ``diffusion`` extra (diffusers, scikit-learn).
+"""
+
+from integrators.digits.data import IMAGE_SIZE, NUM_CLASSES, digits
+from integrators.digits.metrics import frechet_distance, psnr, ssim
+from integrators.digits.models import (
+    NULL_CLASS,
+    DigitsClassifier,
+    DiTRecipe,
+    denoiser,
+    load_classifier,
+    load_dit,
+    noise_schedule,
+)
+
+__all__ = [
+    "IMAGE_SIZE",
+    "NULL_CLASS",
+    "NUM_CLASSES",
+    "DiTRecipe",
+    "DigitsClassifier",
+    "denoiser",
+    "digits",
+    "frechet_distance",
+    "load_classifier",
+    "load_dit",
+    "noise_schedule",
+    "psnr",
+    "ssim",
+]

@@ -1,0 +1,219 @@
+"""Train the shipped digits models on this CPU: a class-conditional DiT and a classifier.
+
+The DiT learns to predict noise on scikit-learn's digits upsampled to 16x16 (DDPM linear
+schedule, AdamW with warm-up and cosine decay, an exponential moving average of the
+weights), within a wall-clock budget. The classifier gives the sample-quality metrics
+(accuracy on generated digits, Fréchet distance in its features).
+
+    python -m integrators.digits.train                          # the shipped recipe
+    python -m integrators.digits.train --steps 20 --classifier-epochs 1 --out /tmp/digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from integrators.digits.data import NUM_CLASSES, digits
+from integrators.digits.models import (
+    MODELS_DIR,
+    NULL_CLASS,
+    DigitsClassifier,
+    DiTRecipe,
+    denoiser,
+    noise_schedule,
+    save_classifier,
+)
+from integrators.samplers import DDIM, spaced_timesteps
+
+__all__ = ["TrainConfig", "evaluate_samples", "main", "train_classifier", "train_dit"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the digits DiT is trained (defaults: the shipped model's recipe)."""
+
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    max_minutes: float = 18.0
+    seed: int = 0
+    log_every: int = 250
+
+
+def _learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for average, current in zip(ema.parameters(), model.parameters()):
+            average.lerp_(current, 1 - decay)
+
+
+def train_dit(
+    images: torch.Tensor, labels: torch.Tensor, recipe: DiTRecipe, config: TrainConfig
+) -> tuple[nn.Module, dict]:
+    """Train a DiT to predict noise; return its moving average (eval mode) and a log."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    model = recipe.build().train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    alphas = noise_schedule().float()
+    start, losses, step = time.perf_counter(), [], 0
+    for step in range(config.steps):
+        if time.perf_counter() - start > 60 * config.max_minutes:
+            logger.warning(
+                "stopping at step %d: the %.1f min budget is spent", step, config.max_minutes
+            )
+            break
+        index = torch.randint(len(images), (config.batch_size,), generator=generator)
+        t = torch.randint(len(alphas), (config.batch_size,), generator=generator)
+        noise = torch.randn(images[index].shape, generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * images[index] + (1 - a).sqrt() * noise
+        loss = F.mse_loss(model(noisy, timestep=t, class_labels=labels[index]).sample, noise)
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        if (step + 1) % config.log_every == 0:
+            recent = sum(losses[-config.log_every :]) / config.log_every
+            logger.info("step %d  loss %.4f  %.1f s", step + 1, recent, time.perf_counter() - start)
+    window = losses[-min(len(losses), 200) :]
+    log = {
+        "steps_done": len(losses),
+        "final_loss": sum(window) / max(1, len(window)),
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    return ema, log
+
+
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, epochs: int = 30, seed: int = 0
+) -> tuple[DigitsClassifier, float]:
+    """Train the classifier on 80% of the digits; return it and its held-out accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    order = torch.randperm(len(images), generator=generator)
+    split = int(0.8 * len(images))
+    train, test = order[:split], order[split:]
+    model = DigitsClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        model.train()
+        for batch in torch.randperm(split, generator=generator).split(64):
+            index = train[batch]
+            shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
+            x = torch.roll(images[index], shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(model(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(images[test]).argmax(1) == labels[test]).float().mean())
+    return model, accuracy
+
+
+def evaluate_samples(
+    dit: nn.Module, classifier: nn.Module, samples: int = 100, steps: int = 50, scale: float = 3.0
+) -> float:
+    """Classifier accuracy on DDIM samples of the DiT (classes in turn, fixed seed)."""
+    labels = torch.arange(samples) % NUM_CLASSES
+    size = dit.config.sample_size
+    x_T = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        images = DDIM(noise_schedule()).sample(
+            denoiser(dit),
+            x_T,
+            spaced_timesteps(steps),
+            cond=labels,
+            uncond=torch.full_like(labels, NULL_CLASS),
+            guidance_scale=scale,
+        )
+        return float((classifier(images.clamp(-1, 1)).argmax(1) == labels).float().mean())
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    defaults, recipe = TrainConfig(), DiTRecipe()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
+    parser.add_argument("--width", type=int, default=recipe.width)
+    parser.add_argument("--layers", type=int, default=recipe.layers)
+    parser.add_argument("--classifier-epochs", type=int, default=30)
+    parser.add_argument("--eval-samples", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train both models, save them under ``--out`` and return the metadata written."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images, labels = digits()
+    classifier, classifier_accuracy = train_classifier(
+        images, labels, args.classifier_epochs, args.seed
+    )
+    logger.info("classifier held-out accuracy %.3f", classifier_accuracy)
+    recipe = DiTRecipe(width=args.width, layers=args.layers)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        log_every=max(1, min(TrainConfig.log_every, args.steps // 4)),
+    )
+    dit, log = train_dit(images, labels, recipe, config)
+    accuracy = evaluate_samples(dit, classifier, samples=args.eval_samples)
+    logger.info("DiT: %s; classifier accuracy on its samples %.3f", log, accuracy)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dit.save_pretrained(args.out / "digits_dit", safe_serialization=True)
+    metadata = {
+        "recipe": recipe.as_dict(),
+        "train": asdict(config),
+        **log,
+        "sample_accuracy": accuracy,
+        "classifier_accuracy": classifier_accuracy,
+        "torch_threads": torch.get_num_threads(),
+    }
+    (args.out / "digits_dit" / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    save_classifier(
+        classifier,
+        args.out / "digits_classifier.safetensors",
+        {"held_out_accuracy": classifier_accuracy, "epochs": args.classifier_epochs},
+    )
+    return metadata
+
+
+if __name__ == "__main__":
+    main()
