@@ -132,8 +132,10 @@ def _simulate(
     for step in tqdm(range(config.steps), desc=name, leave=False):
         if step:
             dynamics.run(1)
-        collapse = first_collapse(atoms.positions[None], topology)
-        if collapse is not None:  # only on-policy runs can get here with a sane reference
+        collapse = (
+            None if config.surrogate is None else first_collapse(atoms.positions[None], topology)
+        )
+        if collapse is not None:  # keep broken geometries of a bad surrogate out of the data
             logger.warning("%s collapsed at step %d (%s); run ends", name, step, collapse[1])
             break
         atoms.get_forces()

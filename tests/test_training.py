@@ -8,6 +8,8 @@ from ase.build import molecule
 from boostmd import MACEReference, Surrogate
 from boostmd.data import PairDataConfig, generate_trajectories, load_trajectories
 from boostmd.mace_io import save_mace
+from boostmd.pretrained import MODELS_DIR
+from boostmd.stability import BondTopology, first_collapse
 from boostmd.testing import build_mace
 from boostmd.train import TrainConfig, force_rmse_by_k, split_pairs, train
 
@@ -91,13 +93,13 @@ def test_training_improves_and_resumes(workspace, tmp_path):
     assert trained_error < first_order  # learning improved on the first-order expansion
 
 
-def test_on_policy_runs_are_driven_by_boostmd_and_labelled_by_the_reference(workspace, tmp_path):
-    _, reference, _, _ = workspace
-    surrogate_path = tmp_path / "surrogate.pt"
-    Surrogate.for_reference(reference, num_channels=4, hidden_dim=16).save(surrogate_path)
+def test_on_policy_runs_are_driven_by_boostmd_and_labelled_by_the_reference(tmp_path):
+    # the shipped models: a random MACE (or a first-order surrogate) breaks molecules apart
+    reference = MACEReference.load(MODELS_DIR / "dipeptides-reference.pt")
+    surrogate_path = MODELS_DIR / "dipeptides-surrogate.pt"
     config = PairDataConfig(
         out=tmp_path / "onpolicy",
-        temperatures=[400.0],
+        temperatures=[300.0],
         steps=25,
         equilibration_steps=5,
         stride=4,
@@ -105,6 +107,7 @@ def test_on_policy_runs_are_driven_by_boostmd_and_labelled_by_the_reference(work
     )
     paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
     (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    assert len(run.positions) == 25
     # reference frames are where BoostMD called the reference: every 4th call, and the
     # 5 equilibration steps shift the phase by one
     assert list(run.reference_steps) == [3, 7, 11, 15, 19, 23]
@@ -132,3 +135,22 @@ def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
     tuned = Surrogate.load(tmp_path / "tuned" / "surrogate.pt")
     assert tuned.config == start.config  # the architecture comes from the file
     assert torch.all(tuned.feature_mean == 0.25)  # and its feature normalisation is kept
+
+
+def test_an_on_policy_run_ends_at_its_first_collapse(tmp_path):
+    reference = MACEReference.load(MODELS_DIR / "dipeptides-reference.pt")
+    torch.manual_seed(0)
+    first_order = Surrogate.for_reference(reference)  # no curvature: bonds fly apart
+    config = PairDataConfig(
+        out=tmp_path,
+        temperatures=[300.0],
+        steps=60,
+        equilibration_steps=0,
+        stride=4,
+        surrogate=first_order.save(tmp_path / "first_order.pt"),
+    )
+    paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
+    (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
+    assert 1 < len(run.positions) < 60
+    topology = BondTopology.of(molecule("CH3CH2OH"))
+    assert first_collapse(run.positions, topology) is None  # the broken frame is not kept
