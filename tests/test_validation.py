@@ -165,6 +165,8 @@ def test_a_collapse_fails_the_validation_and_says_where(random_models, tmp_path)
     (report,) = validate(_config(random_models, tmp_path, replicas=1))
     (collapse,) = report["collapses"]["boostmd"]
     assert collapse["frame"] > 0 and "off its starting length" in collapse["reason"]
+    # only frames before the collapse (and after the 10 equilibration steps) are samples
+    assert report["frames"]["boostmd"] == max(0, collapse["frame"] - 11)
     assert report["verdict"] == "fail"
     assert any("BoostMD collapsed" in failure for failure in report["failures"])
 

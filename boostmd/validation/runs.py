@@ -216,10 +216,12 @@ def run_job(
 
 
 def _result(job: Job, saved: dict) -> dict:
+    """Observables up to (not including) the first collapsed frame, and the counters."""
     frame = int(saved["collapse_frame"])
+    end = None if frame < 0 else frame  # frames after a collapse are not samples
     return {
         "job": job,
-        **{key: saved[key] for key in _Recorder.KEYS},
+        **{key: saved[key][:end] for key in _Recorder.KEYS},
         "seconds": float(saved["seconds"]),
         "steps": int(saved["step"]),
         "reference_calls": int(saved["reference_calls"]),
