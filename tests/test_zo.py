@@ -13,6 +13,7 @@ from torch import nn
 import zo
 from zo.data import CIFAR10_FILES, crop_and_flip, load_cifar10
 from zo.parallel import owners_by_cost
+from zo.stages import model_stages, run_stages
 from zo.train import TrainConfig, train, warmup_cosine
 
 TOLERANCE = {torch.float32: 2e-3, torch.float64: 1e-9}
@@ -262,7 +263,12 @@ def test_owners_balance_the_cost():
 
 @pytest.mark.parametrize("model", [zo.ResNet20(), zo.SmallCNN(3, 32, 10), zo.MLP(3 * 32 * 32, 10)])
 def test_models_compose_from_their_stages(model):
-    zo.check_stages(model, torch.randn(2, 3, 32, 32))
+    inputs = torch.randn(2, 3, 32, 32)
+    zo.check_stages(model, inputs)  # raises if a parameter is missed or the stages differ
+    model.eval()
+    with torch.no_grad():
+        staged = run_stages(model_stages(model), inputs)
+        torch.testing.assert_close(staged, model(inputs))
 
 
 def test_resnet20_size_and_stages():
