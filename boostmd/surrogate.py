@@ -5,7 +5,8 @@ The energy at positions ``R`` within a boost window is
 .. math::
 
     E(R) = E_\mathrm{ref} + \sum_e g_e \delta_e
-           + \sum_{i,c} ( a_{ic} z_{ic}^2 + b_{ic} z_{ic}^3 + c_{ic} z_{ic}^4 ),
+           + \sum_{i,c} \left( a_{ic} z_{ic}^2 + b_{ic} z_{ic}^3 + c_{ic} z_{ic}^4
+                              + s_{ic} \frac{z_{ic}^2}{1 + z_{ic}^2} \right),
 
     z_i = \sum_{e = i \to j} W_e \delta_e
           + \sum_{e = i \to j} V_e \sum_{e' = j \to k} W_{e'} \delta_{e'}
@@ -18,9 +19,20 @@ symbol               meaning
                      along the edges, so the first-order term reproduces them exactly
 ``W_e, V_e``         per-edge channel weights, from the reference node features of both
                      atoms, the reference edge length and the pair force
-``a, b, c``          per-atom, per-channel coefficients from the node features (``c >= 0``)
+``a, b, c``          per-atom, per-channel coefficients from the node features with
+                     ``a, c >= 0`` and ``|b| < 2 sqrt(a c)``: the polynomial is never
+                     negative and grows as ``z^4``, whatever the training data
+``s``                a signed, saturating correction (``|s z^2/(1+z^2)| < |s|``): the
+                     curvature at the frame, ``2 (a + s)``, may be soft or negative (torsions),
+                     but the energy it can remove is bounded
 ``z_i``              per-atom latent strain: one- and two-hop sums of edge-length changes
 ===================  ===============================================================
+
+Why this shape: a free cubic (the first version had ``a``, ``b`` unconstrained) makes
+wells in the learned energy a few tenths of an Å away from the frame; BoostMD's dynamics
+find them, and a bond stretched 0.1-0.3 Å released energies of 0.4-8 eV at the next
+refresh and broke. Here each channel's polynomial is bounded below by 0 and the only
+term that can lower the energy is bounded by ``|s|``, so no window can run into a hole.
 
 Everything except ``delta_e`` depends only on the reference frame and is computed once per
 reference call (:meth:`Surrogate.prepare`); a surrogate step evaluates the polynomial
@@ -51,7 +63,7 @@ from boostmd.graph import pair_forces, radius_graph
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
 
 FORMAT = "boostmd-surrogate"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,30 @@ class ReferenceFrame:
     coefficients: torch.Tensor
     edge_graph: torch.Tensor = field(repr=False)
 
+    def tile(self, copies: int) -> ReferenceFrame:
+        """Repeat the frames ``copies`` times over, as one batch of ``copies * num_graphs``.
+
+        Copy ``j`` holds graphs ``j * num_graphs ... (j + 1) * num_graphs - 1`` and atoms
+        ``j * n ... (j + 1) * n - 1``. Training uses it to evaluate one prepared frame at
+        every ``k`` of its window without preparing it again; gradients flow through.
+        """
+        n, graphs = len(self.positions), self.num_graphs
+        offsets = torch.arange(copies, device=self.positions.device)
+        return ReferenceFrame(
+            positions=self.positions.repeat(copies, 1),
+            energy=self.energy.repeat(copies),
+            batch=(self.batch[None] + graphs * offsets[:, None]).reshape(-1),
+            num_graphs=graphs * copies,
+            edge_index=(self.edge_index[:, None] + n * offsets[:, None]).reshape(2, -1),
+            shifts=self.shifts.repeat(copies, 1),
+            lengths=self.lengths.repeat(copies),
+            pair_force=self.pair_force.repeat(copies),
+            edge_weights=self.edge_weights.repeat(copies, 1),
+            hop_weights=self.hop_weights.repeat(copies, 1),
+            coefficients=self.coefficients.repeat(1, copies, 1),
+            edge_graph=(self.edge_graph[None] + graphs * offsets[:, None]).reshape(-1),
+        )
+
 
 class BesselBasis(nn.Module):
     """``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope."""
@@ -153,6 +189,18 @@ class BesselBasis(nn.Module):
         """Encode lengths ``r`` (Å), shape ``(n,)`` -> ``(n, num)``."""
         basis = torch.sin(self.frequencies * r[:, None]) / r[:, None]
         return math.sqrt(2 / self.cutoff) * basis * self.envelope(r)[:, None]
+
+
+def _polynomial_coefficients(raw: torch.Tensor) -> torch.Tensor:
+    """Map raw head outputs ``(..., 4 C)`` to ``(a, b, c, s)``, shape ``(4, ..., C)``.
+
+    ``a, c >= 0`` and ``|b| < 2 sqrt(a c)`` make ``a z^2 + b z^3 + c z^4 >= 0`` for all
+    ``z`` (its discriminant in ``z`` is negative); ``s`` is free.
+    """
+    a_raw, b_raw, c_raw, s = raw.chunk(4, dim=-1)
+    a, c = nn.functional.softplus(a_raw), nn.functional.softplus(c_raw)
+    b = 2 * torch.sqrt(a * c) * torch.tanh(b_raw)
+    return torch.stack([a, b, c, s], dim=0)
 
 
 def _index_add(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
@@ -187,19 +235,19 @@ class Surrogate(nn.Module):
         self.species_embedding = nn.Embedding(len(config.atomic_numbers), hidden)
         self.feature_in = nn.Linear(config.feature_dim, hidden)
         self.node_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.coefficient_head = nn.Linear(hidden, 3 * channels)
+        self.coefficient_head = nn.Linear(hidden, 4 * channels)
         self.radial = BesselBasis(config.num_radial, config.cutoff)
         self.edge_sender = nn.Linear(hidden, hidden)
         self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
         self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
         self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
-        # Start from the first-order expansion: a = b = 0 and c = softplus(-6) ~ 0, so an
+        # Start near the first-order expansion: a = c = softplus(-6) ~ 0, b = s = 0, so an
         # untrained surrogate is already sensible and training does not begin with huge
         # quartic energies.
         nn.init.zeros_(self.coefficient_head.weight)
         with torch.no_grad():
             self.coefficient_head.bias.copy_(
-                torch.tensor([0.0, 0.0, -6.0]).repeat_interleave(channels)
+                torch.tensor([-6.0, 0.0, -6.0, 0.0]).repeat_interleave(channels)
             )
 
     @classmethod
@@ -291,8 +339,7 @@ class Surrogate(nn.Module):
 
         features = (node_features - self.feature_mean) / self.feature_std
         hidden = self.node_mlp(self.feature_in(features) + self.species_embedding(species))
-        a, b, c = self.coefficient_head(hidden).chunk(3, dim=-1)
-        coefficients = torch.stack([a, b, nn.functional.softplus(c)], dim=0)
+        coefficients = _polynomial_coefficients(self.coefficient_head(hidden))
         force_along_edge = (
             (forces[dst] - forces[src]) * (positions[dst] - positions[src] + shifts)
         ).sum(-1) / lengths
@@ -335,9 +382,9 @@ class Surrogate(nn.Module):
         n = len(positions)
         strain = _index_add(src, frame.edge_weights * delta[:, None], n)
         strain = strain + _index_add(src, frame.hop_weights * strain[dst], n)
-        a, b, c = frame.coefficients
+        a, b, c, s = frame.coefficients
         squared = strain * strain
-        per_atom = (squared * (a + b * strain + c * squared)).sum(-1)
+        per_atom = (squared * (a + b * strain + c * squared + s / (1 + squared))).sum(-1)
         learned = _index_add(frame.batch, per_atom, frame.num_graphs)
         first_order = _index_add(frame.edge_graph, frame.pair_force * delta, frame.num_graphs)
         return frame.energy + first_order + self.config.energy_scale * learned
@@ -411,6 +458,12 @@ class Surrogate(nn.Module):
         """
         how = "write one with Surrogate.save or python -m boostmd.train"
         payload = read_payload(path, FORMAT, "BoostMD surrogate", how)
+        if payload.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} is a version-{payload.get('version')} BoostMD surrogate; this "
+                f"boostmd reads version {FORMAT_VERSION} (the learned terms changed shape): "
+                "retrain it with python -m boostmd.train"
+            )
         try:
             saved_dtype = payload["state_dict"]["feature_in.weight"].dtype
             surrogate = cls(SurrogateConfig.from_json(payload["config"])).to(saved_dtype)

@@ -1,0 +1,66 @@
+"""The learned terms of the surrogate cannot open holes: bounded below, growing far out."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+from boostmd import MACEReference, Surrogate
+from boostmd.surrogate import _polynomial_coefficients
+from boostmd.testing import build_mace
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return MACEReference(build_mace(dtype=torch.float64, seed=1))
+
+
+def test_each_channel_polynomial_is_never_negative():
+    generator = torch.Generator().manual_seed(0)
+    raw = 3 * torch.randn(500, 4 * 8, generator=generator, dtype=torch.float64)
+    a, b, c, _ = _polynomial_coefficients(raw)
+    z = torch.linspace(-50, 50, 4001, dtype=torch.float64)[:, None, None]
+    polynomial = a * z**2 + b * z**3 + c * z**4
+    assert float(polynomial.min()) >= -1e-12
+    assert bool((b.abs() < 2 * torch.sqrt(a * c)).all())
+
+
+def test_learned_energy_is_bounded_below_by_the_saturating_term(reference):
+    # Any weights, any displacement: the learned part is at least -sum |s|.
+    torch.manual_seed(0)
+    surrogate = Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    with torch.no_grad():
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=2.0)
+        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=2.0)
+    atoms = molecule("CH3CH2OH")
+    result = reference(atoms)
+    with torch.no_grad():
+        frame = surrogate.prepare(
+            atoms.numbers, result.node_features, atoms.positions, result.energy, result.forces
+        )
+    floor = float(frame.coefficients[3].clamp(max=0).sum())
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        for scale in (0.05, 0.2, 0.5):
+            positions = torch.as_tensor(atoms.positions + rng.normal(0, scale, (9, 3)))
+            full = float(surrogate.energy(frame, positions)[0])
+            frame_off = frame.coefficients
+            frame.coefficients = torch.zeros_like(frame_off)
+            first_order = float(surrogate.energy(frame, positions)[0])
+            frame.coefficients = frame_off
+            assert (full - first_order) / surrogate.config.energy_scale >= floor - 1e-9
+
+
+def test_old_surrogate_files_are_refused_with_the_fix(reference, tmp_path):
+    from boostmd.files import write_payload
+    from boostmd.surrogate import FORMAT
+
+    surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)
+    path = write_payload(
+        tmp_path / "old.pt",
+        FORMAT,
+        {"version": 1, "config": surrogate.config.to_json(), "state_dict": {}},
+        overwrite=False,
+    )
+    with pytest.raises(ValueError, match="retrain it with python -m boostmd.train"):
+        Surrogate.load(path)
