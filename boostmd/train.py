@@ -30,25 +30,35 @@ from boostmd.data import Trajectory, load_trajectories
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 
-__all__ = ["Pair", "TrainConfig", "force_rmse_by_k", "make_batch", "train"]
+__all__ = ["Pair", "TrainConfig", "force_rmse_by_k", "make_batch", "rmse_by_k", "train"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    """Settings of a surrogate training run."""
+    """Settings of a surrogate training run.
+
+    The loss is ``energy_weight * mean(dE^2) + forces_weight * mean(dF^2)`` with ``dE`` the
+    energy error of each pair in eV (per graph, not per atom) and ``dF`` the force
+    components' errors in eV/Å. The energy term is weighted heavily on purpose: the energy
+    error at the end of a window is BoostMD's refresh error, which decides whether the
+    dynamics heat up and whether a window is accepted; forces alone leave it free to drift.
+    ``max_k`` should cover the windows the surrogate will run (N = 10 plus a margin).
+    ``batch_size`` counts reference frames; each is prepared once and evaluated at every
+    ``k = 1..max_k`` (a batch holds ``batch_size * max_k`` pairs).
+    """
 
     reference: Path
     data: list[Path]
     out: Path
-    max_k: int = 20
+    max_k: int = 12
     epochs: int = 30
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-6
-    energy_weight: float = 1.0
-    forces_weight: float = 10.0
+    energy_weight: float = 10.0
+    forces_weight: float = 1.0
     validation_fraction: float = 0.2
     patience: int = 8
     num_channels: int = 16
@@ -135,6 +145,42 @@ def make_batch(trajectories: list[Trajectory], pairs: list[Pair], dtype: torch.d
     )
 
 
+def make_window_batch(
+    trajectories: list[Trajectory], windows: list[Pair], max_k: int, dtype: torch.dtype
+) -> Batch:
+    """Batch reference frames once each, with targets at ``k = 1..max_k`` for every frame.
+
+    ``windows`` are pairs whose ``k`` is ignored. The targets are ordered ``k``-major (all
+    frames at ``k = 1``, then all at ``k = 2``, ...), matching
+    ``ReferenceFrame.tile(max_k)`` of the prepared frames.
+    """
+    frames = make_batch(trajectories, [Pair(w.run, w.reference, 1) for w in windows], dtype)
+    positions, energies, forces = [], [], []
+    for k in range(1, max_k + 1):
+        for window in windows:
+            run = trajectories[window.run]
+            step = int(run.reference_steps[window.reference]) + k
+            positions.append(torch.as_tensor(run.positions[step]))
+            energies.append(float(run.energies[step]))
+            forces.append(torch.as_tensor(run.forces[step]))
+    return Batch(
+        inputs=frames.inputs,
+        positions=torch.cat(positions).to(dtype),
+        energy=torch.tensor(energies, dtype=dtype),
+        forces=torch.cat(forces).to(dtype),
+        atoms_per_graph=frames.atoms_per_graph.repeat(max_k),
+    )
+
+
+def full_windows(pairs: list[Pair], max_k: int) -> list[Pair]:
+    """One pair per reference frame whose pairs cover every ``k = 1..max_k``."""
+    ks: dict[tuple[int, int], set[int]] = {}
+    for pair in pairs:
+        ks.setdefault((pair.run, pair.reference), set()).add(pair.k)
+    wanted = set(range(1, max_k + 1))
+    return [Pair(run, ref, 0) for (run, ref), seen in ks.items() if wanted <= seen]
+
+
 def prepare_batch(surrogate: Surrogate, batch: Batch) -> ReferenceFrame:
     """Run :meth:`Surrogate.prepare` on a batch's reference frames."""
     inputs = batch.inputs
@@ -167,6 +213,38 @@ def _batches(pairs: list[Pair], size: int) -> list[list[Pair]]:
     return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
+def rmse_by_k(
+    surrogate: Surrogate,
+    trajectories: list[Trajectory],
+    pairs: list[Pair],
+    batch_size: int = 64,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Surrogate force RMSE (eV/Å) and energy RMSE (eV) against the reference, by ``k``.
+
+    ``k`` is the number of steps since the reference frame; the energy error at
+    ``k = N`` is BoostMD's refresh energy error for windows of ``N`` steps.
+    """
+    squared: dict[int, list[float]] = {}
+    energy_squared: dict[int, list[float]] = {}
+    dtype = surrogate.feature_in.weight.dtype
+    for chunk in _batches(pairs, batch_size):
+        batch = make_batch(trajectories, chunk, dtype)
+        with torch.no_grad():
+            frame = prepare_batch(surrogate, batch)
+        energy, forces = surrogate.energy_and_forces(frame, batch.positions)
+        error = ((forces - batch.forces) ** 2).sum(-1)
+        per_graph = torch.zeros(len(chunk), dtype=error.dtype).index_add(
+            0, batch.inputs["batch"], error
+        ) / (3 * batch.atoms_per_graph)
+        energy_error = ((energy - batch.energy) ** 2).tolist()
+        for pair, value, e_value in zip(chunk, per_graph.tolist(), energy_error):
+            squared.setdefault(pair.k, []).append(value)
+            energy_squared.setdefault(pair.k, []).append(e_value)
+    forces_by_k = {k: math.sqrt(float(np.mean(v))) for k, v in sorted(squared.items())}
+    energy_by_k = {k: math.sqrt(float(np.mean(v))) for k, v in sorted(energy_squared.items())}
+    return forces_by_k, energy_by_k
+
+
 def force_rmse_by_k(
     surrogate: Surrogate,
     trajectories: list[Trajectory],
@@ -174,26 +252,14 @@ def force_rmse_by_k(
     batch_size: int = 64,
 ) -> dict[int, float]:
     """Surrogate force RMSE (eV/Å) against the reference, by steps since the reference."""
-    squared: dict[int, list[float]] = {}
-    dtype = surrogate.feature_in.weight.dtype
-    for chunk in _batches(pairs, batch_size):
-        batch = make_batch(trajectories, chunk, dtype)
-        with torch.no_grad():
-            frame = prepare_batch(surrogate, batch)
-        _, forces = surrogate.energy_and_forces(frame, batch.positions)
-        error = ((forces - batch.forces) ** 2).sum(-1)
-        per_graph = torch.zeros(len(chunk), dtype=error.dtype).index_add(
-            0, batch.inputs["batch"], error
-        ) / (3 * batch.atoms_per_graph)
-        for pair, value in zip(chunk, per_graph.tolist()):
-            squared.setdefault(pair.k, []).append(value)
-    return {k: math.sqrt(float(np.mean(v))) for k, v in sorted(squared.items())}
+    return rmse_by_k(surrogate, trajectories, pairs, batch_size)[0]
 
 
 def _loss(surrogate: Surrogate, batch: Batch, config: TrainConfig) -> torch.Tensor:
-    frame = prepare_batch(surrogate, batch)
+    """Loss of a window batch: each frame prepared once, evaluated at every ``k``."""
+    frame = prepare_batch(surrogate, batch).tile(config.max_k)
     energy, forces = surrogate.energy_and_forces(frame, batch.positions, training=True)
-    energy_error = ((energy - batch.energy) / batch.atoms_per_graph) ** 2
+    energy_error = (energy - batch.energy) ** 2
     return (
         config.energy_weight * energy_error.mean()
         + config.forces_weight * ((forces - batch.forces) ** 2).mean()
@@ -234,7 +300,8 @@ def train(config: TrainConfig) -> dict:
     surrogate = _initial_surrogate(reference, config)
     trajectories = load_trajectories(config.data, surrogate.config.cutoff, reference.fingerprint)
     train_pairs, valid_pairs = split_pairs(trajectories, config)
-    if not train_pairs or not valid_pairs:
+    train_windows = full_windows(train_pairs, config.max_k)
+    if not train_windows or not valid_pairs:
         raise ValueError(
             "not enough frames for training and validation pairs; "
             "generate longer runs or lower --max-k"
@@ -257,15 +324,16 @@ def train(config: TrainConfig) -> dict:
     dtype = surrogate.feature_in.weight.dtype
     while state["epoch"] < config.epochs and state["stale"] < config.patience:
         surrogate.train()
-        random.shuffle(train_pairs)
+        random.shuffle(train_windows)
         losses = []
         progress = tqdm(
-            _batches(train_pairs, config.batch_size),
+            _batches(train_windows, config.batch_size),
             desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
             leave=False,
         )
         for chunk in progress:
-            loss = _loss(surrogate, make_batch(trajectories, chunk, dtype), config)
+            batch = make_window_batch(trajectories, chunk, config.max_k, dtype)
+            loss = _loss(surrogate, batch, config)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -273,11 +341,16 @@ def train(config: TrainConfig) -> dict:
             progress.set_postfix(loss=f"{losses[-1]:.4g}")
         scheduler.step()
         surrogate.eval()
-        by_k = force_rmse_by_k(surrogate, trajectories, valid_pairs)
+        by_k, energy_by_k = rmse_by_k(surrogate, trajectories, valid_pairs)
         valid_rmse = math.sqrt(float(np.mean(np.square(list(by_k.values())))))
+        valid_energy_rmse = math.sqrt(float(np.mean(np.square(list(energy_by_k.values())))))
+        # Select by the training objective on the validation pairs.
+        valid_loss = config.energy_weight * valid_energy_rmse**2 + config.forces_weight * (
+            valid_rmse**2 / 3
+        )
         state["epoch"] += 1
-        improved = valid_rmse < state["best"]
-        state["best"] = min(state["best"], valid_rmse)
+        improved = valid_loss < state["best"]
+        state["best"] = min(state["best"], valid_loss)
         state["stale"] = 0 if improved else state["stale"] + 1
         if improved:
             surrogate.save(config.out / "surrogate.pt", overwrite=True)
@@ -288,15 +361,17 @@ def train(config: TrainConfig) -> dict:
                         "epoch": state["epoch"],
                         "train_loss": np.mean(losses),
                         "valid_force_rmse_eV_per_A": valid_rmse,
+                        "valid_energy_rmse_eV": valid_energy_rmse,
                     }
                 )
                 + "\n"
             )
         logger.info(
-            "epoch %d: train loss %.4g, validation force RMSE %.1f meV/Å",
+            "epoch %d: train loss %.4g, validation force RMSE %.1f meV/Å, energy RMSE %.1f meV",
             state["epoch"],
             np.mean(losses),
             1000 * valid_rmse,
+            1000 * valid_energy_rmse,
         )
         torch.save(
             {
@@ -308,23 +383,28 @@ def train(config: TrainConfig) -> dict:
             checkpoint_path,
         )
     best = Surrogate.load(config.out / "surrogate.pt")
-    by_k = force_rmse_by_k(best, trajectories, valid_pairs)
+    by_k, energy_by_k = rmse_by_k(best, trajectories, valid_pairs)
     metrics = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "train_pairs": len(train_pairs),
         "validation_pairs": len(valid_pairs),
         "epochs_run": state["epoch"],
         "validation_force_rmse_meV_per_A_by_k": {k: 1000 * v for k, v in by_k.items()},
+        "validation_energy_rmse_meV_by_k": {k: 1000 * v for k, v in energy_by_k.items()},
     }
     metrics["config"]["data"] = [str(p) for p in config.data]
     (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def format_table(by_k: dict[int, float]) -> str:
-    """Force RMSE against k as a small text table."""
-    lines = ["  k | force RMSE (meV/Å)", "----+-------------------"]
-    lines += [f"{k:3d} | {value:8.1f}" for k, value in by_k.items()]
+def format_table(by_k: dict[int, float], energy_by_k: dict[int, float] | None = None) -> str:
+    """Force (and energy) RMSE against k as a small text table."""
+    energy_by_k = energy_by_k or {}
+    lines = ["  k | force RMSE (meV/Å) | energy RMSE (meV)", "----+--------------------+------"]
+    lines += [
+        f"{k:3d} | {value:18.1f} | {energy_by_k.get(k, float('nan')):8.1f}"
+        for k, value in by_k.items()
+    ]
     return "\n".join(lines)
 
 
@@ -372,7 +452,12 @@ def main(argv: list[str] | None = None) -> None:
         files = [f for f in files if f.stem in set(args.runs)]
     values = {k: v for k, v in vars(args).items() if k not in ("runs", "data")}
     metrics = train(TrainConfig(data=files, **values))
-    print(format_table(metrics["validation_force_rmse_meV_per_A_by_k"]))
+    print(
+        format_table(
+            metrics["validation_force_rmse_meV_per_A_by_k"],
+            metrics["validation_energy_rmse_meV_by_k"],
+        )
+    )
 
 
 if __name__ == "__main__":
