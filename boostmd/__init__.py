@@ -3,15 +3,19 @@
 ``atoms.calc = BoostMDCalculator(MACEReference(model), Surrogate.load(path), interval=10)``
 runs any ASE dynamics with the reference on every tenth step and the surrogate, which
 starts from the reference's cached node features, on the others.
+``BoostLangevin(atoms, timestep, temperature_K, friction)`` is Langevin dynamics that
+checks each window's refresh energy error and reruns a wrong window with the reference.
 """
 
 from boostmd.calculator import BoostMDCalculator
+from boostmd.integrator import BoostLangevin
 from boostmd.reference import MACEReference, ReferenceResult
 from boostmd.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoostLangevin",
     "BoostMDCalculator",
     "MACEReference",
     "ReferenceFrame",

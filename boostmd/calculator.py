@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from boostmd.graph import radius_graph
@@ -15,7 +21,7 @@ from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
 from integrators.schedules import decide
 
-__all__ = ["BoostMDCalculator", "ReferenceCalculator", "check_compatible"]
+__all__ = ["BoostMDCalculator", "ReferenceCalculator", "WindowState", "check_compatible"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,30 @@ class ReferenceCalculator(Calculator):
         }
 
 
+@dataclass(frozen=True)
+class WindowState:
+    """A snapshot of a :class:`BoostMDCalculator`'s window (see its ``window_state``).
+
+    Everything that decides the calculator's next results: the cached reference frame,
+    the step counters, a deep copy of the schedule, and ASE's cache (the atoms of the last
+    calculation and its results). Counters of work done (``stats``, ``fallbacks``,
+    ``refresh_errors``) are not part of it: they count what happened, rerun or not.
+    """
+
+    frame: ReferenceFrame | None
+    previous_positions: np.ndarray | None
+    step: int
+    steps_since_reference: int
+    reference_force_max: float
+    schedule: Any
+    atoms: Atoms | None
+    results: dict[str, Any]
+
+
+def _copy_results(results: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in results.items()}
+
+
 class BoostMDCalculator(Calculator):
     """Reference MACE on full steps, a feature-reusing surrogate in between.
 
@@ -85,6 +115,23 @@ class BoostMDCalculator(Calculator):
     :class:`~integrators.schedules.Threshold` accumulates an upper bound of the largest
     displacement since the reference frame. A change of atoms, cell or periodicity, or
     :meth:`reset`, forces a reference call.
+
+    A **window** is a reference call and the surrogate steps that reuse its frame. The
+    reference call that ends a window (the schedule's next full step, or a force-guard
+    fallback) also reports the window's **refresh energy error** at its positions ``x``::
+
+        dE = E_ref(x) - E_surrogate(x; frame of the ending window)
+
+    at the price of one extra surrogate energy evaluation (none for a fallback, whose
+    surrogate energy is already known). It goes into ``results["refresh_energy_error"]``
+    on that call only (the key is absent on every other call) and is appended to
+    :attr:`refresh_errors`. Reference calls forced by a change of system, by
+    :meth:`reset` or inside :meth:`reference_only` end no window and report nothing.
+
+    With ASE's own integrators this is a plain calculator; :class:`boostmd.BoostLangevin`
+    uses ``refresh_energy_error`` to check each window and, with :meth:`window_state`,
+    :meth:`restore_window_state` and :meth:`reference_only`, to rerun rejected windows
+    with the reference.
 
     Parameters
     ----------
@@ -107,9 +154,12 @@ class BoostMDCalculator(Calculator):
     Notes
     -----
     ``results`` holds ``energy``, ``free_energy`` and ``forces`` (eV, eV/Å), plus
-    ``boostmd_source`` (``"reference"`` or ``"surrogate"``) and
-    ``steps_since_reference``. ``stats`` counts reference (full) and surrogate (reuse)
-    calls and the time spent in each.
+    ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``steps_since_reference``
+    and, on calls that end a window, ``refresh_energy_error`` (eV). ``stats`` counts
+    every reference (full) and surrogate (reuse) call, reruns included, and the time
+    spent in each (a full step's time includes its refresh-error evaluation).
+    ``refresh_errors`` lists the refresh energy error (eV) of every window ended so far,
+    in order, including windows an integrator later rejected.
 
     Examples
     --------
@@ -139,10 +189,13 @@ class BoostMDCalculator(Calculator):
         self.surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
         self.schedule = schedule if schedule is not None else Periodic(interval)
         self.stats = CacheStats()
+        self.refresh_errors: list[float] = []
         self._frame: ReferenceFrame | None = None
         self._previous_positions: np.ndarray | None = None
         self._step = 0
         self._steps_since_reference = 0
+        self._reference_force_max = 0.0
+        self._reference_only = False
 
     @classmethod
     def pretrained(
@@ -184,6 +237,73 @@ class BoostMDCalculator(Calculator):
         super().reset()
         self._frame = None
 
+    def window_state(self) -> WindowState:
+        """Snapshot the window: restoring it makes the next calls give the same results.
+
+        Returns
+        -------
+        WindowState
+            Independent of the calculator (the schedule, atoms and results are copied;
+            the reference frame is never modified in place, so it is shared).
+        """
+        return WindowState(
+            frame=self._frame,
+            previous_positions=(
+                None if self._previous_positions is None else self._previous_positions.copy()
+            ),
+            step=self._step,
+            steps_since_reference=self._steps_since_reference,
+            reference_force_max=self._reference_force_max,
+            schedule=copy.deepcopy(self.schedule),
+            atoms=None if self.atoms is None else self.atoms.copy(),
+            results=_copy_results(self.results),
+        )
+
+    def restore_window_state(self, state: WindowState) -> None:
+        """Return to a :meth:`window_state` snapshot (which stays usable for another restore).
+
+        ``schedule`` becomes a fresh copy of the snapshot's schedule. ``stats``,
+        ``fallbacks`` and ``refresh_errors`` are left as they are.
+
+        Parameters
+        ----------
+        state
+            A snapshot taken from this calculator.
+        """
+        if not isinstance(state, WindowState):
+            raise TypeError(f"expected a WindowState from window_state(), got {type(state)}")
+        self._frame = state.frame
+        self._previous_positions = (
+            None if state.previous_positions is None else state.previous_positions.copy()
+        )
+        self._step = state.step
+        self._steps_since_reference = state.steps_since_reference
+        self._reference_force_max = state.reference_force_max
+        self.schedule = copy.deepcopy(state.schedule)
+        self.atoms = None if state.atoms is None else state.atoms.copy()
+        self.results = _copy_results(state.results)
+
+    @contextmanager
+    def reference_only(self) -> Iterator[None]:
+        """Run the reference on every step inside the ``with`` block.
+
+        The schedule is still consulted and told of each forced full step, so the step
+        count goes on (a ``Periodic`` window after the block ends where it would have) and
+        stateful schedules restart their count. The reference calls made here end no
+        window and report no refresh energy error; they count in ``stats``.
+
+        Examples
+        --------
+        >>> with calc.reference_only():  # doctest: +SKIP
+        ...     dynamics.run(10)
+        """
+        previous = self._reference_only
+        self._reference_only = True
+        try:
+            yield
+        finally:
+            self._reference_only = previous
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Compute energy and forces by the reference or the surrogate."""
         super().calculate(atoms, properties, system_changes)
@@ -207,11 +327,17 @@ class BoostMDCalculator(Calculator):
         self._previous_positions = positions.copy()
         start = time.perf_counter()
         source = "full"
-        if decide(self.schedule, self._step, indicator, force=new_system):
+        # The surrogate's energy here with the frame a reference call is about to replace.
+        surrogate_energy = None
+        force = new_system or self._reference_only
+        if decide(self.schedule, self._step, indicator, force=force):
+            if not force and self._steps_since_reference > 0:
+                surrogate_energy = self._surrogate_energy(positions)
             energy, forces = self._reference_step()
         else:
             energy, forces = self._surrogate_step(positions)
             if self._guard_trips(forces):
+                surrogate_energy = energy
                 energy, forces = self._reference_step()
             else:
                 source = "reuse"
@@ -223,6 +349,10 @@ class BoostMDCalculator(Calculator):
             "boostmd_source": "reference" if source == "full" else "surrogate",
             "steps_since_reference": self._steps_since_reference,
         }
+        if surrogate_energy is not None:
+            error = energy - surrogate_energy
+            self.results["refresh_energy_error"] = error
+            self.refresh_errors.append(error)
 
     def _reference_step(self) -> tuple[float, np.ndarray]:
         atoms = self.atoms
@@ -266,6 +396,12 @@ class BoostMDCalculator(Calculator):
             self.fallbacks,
         )
         return True
+
+    def _surrogate_energy(self, positions: np.ndarray) -> float:
+        """Energy only, with the current frame: the refresh error's one extra call."""
+        x = torch.as_tensor(positions, dtype=self.reference.dtype, device=self.reference.device)
+        with torch.no_grad():
+            return float(self.surrogate.energy(self._frame, x)[0])
 
     def _surrogate_step(self, positions: np.ndarray) -> tuple[float, np.ndarray]:
         energy, forces = self.surrogate.energy_and_forces(self._frame, positions)

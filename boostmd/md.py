@@ -6,7 +6,9 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
-__all__ = ["langevin"]
+from boostmd.integrator import BoostLangevin
+
+__all__ = ["boost_langevin", "langevin"]
 
 
 def langevin(
@@ -36,6 +38,46 @@ def langevin(
         timestep_fs * units.fs,
         temperature_K=temperature_K,
         friction=friction_per_ps / (1000 * units.fs),
+        fixcm=False,
+        rng=np.random.default_rng(rng),
+    )
+
+
+def boost_langevin(
+    atoms: Atoms,
+    temperature_K: float,
+    timestep_fs: float = 1.0,
+    friction_per_ps: float = 1.0,
+    rng: np.random.Generator | int | None = None,
+    tolerance_eV: float | None = None,
+    energy_consistent: bool = False,
+) -> BoostLangevin:
+    """:class:`~boostmd.integrator.BoostLangevin` with the timestep in fs and friction in 1/ps.
+
+    Parameters
+    ----------
+    atoms
+        The system, with a :class:`~boostmd.calculator.BoostMDCalculator` attached.
+    temperature_K
+        Bath temperature.
+    timestep_fs
+        Timestep in femtoseconds.
+    friction_per_ps
+        Friction coefficient in inverse picoseconds (``0`` for NVE).
+    rng
+        Generator or seed of the random forces.
+    tolerance_eV
+        Largest accepted refresh energy error; ``None`` means 3 kB T.
+    energy_consistent
+        Remove each accepted refresh energy error from the kinetic energy.
+    """
+    return BoostLangevin(
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K,
+        friction_per_ps / (1000 * units.fs),
+        tolerance=tolerance_eV,
+        energy_consistent=energy_consistent,
         fixcm=False,
         rng=np.random.default_rng(rng),
     )

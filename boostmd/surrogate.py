@@ -241,13 +241,13 @@ class Surrogate(nn.Module):
         self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
         self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
         self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
-        # Start near the first-order expansion: a = c = softplus(-6) ~ 0, b = s = 0, so an
-        # untrained surrogate is already sensible and training does not begin with huge
-        # quartic energies.
+        # Start near the first-order expansion (a = softplus(-12), c = softplus(-6),
+        # b = s = 0), so an untrained surrogate is already sensible and training does not
+        # begin with huge quartic energies; Adam moves the raw values at its own pace.
         nn.init.zeros_(self.coefficient_head.weight)
         with torch.no_grad():
             self.coefficient_head.bias.copy_(
-                torch.tensor([-6.0, 0.0, -6.0, 0.0]).repeat_interleave(channels)
+                torch.tensor([-12.0, 0.0, -6.0, 0.0]).repeat_interleave(channels)
             )
 
     @classmethod

@@ -490,3 +490,110 @@ def test_force_guard_falls_back_to_the_reference(reference, surrogate, ethanol, 
     np.testing.assert_allclose(forces, reference(ethanol).forces.numpy(), atol=1e-10)
     with pytest.raises(ValueError, match="force_guard must be > 1"):
         BoostMDCalculator(reference, surrogate, force_guard=0.5)
+
+
+# ------------------------------------------------------------- refresh energy error, windows
+def walk(atoms, calc, steps, scale=0.02, seed=0):
+    """Move ``atoms`` by random displacements; return each step's results."""
+    rng = np.random.default_rng(seed)
+    atoms.calc = calc
+    atoms.get_forces()
+    seen = [dict(calc.results)]
+    for _ in range(steps):
+        atoms.positions = atoms.positions + rng.normal(0, scale, atoms.positions.shape)
+        atoms.get_forces()
+        seen.append(dict(calc.results))
+    return seen
+
+
+def surrogate_energy(surrogate, frame, positions):
+    with torch.no_grad():
+        return float(surrogate.energy(frame, torch.as_tensor(positions))[0])
+
+
+def test_refresh_energy_error_is_reference_minus_old_frame_surrogate(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
+    start = ethanol.copy()
+    seen = walk(ethanol, calc, 3)
+    # Independently: the frame of step 0 evaluated at the positions of step 3.
+    _, frame = frame_for(reference, surrogate, start)
+    energy_ref = float(reference.compute(ethanol.numbers, ethanol.positions).energy)
+    energy_sur = surrogate_energy(surrogate, frame, ethanol.positions)
+    sources = [r["boostmd_source"] for r in seen]
+    assert sources == ["reference", "surrogate", "surrogate", "reference"]
+    assert ["refresh_energy_error" in r for r in seen] == [False, False, False, True]
+    error = seen[3]["refresh_energy_error"]
+    assert error == pytest.approx(energy_ref - energy_sur, abs=1e-10)
+    assert abs(error) > 1e-6  # a real surrogate error, not a trivial zero
+    assert calc.refresh_errors == [error]
+    # the extra surrogate energy call is part of the reference step, not a step of its own
+    assert (calc.stats.full_steps, calc.stats.reuse_steps) == (2, 2)
+
+
+def test_refresh_errors_one_per_finished_window(reference, surrogate, ethanol):
+    atoms = ethanol.copy()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4)
+    atoms.calc = calc
+    dynamics = VelocityVerlet(atoms, 0.5 * units.fs)
+    errors = []
+    dynamics.attach(lambda: errors.append(calc.results.get("refresh_energy_error")))
+    dynamics.run(13)
+    # reference calls at steps 0, 4, 8, 12: three finished windows, one open
+    assert [e is not None for e in errors] == [s in (4, 8, 12) for s in range(14)]
+    assert calc.refresh_errors == [e for e in errors if e is not None]
+
+
+def test_force_guard_fallback_ends_a_window_with_its_error(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0)
+    ethanol.calc = calc
+    ethanol.get_forces()
+    _, frame = frame_for(reference, surrogate, ethanol)
+    ethanol.positions[0] += [0.6, 0.0, 0.0]
+    energy = ethanol.get_potential_energy()
+    assert calc.fallbacks == 1 and calc.results["boostmd_source"] == "reference"
+    energy_sur = surrogate_energy(surrogate, frame, ethanol.positions)
+    assert calc.results["refresh_energy_error"] == pytest.approx(energy - energy_sur, abs=1e-10)
+    assert calc.refresh_errors == [calc.results["refresh_energy_error"]]
+
+
+def test_reference_only_and_new_systems_end_no_window(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
+    walk(ethanol, calc, 2)  # reference, surrogate, surrogate
+    with calc.reference_only():
+        seen = walk(ethanol, calc, 3, seed=1)[1:]
+    assert [r["boostmd_source"] for r in seen] == ["reference"] * 3
+    assert not any("refresh_energy_error" in r for r in seen)
+    assert (calc.stats.full_steps, calc.stats.reuse_steps) == (4, 2)
+    # the schedule kept counting: step 6 is due, steps 6 + 1, 6 + 2 reuse it again
+    seen = walk(ethanol, calc, 3, seed=2)[1:]
+    assert [r["boostmd_source"] for r in seen] == ["reference", "surrogate", "surrogate"]
+    assert "refresh_energy_error" not in seen[0]  # steps 3-5 were all reference
+    calc.reset()
+    ethanol.get_forces()
+    assert "refresh_energy_error" not in calc.results and calc.refresh_errors == []
+
+
+def test_window_state_restores_identical_results(reference, surrogate, ethanol):
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, schedule=Threshold(tol=0.05, max_reuse=3)
+    )
+    walk(ethanol, calc, 2)
+    state = calc.window_state()
+    positions = ethanol.positions.copy()
+    counts = calc.stats.total_steps
+    first = walk(ethanol, calc, 6, seed=5)
+    for _ in range(2):  # a snapshot can be restored more than once
+        ethanol.positions = positions
+        calc.restore_window_state(state)
+        ethanol.get_forces()  # the restored results are valid for the restored positions
+        again = walk(ethanol, calc, 6, seed=5)
+        assert [r["boostmd_source"] for r in again] == [r["boostmd_source"] for r in first]
+        for a, b in zip(first, again):
+            assert a["energy"] == b["energy"]
+            np.testing.assert_array_equal(a["forces"], b["forces"])
+            assert a.get("refresh_energy_error") == b.get("refresh_energy_error")
+    assert calc.stats.total_steps == counts + 3 * 6  # the restores ran no model
+    assert {r["boostmd_source"] for r in first} == {"reference", "surrogate"}
+    with pytest.raises(TypeError, match="WindowState"):
+        calc.restore_window_state({"frame": None})

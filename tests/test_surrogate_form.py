@@ -62,5 +62,5 @@ def test_old_surrogate_files_are_refused_with_the_fix(reference, tmp_path):
         {"version": 1, "config": surrogate.config.to_json(), "state_dict": {}},
         overwrite=False,
     )
-    with pytest.raises(ValueError, match="retrain it with python -m boostmd.train"):
+    with pytest.raises(ValueError, match=r"retrain it with python -m boostmd\.train"):
         Surrogate.load(path)

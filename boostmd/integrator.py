@@ -1,0 +1,405 @@
+"""BoostLangevin: Langevin dynamics whose BoostMD windows are checked and rerun when wrong."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+
+from boostmd.calculator import BoostMDCalculator, WindowState
+
+__all__ = ["BoostLangevin"]
+
+logger = logging.getLogger(__name__)
+
+# With energy_consistent=True, an accepted refresh never leaves less than this fraction of
+# the kinetic energy.
+_MIN_KINETIC_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class _StepState:
+    """Everything the dynamics carries from one step to the next."""
+
+    positions: np.ndarray
+    momenta: np.ndarray
+    rng_state: Any
+    calc_state: WindowState
+
+
+def _rng_state(rng: Any) -> Any:
+    if isinstance(rng, np.random.Generator):
+        return copy.deepcopy(rng.bit_generator.state)
+    return rng.get_state()
+
+
+def _set_rng_state(rng: Any, state: Any) -> None:
+    if isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = state
+    else:
+        rng.set_state(state)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of nested dicts, tuples and arrays (random generator states)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return (
+            isinstance(b, (tuple, list))
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b))
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+def _check_rng(rng: Any) -> Any:
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if all(hasattr(rng, name) for name in ("standard_normal", "get_state", "set_state")):
+        return rng  # np.random.RandomState or the np.random module
+    raise TypeError(
+        "BoostLangevin(rng=...) must be a numpy Generator, a RandomState, a seed or None "
+        f"(its state is saved to rerun windows), got {type(rng).__name__}"
+    )
+
+
+class BoostLangevin(Langevin):
+    """ASE's Langevin dynamics with checked BoostMD windows.
+
+    The step is ASE's :class:`~ase.md.langevin.Langevin` step (Vanden-Eijnden and
+    Ciccotti, Eq. 23), driven by a :class:`~boostmd.calculator.BoostMDCalculator`. A
+    **window** runs from one reference call to the next (the calculator's schedule
+    decides where it ends). The reference call that ends it measures the window's refresh
+    energy error ``dE``; when ``|dE| > tolerance`` (or ``dE`` is not finite) the window
+    is undone and run again with the reference on every step and the same random
+    numbers, so the accepted trajectory of that window is exactly the reference's.
+
+    Each step of Langevin dynamics (per atom, ASE's ``Langevin.step``)::
+
+        v' = v_n + c1 F(x_n) / m - c2 v_n + c3 xi - c4 eta
+        x_{n+1} = x_n + dt v' + c5 eta
+        v_{n+1} = v' + c1 F(x_{n+1}) / m - c2 v' + c3 xi - c4 eta
+
+        sigma = sqrt(2 kB T gamma / m)
+        c1 = dt / 2 - dt^2 gamma / 8          c2 = dt gamma / 2 - dt^2 gamma^2 / 8
+        c3 = sqrt(dt) sigma / 2 - dt^1.5 gamma sigma / 8
+        c5 = dt^1.5 sigma / (2 sqrt(3))      c4 = gamma c5 / 2
+
+    A window of ``N`` steps starting at step ``n0`` ends at the first reference call::
+
+        dE = E_ref(x_{n0+N}) - E_sur(x_{n0+N}; frame of x_{n0})
+        |dE| <= tol:  accept the N steps
+        otherwise:    restore (x, p, rng, calculator) at n0, redo the N steps with
+                      F = F_ref on every step; rollbacks += 1
+
+    With ``energy_consistent=True``, each accepted refresh removes the jump in total
+    energy. Within a window the step conserves ``E_sur + K`` (no drift, ``O(dt^2)``
+    wobble); the next window starts from ``E_ref(x_N) + K(p_N)``, where ``p_N`` had its
+    last half kick from ``F_ref(x_N)`` instead of ``F_sur(x_N)`` (``x_N``, ``p_N``: the
+    state at the refresh, step ``n0 + N``)::
+
+        p_sur = p_N - c1 (F_ref(x_N) - F_sur(x_N))      the ending window's own momenta
+        K = sum p_N^2 / (2 m),   K_sur = sum p_sur^2 / (2 m)
+        p_N <- p_N sqrt(max(K_sur - dE, f K) / K)
+
+    so that ``E_ref + K`` just after the refresh equals ``E_sur + K_sur``, the energy
+    the ending window conserved, and in NVE (``friction=0``) the reference's total energy
+    at refresh points stays at its start up to the integrator's own ``O(dt^2)`` error.
+    ``F_sur(x_N)`` costs one surrogate evaluation per accepted window (not counted in the
+    calculator's ``stats``). With constraints, or for a window ended by a force-guard
+    fallback (the surrogate's forces there are wrong), ``K_sur = K``. ``f = 0.05``
+    guards ``K_sur - dE <= 0``, with a warning.
+
+    ===========  ==============================  ==============================================
+    symbol       variable                        meaning
+    ===========  ==============================  ==============================================
+    x, p, v      ``atoms.positions``, momenta    positions (Å), momenta, velocities p / m
+    F            ``atoms.get_forces(md=True)``   forces (eV/Å) of the step's model
+    m            ``self.masses``                 atomic masses (amu)
+    dt           ``self.dt``                     timestep (ASE time units)
+    gamma        ``self.fr``                     friction (1 / ASE time units)
+    kB T         ``self.temp``                   bath temperature (eV)
+    xi, eta      ``self.rng.standard_normal``    two (natoms, 3) normal draws per step
+    c1 ... c5    ``self.c1`` ... ``self.c5``     step coefficients
+    N            window length                   steps to the calculator's next reference call
+    dE           ``refresh_energy_error``        refresh energy error of the window (eV)
+    tol          ``self.tolerance``              largest accepted ``|dE|`` (eV)
+    K, K_sur     ``atoms.get_kinetic_energy()``  kinetic energy; the ending window's own (eV)
+    f            ``_MIN_KINETIC_FRACTION``       least kept fraction of ``K`` at a refresh
+    ===========  ==============================  ==============================================
+
+    Observers, loggers and trajectory writers attached with :meth:`attach` see only
+    accepted steps, one per step: at the first step of a window the whole window is
+    integrated ahead (and rerun if rejected), and each :meth:`step` then installs the
+    next accepted state (positions, momenta, the generator's state after that step and
+    the calculator's window state with its results for those positions), so property
+    reads by observers cost no model call. A run that ends inside a window leaves the
+    rest of the window for the next :meth:`run`; between steps, positions, momenta and
+    the generator's state are those of the step shown, so a run resumed from them is
+    deterministic. Changing positions, momenta, the generator's state or the calculator
+    between steps drops the integrated-ahead steps, and integration goes on from what
+    was set.
+
+    Differences from ASE's ``Langevin`` with the same calculator and seed: none, bit
+    for bit, as long as no window is rolled back and ``energy_consistent`` is off. A
+    rolled-back window follows the reference's forces instead of the surrogate's (same
+    random numbers), so the trajectory differs from that window on; ``energy_consistent``
+    rescales the momenta at every accepted refresh. The calculator runs ahead of the
+    observers: at a given step its ``stats`` and ``refresh_errors`` already count the
+    rest of the window, and they count rejected windows too (their surrogate and
+    reference calls in ``stats``, their ``dE`` in ``refresh_errors``).
+
+    Parameters
+    ----------
+    atoms
+        The system; ``atoms.calc`` must be a :class:`~boostmd.calculator.BoostMDCalculator`.
+    timestep
+        Timestep in ASE time units (``1 * ase.units.fs``).
+    temperature_K
+        Bath temperature in K.
+    friction
+        Friction in inverse ASE time units (``0.01 / ase.units.fs`` is 10 ps⁻¹); ``0``
+        gives NVE dynamics with checked windows.
+    tolerance
+        Largest accepted ``|dE|`` in eV; ``None`` means ``3 kB T`` at ``temperature_K``
+        (which must then be positive); ``math.inf`` accepts every finite ``dE``.
+        Fixed at construction (``set_temperature`` does not change it).
+    energy_consistent
+        Remove each accepted ``dE`` from the kinetic energy (see above).
+    fixcm
+        As in ASE's ``Langevin`` (deprecated there; prefer ``ase.constraints.FixCom``).
+    rng
+        A :class:`numpy.random.Generator`, a ``RandomState``, a seed, or ``None`` for a
+        fresh ``numpy.random.default_rng()`` (not ASE's global ``numpy.random``). Its
+        state is saved and restored to rerun windows.
+    **kwargs
+        Passed to :class:`ase.md.md.MolecularDynamics` (``trajectory``, ``logfile``,
+        ``loginterval``).
+
+    Attributes
+    ----------
+    windows
+        Finished windows that held surrogate steps (each was checked).
+    rollbacks
+        Windows rejected and rerun with the reference.
+
+    Examples
+    --------
+    >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides", interval=10)  # doctest: +SKIP
+    >>> dyn = BoostLangevin(atoms, 1 * units.fs, 300, 0.001 / units.fs, rng=0)  # doctest: +SKIP
+    >>> dyn.run(1000)  # doctest: +SKIP
+    >>> dyn.rollbacks / dyn.windows  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        timestep: float,
+        temperature_K: float,
+        friction: float,
+        *,
+        tolerance: float | None = None,
+        energy_consistent: bool = False,
+        fixcm: bool = False,
+        rng: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._check_calculator(atoms)
+        if not (isinstance(temperature_K, numbers.Real) and temperature_K >= 0):
+            raise ValueError(f"temperature_K must be a number >= 0, got {temperature_K!r}")
+        if not (isinstance(friction, numbers.Real) and friction >= 0):
+            raise ValueError(f"friction must be a number >= 0, got {friction!r}")
+        if tolerance is None:
+            if temperature_K == 0:
+                raise ValueError(
+                    "tolerance=None means 3 kB T, which is 0 at temperature_K=0 (every window "
+                    "would be rerun); give the tolerance in eV"
+                )
+            tolerance = 3 * units.kB * temperature_K
+        if isinstance(tolerance, bool) or not (
+            isinstance(tolerance, numbers.Real) and tolerance >= 0
+        ):
+            raise ValueError(f"tolerance must be a number of eV >= 0, got {tolerance!r}")
+        self.tolerance = float(tolerance)
+        self.energy_consistent = bool(energy_consistent)
+        self.windows = 0
+        self.rollbacks = 0
+        self._pending: deque[_StepState] = deque()
+        self._shown: _StepState | None = None
+        self._shown_results: dict[str, Any] | None = None
+        super().__init__(
+            atoms,
+            timestep,
+            temperature_K=temperature_K,
+            friction=friction,
+            fixcm=fixcm,
+            rng=_check_rng(rng),
+            **kwargs,
+        )
+
+    def todict(self) -> dict[str, Any]:
+        """ASE's Langevin description plus the window check's settings."""
+        return {
+            **super().todict(),
+            "tolerance": self.tolerance,
+            "energy_consistent": self.energy_consistent,
+        }
+
+    def updatevars(self) -> None:
+        """Recompute the step coefficients and drop steps integrated with the old ones."""
+        super().updatevars()
+        self._pending = deque()
+
+    def step(self, forces: np.ndarray | None = None) -> np.ndarray:
+        """Advance one accepted step; integrate (and check) the next window when needed.
+
+        Parameters
+        ----------
+        forces
+            Not supported (the forces come from the calculator); must be ``None``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The forces at the new positions.
+        """
+        if forces is not None:
+            raise ValueError("BoostLangevin.step() computes its own forces; do not pass forces")
+        calc = self._check_calculator(self.atoms)
+        if not (self._pending and self._unchanged(calc)):
+            self._pending = deque(self._integrate_window(calc))
+        state = self._pending.popleft()
+        self._install(state, calc)
+        self._shown = state
+        self._shown_results = calc.results
+        if self.atoms.constraints:
+            return self.atoms.get_forces(md=True)
+        return calc.results["forces"].copy()
+
+    # ----------------------------------------------------------------- internals
+    @staticmethod
+    def _check_calculator(atoms: Atoms) -> BoostMDCalculator:
+        calc = atoms.calc
+        if not isinstance(calc, BoostMDCalculator):
+            raise TypeError(
+                "BoostLangevin needs atoms.calc to be a BoostMDCalculator (it checks and "
+                f"reruns its windows), got {type(calc).__name__}; use ase.md.langevin.Langevin "
+                "for other calculators"
+            )
+        return calc
+
+    def _snapshot(self, calc: BoostMDCalculator) -> _StepState:
+        return _StepState(
+            positions=self.atoms.get_positions(),
+            momenta=self.atoms.get_momenta(),
+            rng_state=_rng_state(self.rng),
+            calc_state=calc.window_state(),
+        )
+
+    def _install(self, state: _StepState, calc: BoostMDCalculator) -> None:
+        self.atoms.set_positions(state.positions, apply_constraint=False)
+        self.atoms.set_momenta(state.momenta, apply_constraint=False)
+        _set_rng_state(self.rng, state.rng_state)
+        calc.restore_window_state(state.calc_state)
+
+    def _unchanged(self, calc: BoostMDCalculator) -> bool:
+        """Whether the system is still as the last step left it (else drop the look-ahead)."""
+        shown = self._shown
+        if shown is None or calc.results is not self._shown_results:
+            return False  # the calculator ran or was reset since
+        atoms, before = self.atoms, shown.calc_state.atoms
+        return (
+            np.array_equal(atoms.positions, shown.positions)
+            and np.array_equal(atoms.get_momenta(), shown.momenta)
+            and np.array_equal(atoms.numbers, before.numbers)
+            and np.array_equal(atoms.cell.array, before.cell.array)
+            and np.array_equal(atoms.pbc, before.pbc)
+            and _same(_rng_state(self.rng), shown.rng_state)
+        )
+
+    def _integrate_window(self, calc: BoostMDCalculator) -> list[_StepState]:
+        """Integrate to the calculator's next reference call; rerun the window if rejected."""
+        self.atoms.get_forces(md=True)  # the start's results (cached unless just changed)
+        start = self._snapshot(calc)
+        fallbacks = calc.fallbacks
+        states = []
+        while True:
+            super().step()
+            states.append(self._snapshot(calc))
+            if calc.results["boostmd_source"] == "reference":
+                break
+        error = calc.results.get("refresh_energy_error")
+        if error is None:  # no surrogate step in this window: nothing to check
+            return states
+        self.windows += 1
+        if not abs(error) <= self.tolerance:
+            self.rollbacks += 1
+            logger.debug(
+                "window of %d steps rejected (dE = %.3g eV, tolerance %.3g eV); rerunning "
+                "it with the reference (rollback %d of %d windows)",
+                len(states),
+                error,
+                self.tolerance,
+                self.rollbacks,
+                self.windows,
+            )
+            self._install(start, calc)
+            rerun = []
+            with calc.reference_only():
+                for _ in states:
+                    super().step()
+                    rerun.append(self._snapshot(calc))
+            return rerun
+        if self.energy_consistent:
+            frame = start.calc_state.frame if calc.fallbacks == fallbacks else None
+            self._remove_from_kinetic_energy(error, calc, frame)
+            states[-1] = self._snapshot(calc)
+        return states
+
+    def _window_kinetic_energy(self, calc: BoostMDCalculator, frame: Any) -> float:
+        """``K_sur``: the kinetic energy had the last half kick used the surrogate's forces."""
+        atoms = self.atoms
+        momenta = atoms.get_momenta()
+        if frame is None or atoms.constraints:
+            return atoms.get_kinetic_energy()
+        _, forces = calc.surrogate.energy_and_forces(frame, atoms.positions)
+        forces = forces.detach().cpu().numpy().astype(np.float64)
+        momenta = momenta - self.c1 * (calc.results["forces"] - forces)
+        kinetic = 0.5 * float((momenta**2 / self.masses).sum())
+        return kinetic if math.isfinite(kinetic) else atoms.get_kinetic_energy()
+
+    def _remove_from_kinetic_energy(
+        self, error: float, calc: BoostMDCalculator, frame: Any
+    ) -> None:
+        """Rescale the momenta so that ``E_ref + K`` equals the ending window's energy."""
+        kinetic = self.atoms.get_kinetic_energy()
+        if not kinetic > 0:
+            logger.warning("no kinetic energy to take the refresh energy error %.3g eV from", error)
+            return
+        target = self._window_kinetic_energy(calc, frame) - error
+        if target < _MIN_KINETIC_FRACTION * kinetic:
+            logger.warning(
+                "removing the refresh energy error %.3g eV would leave less than %.0f%% of "
+                "the kinetic energy %.3g eV; keeping %.0f%% (energy is not conserved at this "
+                "refresh)",
+                error,
+                100 * _MIN_KINETIC_FRACTION,
+                kinetic,
+                100 * _MIN_KINETIC_FRACTION,
+            )
+            target = _MIN_KINETIC_FRACTION * kinetic
+        scale = math.sqrt(target / kinetic)
+        self.atoms.set_momenta(self.atoms.get_momenta() * scale, apply_constraint=False)
