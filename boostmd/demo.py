@@ -1,10 +1,13 @@
 """The main job: BoostMD against the reference alone on a capped dipeptide.
 
-Runs Langevin MD twice from the same structure, momenta and random seed: once with the
-reference MACE on every step, once with BoostMD (reference every ``interval`` steps,
-surrogate in between). Prints the speedup, the call counts and the surrogate's force error
-against the reference on sampled surrogate steps; writes both trajectories, a
-Ramachandran plot and a JSON summary.
+Runs Langevin MD (300 K, friction 1/ps) twice from the same structure, momenta and random
+seed: once with the reference MACE on every step, once with BoostMD (reference every
+``interval`` steps, surrogate in between) under :class:`~boostmd.integrator.BoostLangevin`,
+which checks every window's refresh energy error and reruns a window with the reference
+when it is too large (``--unchecked`` uses ASE's plain ``Langevin`` instead). Prints the
+speedup (counting every reference call, reruns included), the call counts, the refresh
+energy errors and the surrogate's force error against the reference on sampled surrogate
+steps; writes both trajectories, a Ramachandran plot and a JSON summary.
 
     python -m boostmd.demo                 # alanine dipeptide, 300 K, shipped models
     boostmd demo --peptide VAL --steps 4000
@@ -28,7 +31,7 @@ from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
-from boostmd.md import langevin
+from boostmd.md import boost_langevin, langevin
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -44,7 +47,8 @@ class DemoConfig:
     interval: int = 10
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
-    friction_per_ps: float = 10.0
+    friction_per_ps: float = 1.0
+    checked: bool = True
     force_samples: int = 100
     write_every: int = 10
     seed: int = 0
@@ -56,7 +60,8 @@ def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
     """Run Langevin MD; return positions, sources, surrogate forces and wall time."""
     atoms = atoms.copy()
     atoms.calc = calc
-    dynamics = langevin(
+    checked = config.checked and isinstance(calc, BoostMDCalculator)
+    dynamics = (boost_langevin if checked else langevin)(
         atoms, config.temperature_K, config.timestep_fs, config.friction_per_ps, rng=config.seed + 1
     )
     positions, sources, surrogate_forces = [], [], {}
@@ -75,7 +80,8 @@ def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
     dynamics.run(config.steps)
     seconds = time.perf_counter() - start
     progress.close()
-    return np.asarray(positions), sources, surrogate_forces, seconds
+    rollbacks = getattr(dynamics, "rollbacks", 0)
+    return np.asarray(positions), sources, surrogate_forces, seconds, rollbacks
 
 
 def _force_error(reference, numbers, positions, surrogate_forces: dict, samples: int) -> dict:
@@ -150,11 +156,13 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     )
     config.out.mkdir(parents=True, exist_ok=True)
 
-    ref_positions, _, _, ref_seconds = _run(
+    ref_positions, _, _, ref_seconds, _ = _run(
         atoms, ReferenceCalculator(reference), config, "reference MD"
     )
     boost = BoostMDCalculator(reference, surrogate, interval=config.interval)
-    boost_positions, _, surrogate_forces, boost_seconds = _run(atoms, boost, config, "BoostMD")
+    boost_positions, _, surrogate_forces, boost_seconds, rollbacks = _run(
+        atoms, boost, config, "BoostMD"
+    )
     forces = _force_error(
         reference, atoms.numbers, boost_positions, surrogate_forces, config.force_samples
     )
@@ -187,6 +195,8 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "reference_calls": boost.stats.full_steps,
         "surrogate_calls": boost.stats.reuse_steps,
         "guard_fallbacks": boost.fallbacks,
+        "rollbacks": rollbacks,
+        "refresh_energy_error_meV": _refresh_error_summary(boost.refresh_errors),
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
         "surrogate_vs_reference": forces,
@@ -195,10 +205,31 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     return summary
 
 
+def _refresh_error_summary(errors: list[float]) -> dict:
+    """RMS, mean and largest |dE| of the refresh energy errors, in meV."""
+    values = 1000 * np.asarray(errors, dtype=float)
+    if not len(values):
+        return {"windows": 0, "rms": None, "mean": None, "max_abs": None}
+    return {
+        "windows": len(values),
+        "rms": float(np.sqrt(np.mean(values**2))),
+        "mean": float(values.mean()),
+        "max_abs": float(np.abs(values).max()),
+    }
+
+
 def format_summary(summary: dict) -> str:
     """Format the summary as a short human-readable report."""
     forces = summary["surrogate_vs_reference"]
     rmse = forces["force_rmse_meV_per_A"]
+    refresh = summary["refresh_energy_error_meV"]
+    refresh_line = (
+        f"refresh dE   : RMS {refresh['rms']:.1f} meV, mean {refresh['mean']:+.1f} meV, "
+        f"largest {refresh['max_abs']:.0f} meV over {refresh['windows']} windows; "
+        f"{summary['rollbacks']} windows rerun with the reference"
+        if refresh["windows"]
+        else "refresh dE   : no finished windows"
+    )
     return "\n".join(
         [
             f"reference MD : {summary['reference_seconds']:7.1f} s",
@@ -207,6 +238,7 @@ def format_summary(summary: dict) -> str:
             f"calls        : {summary['reference_calls']} reference "
             f"({summary['reference_time_s']:.1f} s), {summary['surrogate_calls']} surrogate "
             f"({summary['surrogate_time_s']:.1f} s); {summary['guard_fallbacks']} guard fallbacks",
+            refresh_line,
             f"surrogate force RMSE vs reference on {forces['sampled_steps']} sampled steps: "
             + (f"{rmse:.1f} meV/Å" if rmse is not None else "n/a"),
             f"written to {summary['config']['out']}/ (trajectories, ramachandran.png, "
@@ -228,7 +260,12 @@ def main(argv: list[str] | None = None) -> None:
         "--friction",
         type=float,
         default=defaults.friction_per_ps,
-        help="Langevin friction in 1/ps (BoostMD heats at 1/ps: see README)",
+        help="Langevin friction in 1/ps",
+    )
+    parser.add_argument(
+        "--unchecked",
+        action="store_true",
+        help="ASE's plain Langevin instead of BoostLangevin (no window checks or reruns)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
@@ -242,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature_K=args.temperature,
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,
+        checked=not args.unchecked,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,
