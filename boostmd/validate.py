@@ -3,12 +3,19 @@ r"""Does BoostMD sample what the reference samples? ``python -m boostmd.validate
 For each system (a capped dipeptide by amino-acid code, or a structure file) it runs
 Langevin MD with the reference alone, a second independent reference run (the noise
 floor) and BoostMD, all from the same starting structures, plus short NVE runs of the
-reference and BoostMD. It compares backbone phi/psi distributions (Jensen-Shannon
-divergence of the Ramachandran histograms, 1-D PMF errors in kT), checks that no run
-collapses, and writes ``OUT/report.json``, ``OUT/summary.md`` and PNG plots.
+reference and BoostMD. BoostMD runs with one integrator or both (``--integrator``):
+``ase`` (ASE's Langevin with BoostMDCalculator; NVE: velocity Verlet) and ``checked``
+(``boostmd.integrator.BoostLangevin``, which undoes and reruns windows whose refresh
+energy error is too large; NVE: no friction, ``energy_consistent=True``). It compares
+observables that converge in picoseconds (per-group kinetic temperatures, X-H and heavy
+bond-length distributions, the reference energy at BoostMD's refresh frames) and the
+backbone phi/psi distributions (Jensen-Shannon divergence of the Ramachandran
+histograms, 1-D PMF errors in kT), each against the same comparison between the two
+reference runs; checks that no run collapses; and writes ``OUT/report.json``,
+``OUT/summary.md`` and PNG plots (:mod:`boostmd.validation.report` defines the metrics).
 
-    python -m boostmd.validate --quick                       # ALA, a few minutes
-    python -m boostmd.validate --peptide ALA --peptide THR --preset full
+    python -m boostmd.validate --quick                       # ALA, ~6,400 reference calls
+    python -m boostmd.validate --peptide ALA --integrator checked --preset long
     python -m boostmd.validate --structure mine.xyz --reference ref.pt --surrogate s.pt \\
         --phi 4 6 8 14 --psi 6 8 14 16
     torchrun --nproc-per-node 4 -m boostmd.validate --preset full --peptide ALA
@@ -35,24 +42,48 @@ from ase.io import read
 
 from boostmd.dihedrals import backbone_dihedrals
 from boostmd.validation.report import summary_markdown, system_report
-from boostmd.validation.runs import NVE_ROLES, SAMPLING_ROLES, Job, MDSettings, run_job
+from boostmd.validation.runs import INTEGRATORS, Job, MDSettings, roles, run_job
 
-__all__ = ["PRESETS", "ValidationConfig", "main", "validate"]
+__all__ = ["PRESETS", "ValidationConfig", "main", "reference_calls", "validate"]
 
 logger = logging.getLogger(__name__)
 
 # Run lengths (1 fs steps). The Boltzmann distribution does not depend on the Langevin
-# friction; the default 10/ps is what BoostMD with N = 10 needs to hold its temperature
-# (README, "Use a thermostat"); pass --friction 1 to see it fail.
+# friction, so the default is a light 1/ps: a strong thermostat hides a sampler that
+# heats (README, "Use a thermostat"), and the temperature, bond-length and energy metrics
+# are made to catch that within picoseconds. Costs are in reference calls per dipeptide
+# with both integrators at N = 10 (two reference runs per replica, each BoostMD run
+# about 1/N of its steps, plus the NVE runs): multiply by the reference's time per call
+# (about 50 ms for the shipped model on a free 2-core CPU; far less on a GPU).
 PRESETS: dict[str, dict] = {
-    # catches a broken surrogate: about 5 minutes for one dipeptide on a 2-core CPU
+    # catches a broken surrogate: about 6,400 reference calls
     "quick": {"steps": 2500, "equilibration_steps": 250, "replicas": 1, "nve_steps": 300},
-    # the README table: 2 x 3 ps per run and role, about 10 CPU-minutes per dipeptide
+    # the README table: 2 x 3 ps per run and role, about 15,000 reference calls
     "standard": {"steps": 3000, "equilibration_steps": 300, "replicas": 2, "nve_steps": 500},
-    # converged alanine-dipeptide statistics: 8 x 50 ps per run and role, about 12 hours
-    # of one 2-core CPU per dipeptide (0.83 M reference steps at about 50 ms)
+    # for users with time or a GPU: 4 x 20 ps, about 190,000 reference calls
+    "long": {"steps": 20_000, "equilibration_steps": 1000, "replicas": 4, "nve_steps": 2000},
+    # converged alanine-dipeptide phi/psi statistics: 8 x 50 ps, about 920,000 calls
     "full": {"steps": 50_000, "equilibration_steps": 2000, "replicas": 8, "nve_steps": 5000},
 }
+
+
+def reference_calls(
+    steps: int,
+    equilibration_steps: int,
+    replicas: int,
+    nve_steps: int,
+    interval: int = 10,
+    integrator: str = "both",
+) -> int:
+    """Estimate the reference calls of a validation per system (without reruns).
+
+    >>> reference_calls(**PRESETS["quick"])
+    6410
+    """
+    samplers = len(INTEGRATORS[integrator])
+    run = equilibration_steps + steps
+    sampling = replicas * (2 * run + samplers * run // interval)
+    return sampling + nve_steps + samplers * nve_steps // interval
 
 
 @dataclass
@@ -70,13 +101,14 @@ class ValidationConfig:
     interval: int = 10
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
-    friction_per_ps: float = 10.0
+    friction_per_ps: float = 1.0
     steps: int = PRESETS["quick"]["steps"]
     equilibration_steps: int = PRESETS["quick"]["equilibration_steps"]
     replicas: int = PRESETS["quick"]["replicas"]
     nve_steps: int = PRESETS["quick"]["nve_steps"]
     checkpoint_every: int = 500
     seed: int = 0
+    integrator: str = "both"
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -138,14 +170,28 @@ def _models(config: ValidationConfig):
     return reference, Surrogate.load(config.surrogate, dtype=reference.dtype)
 
 
-def _jobs(systems: dict, replicas: int) -> list[Job]:
+def _warm_up(reference, systems: dict) -> None:
+    """Run the reference twice on every system before any run.
+
+    The first forward passes of a TorchScript model in a process can differ from later ones
+    in the last bits (the profiling executor has not specialised yet). Without this, a
+    run's numbers would depend on whether it was the first in its process, and resumed
+    or multi-process validations would differ slightly from uninterrupted ones.
+    """
+    for atoms, _ in systems.values():
+        for _ in range(2):
+            reference(atoms)
+
+
+def _jobs(systems: dict, replicas: int, integrator: str = "both") -> list[Job]:
+    sampling, nve = roles(integrator)
     jobs = [
         Job(system, role, replica)
         for system in systems
         for replica in range(replicas)
-        for role in SAMPLING_ROLES
+        for role in sampling
     ]
-    return jobs + [Job(system, role, 0) for system in systems for role in NVE_ROLES]
+    return jobs + [Job(system, role, 0) for system in systems for role in nve]
 
 
 def _process_group():
@@ -179,12 +225,25 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
         One report per system on rank 0 (also in ``OUT/report.json``); ``None`` elsewhere.
     """
     settings = config.settings()
+    roles(config.integrator)  # names a bad --integrator before any work
     systems = _systems(config)
     reference, surrogate = _models(config)
+    _warm_up(reference, systems)
     rank, world = _process_group()
     checkpoints = config.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(systems, config.replicas)
+    jobs = _jobs(systems, config.replicas, config.integrator)
+    logger.info(
+        "about %d reference calls per system",
+        reference_calls(
+            config.steps,
+            config.equilibration_steps,
+            config.replicas,
+            config.nve_steps,
+            config.interval,
+            config.integrator,
+        ),
+    )
     mine = [job for index, job in enumerate(jobs) if index % world == rank]
     results = [
         run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
@@ -197,27 +256,42 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     for name, (atoms, _) in systems.items():
         own = [r for r in results if r["job"].system == name]
         reports.append(system_report(name, own, settings, len(atoms)))
-        _plot(config.out, name, own, settings)
+        _plot(config.out, name, own, settings, reports[-1])
     payload = {"command": command, "config": _jsonable(asdict(config)), "systems": reports}
     (config.out / "report.json").write_text(json.dumps(payload, indent=2))
     (config.out / "summary.md").write_text(summary_markdown(reports, settings, command))
     return reports
 
 
-def _plot(out: Path, name: str, results: list[dict], settings: MDSettings) -> None:
+def _plot(out: Path, name: str, results: list[dict], settings: MDSettings, report: dict) -> None:
     try:
-        from boostmd.validation.plots import plot_free_energy_surfaces, plot_pmfs
+        from boostmd.validation.plots import (
+            plot_bonds_and_temperatures,
+            plot_free_energy_surfaces,
+            plot_pmfs,
+        )
     except ImportError as error:  # matplotlib is optional
         logger.warning("no plots (%s); pip install matplotlib", error)
         return
     skip = settings.equilibration_steps + 1
-    samples = {}
-    for role in SAMPLING_ROLES:
+    samples, bonds = {}, {}
+    for role in report["frames"]:
         runs = [r for r in results if r["job"].role == role]
         samples[role] = tuple(np.concatenate([r[a][skip:] for r in runs]) for a in ("phi", "psi"))
+        bonds[role] = tuple(
+            np.concatenate([r[key][skip:].ravel() for r in runs])
+            for key in ("bonds_xh", "bonds_heavy")
+        )
     title = f"{name}, {settings.temperature_K:g} K, BoostMD N = {settings.interval}"
     plot_free_energy_surfaces(out / f"{name}-free-energy.png", samples, title)
     plot_pmfs(out / f"{name}-pmf.png", samples, title)
+    plot_bonds_and_temperatures(
+        out / f"{name}-bonds-temperatures.png",
+        bonds,
+        report["group_temperature_K"],
+        settings.temperature_K,
+        title,
+    )
 
 
 def _jsonable(values: dict) -> dict:
@@ -241,6 +315,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--quick", action="store_true", help="same as --preset quick")
+    parser.add_argument(
+        "--integrator",
+        choices=sorted(INTEGRATORS),
+        default="both",
+        help="BoostMD samplers to run: ase (ASE Langevin + BoostMDCalculator), checked "
+        "(BoostLangevin, checked windows), or both (default)",
+    )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     defaults = ValidationConfig(out=Path())
@@ -282,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         friction_per_ps=args.friction,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
+        integrator=args.integrator,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

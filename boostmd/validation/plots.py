@@ -1,4 +1,4 @@
-"""Plots of a validation: free-energy surfaces side by side, PMFs with the noise floor."""
+"""Plots of a validation: free-energy surfaces, PMFs, bond lengths and group temperatures."""
 
 from __future__ import annotations
 
@@ -8,9 +8,21 @@ import numpy as np
 
 from boostmd.sampling import free_energy_surface, pmf, ramachandran_histogram
 
-__all__ = ["plot_free_energy_surfaces", "plot_pmfs"]
+__all__ = ["plot_bonds_and_temperatures", "plot_free_energy_surfaces", "plot_pmfs"]
 
-LABELS = {"reference": "reference", "reference-2": "reference, 2nd run", "boostmd": "BoostMD"}
+LABELS = {
+    "reference": "reference",
+    "reference-2": "reference, 2nd run",
+    "boostmd": "BoostMD (ASE Langevin)",
+    "boostmd-checked": "BoostMD (checked windows)",
+}
+STYLES = {"reference": "k-", "reference-2": "k:", "boostmd": "C3-", "boostmd-checked": "C0-"}
+
+
+def _colour(role: str) -> str:
+    return STYLES.get(role, "C1-")[:-1]
+
+
 CEILING_KT = 8.0
 
 
@@ -65,11 +77,79 @@ def plot_pmfs(path: Path, samples: dict, title: str, bins: int = 36) -> None:
             color="0.8",
             label="reference noise floor",
         )
-        for role, style in (("reference", "k-"), ("reference-2", "k:"), ("boostmd", "C3-")):
-            ax.plot(centres, curves[role][1], style, label=LABELS[role])
+        for role, curve in curves.items():
+            ax.plot(centres, curve[1], STYLES.get(role, "-"), label=LABELS.get(role, role))
         ax.set(xlabel=f"{name} (degrees)", ylabel="PMF (kT)", xlim=(-180, 180))
         ax.set_xticks(range(-180, 181, 90))
     axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bonds_and_temperatures(
+    path: Path, bonds: dict, temperatures: dict, target_K: float, title: str, bins: int = 80
+) -> None:
+    """Plot bond-length histograms and the kinetic temperature per element group.
+
+    One histogram per run of the X-H and of the heavy-atom bond lengths (all bonds of a
+    kind pooled), and the mean temperature of hydrogens and heavy atoms with error bars.
+
+    Parameters
+    ----------
+    path
+        PNG to write.
+    bonds
+        Role to ``(X-H lengths, heavy-atom lengths)`` in Å (1-D, pooled).
+    temperatures
+        Role to ``{"hydrogen": {"mean", "standard_error"}, "heavy": {...}}`` in K.
+    target_K
+        The thermostat temperature (a dashed line).
+    title
+        Figure title.
+    bins
+        Histogram bins.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, kind, index in zip(axes[:2], ("X-H bonds", "heavy-atom bonds"), (0, 1)):
+        pooled = [lengths[index] for lengths in bonds.values() if len(lengths[index])]
+        if not pooled:
+            ax.set(title=f"{kind}: none")
+            continue
+        edges = np.histogram_bin_edges(np.concatenate(pooled), bins=bins)
+        for role, lengths in bonds.items():
+            if len(lengths[index]):
+                ax.hist(
+                    lengths[index],
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    color=_colour(role),
+                    linestyle=":" if role == "reference-2" else "-",
+                    label=LABELS.get(role, role),
+                )
+        ax.set(title=kind, xlabel="length (Å)", ylabel="density")
+    axes[0].legend(fontsize=8)
+    ax = axes[2]
+    width = 0.8 / max(len(temperatures), 1)
+    for offset, (role, groups) in enumerate(temperatures.items()):
+        means = [groups[g]["mean"] for g in ("hydrogen", "heavy")]
+        errors = [np.nan_to_num(groups[g]["standard_error"]) for g in ("hydrogen", "heavy")]
+        ax.bar(
+            np.arange(2) + (offset - (len(temperatures) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errors,
+            color=_colour(role),
+            alpha=0.5 if role == "reference-2" else 0.9,
+            label=LABELS.get(role, role),
+        )
+    ax.axhline(target_K, color="0.4", linestyle="--", linewidth=1)
+    ax.set_xticks(range(2))
+    ax.set_xticklabels(["hydrogens", "heavy atoms"])
+    ax.set(ylabel="kinetic temperature (K)", title="equipartition (block-averaged error)")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

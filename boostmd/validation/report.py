@@ -1,9 +1,44 @@
 """From the runs of a validation to its verdict: metrics, noise floor, JSON and Markdown.
 
-BoostMD is compared with a reference run, and so is a second, independent reference run
-of the same length from the same starting structures: that second comparison is the
-**noise floor**, how far the reference differs from itself with this much sampling.
-BoostMD passes on a metric when it is within ``tolerance`` (1.5) times the noise floor.
+Each BoostMD sampler (role ``boostmd`` or ``boostmd-checked``) is compared with the
+reference run, and so is a second, independent reference run of the same length from the
+same starting structures: that second comparison, made by the same function, gives the
+**noise floor**, how far the reference differs from itself with this much sampling. A
+sampler passes a metric when it is within ``tolerance`` (1.5) times the noise floor.
+
+Replicas are pooled per role: every replica's frames after equilibration form one sample
+of the role. The metrics (:data:`METRICS`, units in the names):
+
+- ``jsd``, ``pmf_phi_kT``, ``pmf_psi_kT``: the phi/psi distribution
+  (:mod:`boostmd.sampling`); floor: the same metric between the two reference runs.
+- ``temperature_hydrogen_K``, ``temperature_heavy_K``: ``|mean T_group - mean T_group of
+  the reference|``, the kinetic temperature of the hydrogens and of the heavy atoms
+  (equipartition: a sampler that heats its fast X-H modes shows it here within
+  picoseconds). Floor: one pair of short runs can agree by chance, so it is
+  ``max(|reference-2 - reference|, 2 x the standard error of that difference)``, the
+  standard error from block averaging each role's replicas
+  (:func:`~boostmd.sampling.mean_difference_floor`).
+- ``bond_xh_w1_mA``, ``bond_heavy_w1_mA``: Wasserstein-1 distance (mÅ) of each bond's
+  length distribution, averaged over the X-H bonds or the heavy-atom bonds of the
+  starting structure; floor: reference-2 against reference.
+- ``reference_energy_w1_meV``: Wasserstein-1 distance (meV) of the reference potential
+  energy at the sampler's scheduled refresh frames (every ``interval``-th frame, where
+  its schedule calls the reference; the extra reference frames of rerun windows and
+  force-guard fallbacks are left out, being picked by the surrogate's error) from the
+  reference run's potential energy at every frame. Floor: reference-2's energy at every
+  ``interval``-th frame (the same frames, as many samples) against the reference run's
+  at every frame. The two-sample
+  Kolmogorov-Smirnov statistic ``reference_energy_ks`` is reported with its floor as
+  information (:data:`INFORMATION`), not in the verdict.
+
+A sampler fails when any metric exceeds ``tolerance`` times its floor, when a metric or its
+floor could not be computed (``nan``; the failure line says why), or when one of its runs
+(sampling or NVE) collapses; a collapse of a reference run fails every sampler. The
+refresh energy error dE (RMS, mean, largest, count; meV), the speedups, rollbacks,
+fallbacks and NVE drifts are reported, not judged. The NVE drift is the slope of the total
+energy; for BoostMD runs it is taken at the frames whose potential is the reference's
+(refresh frames, rerun windows included), the honest measure, since in between the
+potential is the surrogate's; the drift over every frame is reported beside it.
 """
 
 from __future__ import annotations
@@ -12,41 +47,206 @@ import math
 
 import numpy as np
 
-from boostmd.sampling import count_transitions, jensen_shannon, pmf_error, ramachandran_histogram
-from boostmd.validation.runs import SAMPLING_ROLES
+from boostmd.sampling import (
+    block_standard_error,
+    count_transitions,
+    jensen_shannon,
+    ks_statistic,
+    mean_difference_floor,
+    pmf_error,
+    ramachandran_histogram,
+    wasserstein,
+)
+from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 
-__all__ = ["METRICS", "summary_markdown", "system_report"]
+__all__ = [
+    "INFORMATION",
+    "METRICS",
+    "judge",
+    "refresh_error_stats",
+    "summary_markdown",
+    "system_report",
+]
 
-METRICS = ("jsd", "pmf_phi_kT", "pmf_psi_kT")
+_DISTRIBUTION = "reference-2 vs reference, replicas pooled per role"
+_MEAN = "max(|reference-2 - reference|, 2 x block-averaged standard error of the difference)"
+_ENERGY = "reference-2 at every interval-th frame vs reference at every frame"
+
+# name: (unit, how the noise floor is made, why the metric can be nan)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "jsd": ("nats", _DISTRIBUTION, "no frames after equilibration"),
+    "pmf_phi_kT": ("kT", _DISTRIBUTION, "fewer than two phi bins hold 20 frames in both runs"),
+    "pmf_psi_kT": ("kT", _DISTRIBUTION, "fewer than two psi bins hold 20 frames in both runs"),
+    "temperature_hydrogen_K": ("K", _MEAN, "no hydrogens, or too few frames"),
+    "temperature_heavy_K": ("K", _MEAN, "no heavy atoms, or too few frames"),
+    "bond_xh_w1_mA": ("mÅ", _DISTRIBUTION, "no X-H bonds, or no frames"),
+    "bond_heavy_w1_mA": ("mÅ", _DISTRIBUTION, "no heavy-atom bonds, or no frames"),
+    "reference_energy_w1_meV": ("meV", _ENERGY, "no refresh frames after equilibration"),
+}
+INFORMATION: dict[str, tuple[str, str, str]] = {
+    "reference_energy_ks": ("", _ENERGY, "no refresh frames after equilibration"),
+}
+_MEAN_METRICS = {
+    "temperature_hydrogen_K": "temperature_hydrogen",
+    "temperature_heavy_K": "temperature_heavy",
+}
 
 
-def _pooled(results: list[dict], role: str, skip: int) -> tuple[np.ndarray, np.ndarray]:
-    runs = [r for r in results if r["job"].role == role]
-    phi = np.concatenate([r["phi"][skip:] for r in runs])
-    psi = np.concatenate([r["psi"][skip:] for r in runs])
-    return phi, psi
+def _samples(runs: list[dict], key: str, skip: int) -> list[np.ndarray]:
+    return [np.asarray(r[key][skip:]) for r in runs]
 
 
-def _compare(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], bins: int):
+def _pooled(runs: list[dict], key: str, skip: int) -> np.ndarray:
+    samples = _samples(runs, key, skip)
+    return np.concatenate(samples) if samples else np.zeros(0)
+
+
+def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
+    """Return the potential energies at the scheduled refresh frames (every interval-th).
+
+    For BoostMD these are the reference calls of its schedule; the extra reference frames
+    of rerun windows and force-guard fallbacks are left out, as they are picked by the
+    surrogate's error and would weight the states where it errs.
+    """
+    energies = []
+    for run in runs:
+        frames = np.arange(len(run["potential_energy"]))
+        keep = (frames % interval == 0) & (frames >= skip)
+        if run["job"].uses_boostmd:
+            keep &= np.asarray(run["is_reference"], dtype=bool)
+        energies.append(run["potential_energy"][keep])
+    return np.concatenate(energies) if energies else np.zeros(0)
+
+
+def _bond_w1_mA(a: list[dict], b: list[dict], key: str, skip: int) -> float:
+    first, second = _pooled_bonds(a, key, skip), _pooled_bonds(b, key, skip)
+    if first.shape[1] == 0:
+        return math.nan
+    distances = [wasserstein(first[:, j], second[:, j]) for j in range(first.shape[1])]
+    return 1000 * float(np.mean(distances))
+
+
+def _pooled_bonds(runs: list[dict], key: str, skip: int) -> np.ndarray:
+    """Bond lengths of all replicas, shape ``(frames, bonds)`` (the recorder keeps 2-D)."""
+    bonds = [np.asarray(r[key][skip:], dtype=float) for r in runs]
+    return np.concatenate(bonds) if bonds else np.zeros((0, 0))
+
+
+def _compare(reference: list[dict], other: list[dict], skip: int, bins: int, interval: int):
+    """Every metric of ``other`` against ``reference`` (both lists of replica runs)."""
+    a = tuple(_pooled(reference, key, skip) for key in ("phi", "psi"))
+    b = tuple(_pooled(other, key, skip) for key in ("phi", "psi"))
+    if len(a[0]) and len(b[0]):
+        jsd = jensen_shannon(ramachandran_histogram(*a, bins), ramachandran_histogram(*b, bins))
+    else:
+        jsd = math.nan
+    values = {"jsd": jsd, "pmf_phi_kT": pmf_error(a[0], b[0], bins)}
+    values["pmf_psi_kT"] = pmf_error(a[1], b[1], bins)
+    for metric, key in _MEAN_METRICS.items():
+        first, second = _pooled(reference, key, skip), _pooled(other, key, skip)
+        valid = len(first) and len(second) and np.isfinite([first.mean(), second.mean()]).all()
+        values[metric] = abs(float(second.mean() - first.mean())) if valid else math.nan
+    values["bond_xh_w1_mA"] = _bond_w1_mA(reference, other, "bonds_xh", skip)
+    values["bond_heavy_w1_mA"] = _bond_w1_mA(reference, other, "bonds_heavy", skip)
+    energy_a = _pooled(reference, "potential_energy", skip)
+    energy_b = _energy_frames(other, skip, interval)
+    values["reference_energy_w1_meV"] = 1000 * wasserstein(energy_a, energy_b)
+    values["reference_energy_ks"] = ks_statistic(energy_a, energy_b)
+    return values
+
+
+def judge(
+    values: dict[str, float],
+    floors: dict[str, float],
+    tolerance: float = 1.5,
+    why_nan: dict[str, str] | None = None,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Return the ratios to the noise floor and the failures of one sampler.
+
+    A metric fails when it is over ``tolerance`` times its floor, or when it, or its
+    floor, is ``nan`` or the floor is not positive (no ratio can be made).
+
+    Parameters
+    ----------
+    values
+        Metric name to the sampler's value.
+    floors
+        Metric name to the noise floor.
+    tolerance
+        Largest passing ratio.
+    why_nan
+        Metric name to the reason it can be ``nan`` (for the failure line).
+
+    Returns
+    -------
+    ratios, failures
+        ``value / floor`` per metric (``nan`` where it cannot be made), and metric name
+        to the line saying why it failed, for the failed metrics only.
+
+    Examples
+    --------
+    >>> judge({"jsd": 0.3, "pmf_phi_kT": 0.1}, {"jsd": 0.1, "pmf_phi_kT": 0.1})[1]
+    {'jsd': 'jsd is 3.00x the noise floor (0.3 vs 0.1)'}
+    """
+    why_nan = why_nan or {}
+    ratios, failures = {}, {}
+    for metric, value in values.items():
+        floor = floors[metric]
+        reason = why_nan.get(metric, "")
+        suffix = f": {reason}" if reason else ""
+        ratios[metric] = value / floor if floor > 0 and math.isfinite(value) else math.nan
+        if math.isnan(value):
+            failures[metric] = f"{metric} could not be computed (nan){suffix}"
+        elif math.isnan(floor):
+            failures[metric] = f"the noise floor of {metric} could not be computed (nan){suffix}"
+        elif not floor > 0:
+            failures[metric] = f"the noise floor of {metric} is {floor:.3g}: no ratio can be made"
+        elif not ratios[metric] <= tolerance:
+            failures[metric] = (
+                f"{metric} is {ratios[metric]:.2f}x the noise floor ({value:.3g} vs {floor:.3g})"
+            )
+    return ratios, failures
+
+
+def refresh_error_stats(errors_eV: np.ndarray) -> dict[str, float]:
+    """RMS, mean and largest ``|dE|`` (meV) and the count of the finite refresh errors.
+
+    >>> refresh_error_stats(np.array([0.003, np.nan, -0.004]))["rms_meV"]
+    3.5355339059327378
+    """
+    errors = np.asarray(errors_eV, dtype=float)
+    errors = 1000 * errors[np.isfinite(errors)]
+    if not len(errors):
+        nan = math.nan
+        return {"count": 0, "rms_meV": nan, "mean_meV": nan, "max_abs_meV": nan}
     return {
-        "jsd": jensen_shannon(ramachandran_histogram(*a, bins), ramachandran_histogram(*b, bins)),
-        "pmf_phi_kT": pmf_error(a[0], b[0], bins),
-        "pmf_psi_kT": pmf_error(a[1], b[1], bins),
+        "count": len(errors),
+        "rms_meV": float(np.sqrt(np.mean(errors**2))),
+        "mean_meV": float(errors.mean()),
+        "max_abs_meV": float(np.abs(errors).max()),
     }
 
 
-def _drift_meV_per_ps(result: dict, timestep_fs: float, atoms: int) -> float:
-    """Slope of the total energy (meV/ps per atom); BoostMD: at reference frames only."""
-    keep = (
-        result["is_reference"]
-        if result["job"].uses_boostmd
-        else np.ones_like(result["energy"], dtype=bool)
-    )
+def _drift_meV_per_ps(result: dict, timestep_fs: float, atoms: int, all_frames=False) -> float:
+    """Slope of the total energy (meV/ps per atom); BoostMD: at refresh frames unless told."""
+    energy = np.asarray(result["energy"])
+    if result["job"].uses_boostmd and not all_frames:
+        keep = np.asarray(result["is_reference"], dtype=bool)
+    else:
+        keep = np.ones(len(energy), dtype=bool)
     time_ps = np.flatnonzero(keep) * timestep_fs / 1000
     if len(time_ps) < 2:
         return float("nan")
-    slope = np.polyfit(time_ps, result["energy"][keep], 1)[0]
+    slope = np.polyfit(time_ps, energy[keep], 1)[0]
     return 1000 * float(slope) / atoms
+
+
+def _collapses(runs: list[dict]) -> list[dict]:
+    return [
+        {"replica": r["job"].replica, "frame": r["collapse"][0], "reason": r["collapse"][1]}
+        for r in runs
+        if r["collapse"] is not None
+    ]
 
 
 def system_report(
@@ -57,14 +257,15 @@ def system_report(
     bins: int = 36,
     tolerance: float = 1.5,
 ) -> dict:
-    """Metrics, noise floor and verdict of one system.
+    """Metrics, noise floors and verdicts of one system.
 
     Parameters
     ----------
     system
         Name of the system.
     results
-        Every job result of this system (:func:`~boostmd.validation.runs.run_job`).
+        Every job result of this system (:func:`~boostmd.validation.runs.run_job`); the
+        BoostMD samplers judged are the BoostMD roles present.
     settings
         The :class:`~boostmd.validation.runs.MDSettings` of the runs.
     atoms
@@ -73,102 +274,253 @@ def system_report(
         Histogram bins per angle (36: 10 degrees).
     tolerance
         A metric passes at most ``tolerance`` times its noise floor.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``noise_floor``, ``reference_2_vs_reference``, ``vs_reference``,
+        ``ratio_to_noise_floor`` and ``metric_verdicts`` (per sampler and metric),
+        ``samplers`` (per sampler: verdict, failures, speedups, calls, rollbacks,
+        fallbacks, refresh energy errors, NVE drift), and the system's ``verdict``
+        (``pass`` only if every sampler passes) with all ``failures``.
     """
     skip = settings.equilibration_steps + 1
-    samples = {role: _pooled(results, role, skip) for role in SAMPLING_ROLES}
-    boost = _compare(samples["reference"], samples["boostmd"], bins)
-    floor = _compare(samples["reference"], samples["reference-2"], bins)
-    ratios = {m: boost[m] / floor[m] if floor[m] > 0 else math.nan for m in METRICS}
-    by_role = {role: [r for r in results if r["job"].role == role] for role in samples}
-    collapses = {
-        role: [
-            {"replica": r["job"].replica, "frame": r["collapse"][0], "reason": r["collapse"][1]}
-            for r in runs
-            if r["collapse"] is not None
-        ]
-        for role, runs in by_role.items()
+    interval = settings.interval
+    by_role = {
+        role: sorted((r for r in results if r["job"].role == role), key=lambda r: r["job"].replica)
+        for role in dict.fromkeys(r["job"].role for r in results)
     }
-    failures = [
-        f"{m} is {ratios[m]:.2f}x the noise floor" for m in METRICS if not ratios[m] <= tolerance
-    ]
-    failures += [
-        f"BoostMD collapsed ({c['reason']}, replica {c['replica']})" for c in collapses["boostmd"]
+    sampling = [role for role in SAMPLING_ROLES if role in by_role]
+    samplers = [role for role in BOOSTMD_ROLES if role in by_role]
+    reference = by_role["reference"]
+    raw_floor = _compare(reference, by_role["reference-2"], skip, bins, interval)
+    floors = dict(raw_floor)
+    floor_errors = {}
+    for metric, key in _MEAN_METRICS.items():
+        floor, _, error = mean_difference_floor(
+            _samples(reference, key, skip), _samples(by_role["reference-2"], key, skip)
+        )
+        floors[metric], floor_errors[metric] = floor, error
+    why_nan = {m: why for m, (_, _, why) in {**METRICS, **INFORMATION}.items()}
+
+    reference_failures = [
+        f"{role} collapsed ({c['reason']}, replica {c['replica']}, frame {c['frame']})"
+        for role in ("reference", "reference-2", "nve-reference")
+        for c in _collapses(by_role.get(role, []))
     ]
 
-    def per_step(role: str) -> float:
-        runs = by_role[role]
+    def per_step(runs: list[dict]) -> float:
         return sum(r["seconds"] for r in runs) / max(sum(r["steps"] for r in runs), 1)
 
-    nve = {r["job"].role: r for r in results if r["job"].role.startswith("nve")}
-    boost_runs = by_role["boostmd"]
+    vs_reference, ratios, verdicts, reports, all_failures = {}, {}, {}, {}, []
+    for role in samplers:
+        runs = by_role[role]
+        values = _compare(reference, runs, skip, bins, interval)
+        vs_reference[role] = values
+        ratios[role], failed = judge({m: values[m] for m in METRICS}, floors, tolerance, why_nan)
+        verdicts[role] = {m: "fail" if m in failed else "pass" for m in METRICS}
+        for metric in INFORMATION:
+            floor = floors[metric]
+            ratios[role][metric] = values[metric] / floor if floor > 0 else math.nan
+            verdicts[role][metric] = "information"
+        failures = list(failed.values())
+        nve_role = NVE_OF[role]
+        nve_runs = by_role.get(nve_role, [])
+        failures += [
+            f"{r} collapsed ({c['reason']}, replica {c['replica']}, frame {c['frame']})"
+            for r in (role, nve_role)
+            for c in _collapses(by_role.get(r, []))
+        ]
+        failures += reference_failures
+        wall = per_step(runs)
+        reference_calls = sum(r["reference_calls"] for r in runs)
+        reports[role] = {
+            "verdict": "fail" if failures else "pass",
+            "failures": failures,
+            "speedup": per_step(reference) / wall if wall > 0 else math.nan,
+            "reference_call_speedup": (
+                sum(r["steps"] for r in runs) / reference_calls if reference_calls else math.nan
+            ),
+            **{
+                key: int(sum(r[key] for r in runs))
+                for key in ("steps", "reference_calls", "surrogate_calls")
+            },
+            **{
+                key: int(sum(r[key] for r in runs)) for key in ("rollbacks", "windows", "fallbacks")
+            },
+            "refresh_energy_error_meV": {
+                "frames": refresh_error_stats(_pooled(runs, "refresh_energy_error", skip)),
+                "all_windows": refresh_error_stats(
+                    np.concatenate([r["refresh_errors"] for r in runs]) if runs else []
+                ),
+            },
+            "nve": {
+                "role": nve_role,
+                "drift_meV_per_ps_per_atom": (
+                    _drift_meV_per_ps(nve_runs[0], settings.timestep_fs, atoms)
+                    if nve_runs
+                    else math.nan
+                ),
+                **{
+                    key: int(sum(r[key] for r in nve_runs))
+                    for key in ("reference_calls", "rollbacks", "fallbacks")
+                },
+            },
+        }
+        all_failures += [f"{role}: {failure}" for failure in failures]
+
+    def group_temperature(runs: list[dict], key: str) -> dict:
+        samples = _samples(runs, key, skip)
+        pooled = np.concatenate(samples) if samples else np.zeros(0)
+        return {
+            "mean": float(np.mean(pooled)) if len(pooled) else math.nan,
+            "standard_error": block_standard_error(samples) if samples else math.nan,
+        }
+
+    nve = {role: runs[0] for role, runs in by_role.items() if role.startswith("nve") and runs}
     return {
         "system": system,
-        "frames": {role: len(phi) for role, (phi, _) in samples.items()},
+        "frames": {role: len(_pooled(by_role[role], "phi", skip)) for role in sampling},
         "transitions": {
-            role: int(sum(count_transitions(r["phi"][skip:], r["psi"][skip:]) for r in runs))
-            for role, runs in by_role.items()
+            role: int(
+                sum(count_transitions(r["phi"][skip:], r["psi"][skip:]) for r in by_role[role])
+            )
+            for role in sampling
         },
-        "boostmd_vs_reference": boost,
-        "noise_floor": floor,
+        "collapses": {role: _collapses(runs) for role, runs in by_role.items()},
+        "metric_definitions": {
+            m: {"unit": unit, "noise_floor": rule, "in_verdict": m in METRICS}
+            for m, (unit, rule, _) in {**METRICS, **INFORMATION}.items()
+        },
+        "noise_floor": floors,
+        "reference_2_vs_reference": raw_floor,
+        "floor_standard_error": floor_errors,
+        "vs_reference": vs_reference,
         "ratio_to_noise_floor": ratios,
+        "metric_verdicts": verdicts,
         "tolerance": tolerance,
-        "collapses": collapses,
         "mean_temperature_K": {
-            role: float(np.mean(np.concatenate([r["temperature"][skip:] for r in runs])))
-            for role, runs in by_role.items()
+            role: float(np.mean(_pooled(by_role[role], "temperature", skip)))
+            if len(_pooled(by_role[role], "temperature", skip))
+            else math.nan
+            for role in sampling
+        },
+        "group_temperature_K": {
+            role: {
+                group: group_temperature(by_role[role], f"temperature_{group}")
+                for group in ("hydrogen", "heavy")
+            }
+            for role in sampling
         },
         "nve_drift_meV_per_ps_per_atom": {
             role.removeprefix("nve-"): _drift_meV_per_ps(r, settings.timestep_fs, atoms)
             for role, r in nve.items()
         },
-        "reference_calls": int(sum(r["reference_calls"] for r in boost_runs)),
-        "surrogate_calls": int(sum(r["surrogate_calls"] for r in boost_runs)),
-        "speedup": per_step("reference") / per_step("boostmd"),
-        "verdict": "pass" if not failures else "fail",
-        "failures": failures,
+        "nve_drift_all_frames_meV_per_ps_per_atom": {
+            role.removeprefix("nve-"): _drift_meV_per_ps(r, settings.timestep_fs, atoms, True)
+            for role, r in nve.items()
+        },
+        "samplers": reports,
+        "verdict": "pass" if reports and not all_failures else "fail",
+        "failures": all_failures,
     }
 
 
+def _cell(value: float, ratio: float | None = None, verdict: str = "") -> str:
+    text = "nan" if value is None or math.isnan(value) else f"{value:.4g}"
+    if ratio is not None:
+        text += f" ({ratio:.2f}x)" if math.isfinite(ratio) else " (no ratio)"
+    if verdict == "fail":
+        text = f"**{text}**"
+    return text
+
+
 def summary_markdown(reports: list[dict], settings, command: str) -> str:
-    """Format a short Markdown summary: one table row per metric and system, then the details."""
+    """Format a short Markdown summary: verdicts per sampler, metrics, then the details."""
+    samplers = list(reports[0]["samplers"]) if reports else []
     lines = [
         "# BoostMD sampling validation",
         "",
         f"Langevin MD at {settings.temperature_K:g} K, timestep {settings.timestep_fs:g} fs, "
         f"friction {settings.friction_per_ps:g}/ps, {settings.steps} steps per run after "
         f"{settings.equilibration_steps} of equilibration; BoostMD interval "
-        f"N = {settings.interval}. Noise floor: a second, independent reference run of the "
-        "same length from the same starts.",
+        f"N = {settings.interval}. Samplers: {', '.join(samplers)}. Noise floor: a second, "
+        "independent reference run of the same length from the same starts, compared with "
+        "the reference by the same function (replicas pooled per role); for mean "
+        "temperatures at least twice the block-averaged standard error of the difference. "
+        "A metric fails above 1.5x its floor, or when it cannot be computed.",
         "",
         f"Command: `{command}`",
         "",
-        "| system | metric | BoostMD vs reference | noise floor | ratio | verdict | speedup |",
-        "|---|---|---|---|---|---|---|",
+        "| system | sampler | verdict | speedup (wall) | speedup (reference calls) "
+        "| reference calls | rollbacks / windows | fallbacks | NVE drift (meV/ps/atom) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for report in reports:
-        for metric in METRICS:
+        for role in report["samplers"]:
+            s = report["samplers"][role]
             lines.append(
-                f"| {report['system']} | {metric} | {report['boostmd_vs_reference'][metric]:.4f} "
-                f"| {report['noise_floor'][metric]:.4f} "
-                f"| {report['ratio_to_noise_floor'][metric]:.2f} | {report['verdict']} "
-                f"| {report['speedup']:.1f}x |"
+                f"| {report['system']} | {role} | {s['verdict']} | {s['speedup']:.1f}x "
+                f"| {s['reference_call_speedup']:.1f}x | {s['reference_calls']} "
+                f"| {s['rollbacks']} / {s['windows']} | {s['fallbacks']} "
+                f"| {_cell(s['nve']['drift_meV_per_ps_per_atom'])} |"
+            )
+    lines += [
+        "",
+        "| system | metric | unit | noise floor | " + " | ".join(samplers) + " |",
+        "|---|---|---|---|" + "---|" * len(samplers),
+    ]
+    for report in reports:
+        for metric, definition in report["metric_definitions"].items():
+            cells = [
+                _cell(
+                    report["vs_reference"][role][metric],
+                    report["ratio_to_noise_floor"][role][metric],
+                    report["metric_verdicts"][role][metric],
+                )
+                for role in report["samplers"]
+            ]
+            name = metric if definition["in_verdict"] else f"{metric} (information)"
+            lines.append(
+                f"| {report['system']} | {name} | {definition['unit']} "
+                f"| {_cell(report['noise_floor'][metric])} | " + " | ".join(cells) + " |"
             )
     lines.append("")
     for report in reports:
         transitions = ", ".join(f"{k} {v}" for k, v in report["transitions"].items())
         drift = ", ".join(
-            f"{k} {v:.3f}" for k, v in report["nve_drift_meV_per_ps_per_atom"].items()
+            f"{k} {_cell(v)}" for k, v in report["nve_drift_meV_per_ps_per_atom"].items()
         )
-        temperature = ", ".join(f"{k} {v:.0f} K" for k, v in report["mean_temperature_K"].items())
+        drift_all = ", ".join(
+            f"{k} {_cell(v)}"
+            for k, v in report["nve_drift_all_frames_meV_per_ps_per_atom"].items()
+            if k != "reference"
+        )
+        temperature = ", ".join(
+            f"{role} {t['hydrogen']['mean']:.0f} / {t['heavy']['mean']:.0f} K"
+            for role, t in report["group_temperature_K"].items()
+        )
         lines += [
             f"## {report['system']}: {report['verdict']}",
             "",
             f"- basin transitions: {transitions}",
-            f"- mean temperature: {temperature}",
-            f"- NVE energy drift (meV/ps/atom): {drift}",
-            f"- BoostMD calls: {report['reference_calls']} reference, "
-            f"{report['surrogate_calls']} surrogate",
+            f"- mean temperature, hydrogens / heavy atoms: {temperature}",
+            f"- NVE energy drift (meV/ps/atom; BoostMD at its refresh frames, where the "
+            f"potential is the reference's): {drift}",
+            f"- NVE drift over every frame (surrogate energies between refreshes): {drift_all}",
         ]
+        for role in report["samplers"]:
+            s = report["samplers"][role]
+            frames = s["refresh_energy_error_meV"]["frames"]
+            every = s["refresh_energy_error_meV"]["all_windows"]
+            lines.append(
+                f"- {role}: {s['reference_calls']} reference, {s['surrogate_calls']} surrogate "
+                f"calls; refresh energy error dE over {frames['count']} sampled refreshes: "
+                f"RMS {_cell(frames['rms_meV'])}, mean {_cell(frames['mean_meV'])}, largest "
+                f"|dE| {_cell(frames['max_abs_meV'])} meV (all {every['count']} windows, "
+                f"undone ones included: RMS {_cell(every['rms_meV'])}, largest "
+                f"{_cell(every['max_abs_meV'])} meV)"
+            )
         lines += [f"- **{failure}**" for failure in report["failures"]]
         lines.append("")
     return "\n".join(lines)

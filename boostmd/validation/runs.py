@@ -1,10 +1,25 @@
 """MD runs of a validation: Langevin sampling and NVE drift, checkpointed and resumable.
 
-A :class:`Job` is one run (a system, a role such as ``reference`` or ``boostmd`` and a
-replica). Its state is written to ``CHECKPOINTS/<job>.npz`` every ``checkpoint_every``
-steps (positions, momenta, the random generator's state and the observables so far), so an
-interrupted validation resumes where it stopped and gives the same result as an
-uninterrupted one.
+A :class:`Job` is one run (a system, a role and a replica). The roles:
+
+- ``reference``, ``reference-2``: Langevin with the reference alone (two independent runs:
+  the second gives the noise floor);
+- ``boostmd``: ASE's Langevin driving :class:`~boostmd.calculator.BoostMDCalculator`;
+- ``boostmd-checked``: :class:`boostmd.integrator.BoostLangevin` (checked windows: a window
+  whose refresh energy error is too large is undone and rerun with the reference);
+- ``nve-reference``, ``nve-boostmd`` (velocity Verlet), ``nve-boostmd-consistent``
+  (``BoostLangevin`` without friction, ``energy_consistent=True``): energy drift.
+
+A job's state is written to ``CHECKPOINTS/<job>.npz`` every ``checkpoint_every`` steps
+(positions, momenta, the random generator's state, the counters and the observables so
+far), so an interrupted validation resumes where it stopped and gives the same result as
+an uninterrupted one.
+
+Per frame the recorder keeps phi and psi, the kinetic temperature (all atoms, hydrogens,
+heavy atoms), the total and potential energy, whether the reference produced the frame's
+forces, the refresh energy error dE when the frame ends a surrogate window (``nan``
+otherwise) and the lengths (float32) of the X-H and heavy-atom bonds of the starting
+structure (:class:`~boostmd.stability.BondTopology`).
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
-from ase.units import fs
+from ase.units import fs, kB
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
@@ -29,12 +44,29 @@ from boostmd.dihedrals import dihedral_angles
 from boostmd.md import langevin
 from boostmd.stability import BondTopology, first_collapse
 
-__all__ = ["Job", "MDSettings", "run_job"]
+__all__ = ["Job", "MDSettings", "roles", "run_job"]
 
 logger = logging.getLogger(__name__)
 
-SAMPLING_ROLES = ("reference", "reference-2", "boostmd")
-NVE_ROLES = ("nve-reference", "nve-boostmd")
+REFERENCE_ROLES = ("reference", "reference-2")
+BOOSTMD_ROLES = ("boostmd", "boostmd-checked")
+SAMPLING_ROLES = REFERENCE_ROLES + BOOSTMD_ROLES
+NVE_ROLES = ("nve-reference", "nve-boostmd", "nve-boostmd-consistent")
+# the NVE run of each BoostMD integrator, and which integrator (--integrator) runs a role
+NVE_OF = {"boostmd": "nve-boostmd", "boostmd-checked": "nve-boostmd-consistent"}
+INTEGRATORS = {"ase": ("boostmd",), "checked": ("boostmd-checked",), "both": BOOSTMD_ROLES}
+
+
+def roles(integrator: str = "both") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the sampling and NVE roles that run for ``integrator`` (ase, checked, both).
+
+    >>> roles("ase")
+    (('reference', 'reference-2', 'boostmd'), ('nve-reference', 'nve-boostmd'))
+    """
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {sorted(INTEGRATORS)}, got {integrator!r}")
+    boost = INTEGRATORS[integrator]
+    return REFERENCE_ROLES + boost, ("nve-reference", *(NVE_OF[role] for role in boost))
 
 
 @dataclass(frozen=True)
@@ -68,7 +100,17 @@ class Job:
     @property
     def uses_boostmd(self) -> bool:
         """Whether the run is driven by BoostMD (else by the reference alone)."""
-        return self.role.endswith("boostmd")
+        return "boostmd" in self.role
+
+    @property
+    def checked(self) -> bool:
+        """Whether the run is integrated by :class:`boostmd.integrator.BoostLangevin`."""
+        return self.role in ("boostmd-checked", "nve-boostmd-consistent")
+
+    @property
+    def nve(self) -> bool:
+        """Whether the run is an NVE (energy drift) run."""
+        return self.role.startswith("nve")
 
     def seed(self, settings: MDSettings, purpose: str) -> int:
         """Return the seed for ``purpose`` ``"momenta"`` or ``"noise"``.
@@ -88,32 +130,97 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calcula
     return ReferenceCalculator(reference)
 
 
+def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
+    if job.checked:
+        from boostmd.md import boost_langevin
+
+        if job.nve:
+            return boost_langevin(
+                atoms,
+                settings.temperature_K,
+                settings.timestep_fs,
+                friction_per_ps=0.0,
+                rng=rng,
+                energy_consistent=True,
+            )
+        return boost_langevin(
+            atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
+        )
+    if job.nve:
+        return VelocityVerlet(atoms, settings.timestep_fs * fs)
+    return langevin(
+        atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
+    )
+
+
 class _Recorder:
     """Observables of a run, kept as growing lists and saved in its checkpoint."""
 
-    KEYS = ("phi", "psi", "temperature", "energy", "is_reference")
+    SCALARS = (
+        "phi",
+        "psi",
+        "temperature",
+        "temperature_hydrogen",
+        "temperature_heavy",
+        "energy",
+        "potential_energy",
+        "is_reference",
+        "refresh_energy_error",
+    )
+    BONDS = ("bonds_xh", "bonds_heavy")
+    KEYS = SCALARS + BONDS
 
-    def __init__(self, saved: dict | None = None) -> None:
+    def __init__(self, atoms: Atoms, topology: BondTopology, saved: dict | None = None) -> None:
+        hydrogen = atoms.numbers == 1
+        self.groups = (hydrogen, ~hydrogen)
+        has_h = hydrogen[topology.pairs].any(axis=1)
+        self.pairs = {"bonds_xh": topology.pairs[has_h], "bonds_heavy": topology.pairs[~has_h]}
         self.values = {key: list(saved[key]) if saved else [] for key in self.KEYS}
 
     def observe(self, atoms: Atoms, dihedrals) -> None:
-        positions = atoms.positions[None]
-        source = atoms.calc.results.get("boostmd_source", "reference")
-        self.values["phi"].append(float(dihedral_angles(positions, dihedrals[0])[0]))
-        self.values["psi"].append(float(dihedral_angles(positions, dihedrals[1])[0]))
-        self.values["temperature"].append(atoms.get_temperature())
-        self.values["energy"].append(atoms.get_potential_energy() + atoms.get_kinetic_energy())
-        self.values["is_reference"].append(source == "reference")
+        positions = atoms.positions
+        potential = atoms.get_potential_energy()  # cached: the step computed it
+        results = atoms.calc.results
+        source = results.get("boostmd_source", "reference")
+        values = self.values
+        values["phi"].append(float(dihedral_angles(positions[None], dihedrals[0])[0]))
+        values["psi"].append(float(dihedral_angles(positions[None], dihedrals[1])[0]))
+        values["temperature"].append(atoms.get_temperature())
+        kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
+        for key, group in zip(("temperature_hydrogen", "temperature_heavy"), self.groups):
+            count = int(group.sum())
+            values[key].append(2 * kinetic[group].sum() / (3 * count * kB) if count else np.nan)
+        values["energy"].append(potential + atoms.get_kinetic_energy())
+        values["potential_energy"].append(potential)
+        values["is_reference"].append(source == "reference")
+        values["refresh_energy_error"].append(float(results.get("refresh_energy_error", np.nan)))
+        for key, pairs in self.pairs.items():
+            lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+            values[key].append(lengths.astype(np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {key: np.asarray(value) for key, value in self.values.items()}
+        arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS}
+        for key in self.BONDS:
+            bonds = len(self.pairs[key])
+            arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(-1, bonds)
+        return arrays
+
+
+_COUNTERS = ("reference_calls", "surrogate_calls", "rollbacks", "windows", "fallbacks")
 
 
 def _load(path: Path) -> dict | None:
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as saved:
-        return {key: saved[key] for key in saved.files}
+        state = {key: saved[key] for key in saved.files}
+    missing = [key for key in (*_Recorder.KEYS, *_COUNTERS, "refresh_errors") if key not in state]
+    if missing:
+        raise ValueError(
+            f"{path} was written by an older boostmd.validate (no {', '.join(missing)}); "
+            "delete it, or use a new --out, to rerun this job"
+        )
+    return state
 
 
 def _save(path: Path, state: dict) -> None:
@@ -134,15 +241,21 @@ def run_job(
     """Run (or resume, or just load) one job; returns its observables and counters.
 
     Sampling jobs run ``equilibration_steps + steps`` Langevin steps; NVE jobs run
-    ``nve_steps`` velocity-Verlet steps from Maxwell-Boltzmann momenta. A run stops at its
-    first collapsed frame (:func:`~boostmd.stability.first_collapse`).
+    ``nve_steps`` steps without a thermostat from Maxwell-Boltzmann momenta. A run stops at
+    its first collapsed frame (:func:`~boostmd.stability.first_collapse`). The counters of
+    BoostMD runs come from the calculator and integrator: ``reference_calls`` counts every
+    reference call (reruns of undone windows and force-guard fallbacks too),
+    ``rollbacks`` and ``windows`` the undone and all checked windows of
+    ``BoostLangevin`` (with ASE's integrators: 0 and the windows ended),
+    ``fallbacks`` the force guard's reference calls, and ``refresh_errors`` (eV) holds
+    the calculator's refresh energy errors of every window, undone ones included.
     """
     path = checkpoints / f"{job.name}.npz"
     saved = _load(path)
-    nve = job.role.startswith("nve")
-    total = settings.nve_steps if nve else settings.equilibration_steps + settings.steps
+    total = settings.nve_steps if job.nve else settings.equilibration_steps + settings.steps
     if saved is not None and bool(saved["finished"]):
         return _result(job, saved)
+    topology = BondTopology.of(atoms)  # of the starting structure, also on resume
     atoms = atoms.copy()
     calculator = _calculator(job, reference, surrogate, settings)
     atoms.calc = calculator
@@ -153,21 +266,17 @@ def run_job(
             temperature_K=settings.temperature_K,
             rng=np.random.default_rng(job.seed(settings, "momenta")),
         )
-        state = {"step": 0, "seconds": 0.0, "reference_calls": 0, "surrogate_calls": 0}
+        state = {"step": 0, "seconds": 0.0, **dict.fromkeys(_COUNTERS, 0)}
+        refresh_errors: list[float] = []
     else:
         atoms.positions = saved["positions"]
         atoms.set_momenta(saved["momenta"])
         rng.bit_generator.state = json.loads(str(saved["rng_state"]))
         state = {key: saved[key].item() for key in ("step", "seconds")}
-        state.update({key: int(saved[key]) for key in ("reference_calls", "surrogate_calls")})
-    if nve:
-        dynamics = VelocityVerlet(atoms, settings.timestep_fs * fs)
-    else:
-        dynamics = langevin(
-            atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
-        )
-    recorder = _Recorder(saved)
-    topology = BondTopology.of(atoms)
+        state.update({key: int(saved[key]) for key in _COUNTERS})
+        refresh_errors = [float(x) for x in saved["refresh_errors"]]
+    dynamics = _dynamics(job, atoms, settings, rng)
+    recorder = _Recorder(atoms, topology, saved)
     segment_positions: list[np.ndarray] = []
 
     def observe() -> None:
@@ -181,16 +290,17 @@ def run_job(
     while state["step"] < total and collapse is None:
         segment = min(settings.checkpoint_every, total - int(state["step"]))
         segment_positions.clear()
+        before = _counters(calculator, dynamics)
         start = time.perf_counter()
         dynamics.run(segment)
         state["seconds"] += time.perf_counter() - start
         state["step"] += segment
-        if isinstance(calculator, BoostMDCalculator):
-            state["reference_calls"] += calculator.stats.full_steps
-            state["surrogate_calls"] += calculator.stats.reuse_steps
-            calculator.stats = type(calculator.stats)()
-        else:
+        after = _counters(calculator, dynamics)
+        for key in _COUNTERS:
+            state[key] += after[key] - before[key]
+        if not isinstance(calculator, BoostMDCalculator):
             state["reference_calls"] += segment
+        refresh_errors += _refresh_errors(calculator)[before["refresh_errors"] :]
         collapse = first_collapse(np.asarray(segment_positions), topology)
         if collapse is not None:
             frame = len(recorder.values["phi"]) - len(segment_positions) + collapse[0]
@@ -203,6 +313,7 @@ def run_job(
             {
                 **recorder.arrays(),
                 **state,
+                "refresh_errors": np.asarray(refresh_errors, dtype=float),
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
                 "rng_state": json.dumps(rng.bit_generator.state),
@@ -215,6 +326,24 @@ def run_job(
     return _result(job, _load(path))
 
 
+def _refresh_errors(calculator) -> list:
+    return list(getattr(calculator, "refresh_errors", None) or [])
+
+
+def _counters(calculator, dynamics) -> dict[str, int]:
+    """Return the running totals of calculator and integrator (0 for a missing counter)."""
+    stats = getattr(calculator, "stats", None)
+    ended = len(_refresh_errors(calculator))  # one per window ended (ASE's integrators)
+    return {
+        "reference_calls": int(getattr(stats, "full_steps", 0)),
+        "surrogate_calls": int(getattr(stats, "reuse_steps", 0)),
+        "rollbacks": int(getattr(dynamics, "rollbacks", 0)),
+        "windows": int(getattr(dynamics, "windows", ended)),
+        "fallbacks": int(getattr(calculator, "fallbacks", 0)),
+        "refresh_errors": ended,
+    }
+
+
 def _result(job: Job, saved: dict) -> dict:
     """Observables up to (not including) the first collapsed frame, and the counters."""
     frame = int(saved["collapse_frame"])
@@ -224,7 +353,7 @@ def _result(job: Job, saved: dict) -> dict:
         **{key: saved[key][:end] for key in _Recorder.KEYS},
         "seconds": float(saved["seconds"]),
         "steps": int(saved["step"]),
-        "reference_calls": int(saved["reference_calls"]),
-        "surrogate_calls": int(saved["surrogate_calls"]),
+        **{key: int(saved[key]) for key in _COUNTERS},
+        "refresh_errors": np.asarray(saved["refresh_errors"], dtype=float),
         "collapse": None if frame < 0 else (frame, str(saved["collapse_reason"])),
     }
