@@ -1,14 +1,15 @@
 """Claims: BoostMD on alanine dipeptide with the shipped models, CPU, float32, 300 K.
 
 - surrogate cost per call at most 3% of the reference's;
-- MD speedup over reference-only MD at least 7x at N = 10 (ideal N / (1 + (N-1) c));
-  also N = 5 and N = 20;
-- surrogate force RMSE against the reference over k = 1..10 at most 50 meV/Å, and lower
-  than each baseline at the same k: the reference forces reused unchanged, the
-  first-order expansion alone, and a small MACE trained on the same data
-  (``benchmarks/train_small_mace.py``; reported as missing if not trained).
+- MD speedup over reference-only MD (Langevin, friction 1/ps) at least 6x at N = 10 with
+  ``BoostLangevin`` (checked windows: the timing counts every rerun reference call), also
+  N = 5 and N = 20, and with ASE's plain ``Langevin`` (ideal N / (1 + (N-1) c));
+- surrogate force RMSE against the reference over k = 1..10 at most 50 meV/Å, both on a
+  fresh reference trajectory and on BoostMD's own trajectory (the configurations its
+  dynamics actually visit), and lower than each baseline at the same k: the reference
+  forces reused unchanged, the first-order expansion alone, and a small MACE trained on
+  the same data (``benchmarks/train_small_mace.py``; reported as missing if not trained).
 
-Force errors are measured on a fresh reference trajectory (a seed not used in training).
 Timings are interleaved in one run. Prints one JSON line.
 
     python benchmarks/boostmd_speed.py
@@ -28,6 +29,7 @@ from timing import median_ms
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
 from boostmd.calculator import ReferenceCalculator
+from boostmd.md import boost_langevin
 from boostmd.md import langevin as run_langevin
 from boostmd.peptides import capped_dipeptide
 from boostmd.pretrained import load_pretrained
@@ -35,10 +37,11 @@ from boostmd.pretrained import load_pretrained
 SMALL_MACE = Path("runs/small-mace/small-mace.pt")
 
 
-def langevin(atoms, calc, steps, seed):
+def langevin(atoms, calc, steps, seed, checked=False):
     atoms = atoms.copy()
     atoms.calc = calc
-    dynamics = run_langevin(atoms, 300.0, timestep_fs=1.0, friction_per_ps=1.0, rng=seed)
+    make = boost_langevin if checked else run_langevin
+    dynamics = make(atoms, 300.0, timestep_fs=1.0, friction_per_ps=1.0, rng=seed)
     positions = []
     dynamics.attach(lambda: positions.append(atoms.positions.copy()), interval=1)
     start = time.perf_counter()
@@ -121,18 +124,26 @@ def main():
     reference_seconds = []
     for interval in (5, 10, 20):
         seconds_ref, _ = langevin(atoms, ReferenceCalculator(reference), args.steps, 3)
-        calc = BoostMDCalculator(reference, surrogate, interval=interval)
-        seconds_boost, _ = langevin(atoms, calc, args.steps, 3)
         reference_seconds.append(seconds_ref)
-        md[f"N={interval}"] = {
-            "speedup": round(seconds_ref / seconds_boost, 2),
-            "ideal_from_cost_ratio": round(interval / (1 + (interval - 1) * c), 2),
-            "reference_calls": calc.stats.full_steps,
-            "surrogate_calls": calc.stats.reuse_steps,
-        }
+        for label, checked in (("checked", True), ("plain", False)):
+            calc = BoostMDCalculator(reference, surrogate, interval=interval)
+            seconds_boost, _ = langevin(atoms, calc, args.steps, 3, checked=checked)
+            md[f"N={interval}_{label}"] = {
+                "speedup": round(seconds_ref / seconds_boost, 2),
+                "ideal_from_cost_ratio": round(interval / (1 + (interval - 1) * c), 2),
+                "reference_calls": calc.stats.full_steps,
+                "surrogate_calls": calc.stats.reuse_steps,
+            }
     _, test_positions = langevin(atoms, ReferenceCalculator(reference), args.test_steps, 12345)
     errors = force_errors(reference, surrogate, atoms.numbers, test_positions, 10, small_mace)
     worst = max(errors["surrogate"].values())
+    # The surrogate's own trajectory: BoostMD (N = 10, windows at steps 0, 10, 20, ...)
+    # moves the atoms; the same windows are re-prepared and compared with the reference.
+    own_calc = BoostMDCalculator(reference, surrogate, interval=10)
+    _, own_positions = langevin(atoms, own_calc, args.test_steps, 54321, checked=True)
+    own_errors = force_errors(reference, surrogate, atoms.numbers, own_positions, 10, None)[
+        "surrogate"
+    ]
     beats = {
         name: all(errors["surrogate"][k] < v for k, v in by_k.items())
         for name, by_k in errors.items()
@@ -154,9 +165,11 @@ def main():
                 "cost_ratio": round(c, 4),
                 "cost_ratio_target_max": 0.03,
                 "md": md,
-                "speedup_target_min_at_N10": 7.0,
+                "speedup_target_min_at_N10": 6.0,
                 "force_rmse_meV_per_A_by_k": errors,
                 "surrogate_worst_k_rmse_meV_per_A": worst,
+                "surrogate_force_rmse_on_own_trajectory_meV_per_A_by_k": own_errors,
+                "surrogate_worst_k_rmse_on_own_trajectory_meV_per_A": max(own_errors.values()),
                 "rmse_target_max": 50.0,
                 "surrogate_beats_baseline_at_every_k": beats,
                 "small_mace": str(args.small_mace)
