@@ -20,7 +20,8 @@ symbol               meaning
 ``W_e, V_e``         per-edge channel weights, from the reference node features of both
                      atoms, the reference edge length and the pair force
 ``a, b, c``          per-atom, per-channel coefficients from the node features with
-                     ``a, c >= 0`` and ``|b| < 2 sqrt(a c)``: the polynomial is never
+                     ``a, c >= 0`` and ``|b| < 2 sqrt(a c)`` (squares and a tanh of the
+                     network's outputs): the polynomial is never
                      negative and grows as ``z^4``, whatever the training data
 ``s``                a signed, saturating correction (``|s z^2/(1+z^2)| < |s|``): the
                      curvature at the frame, ``2 (a + s)``, may be soft or negative (torsions),
@@ -194,12 +195,16 @@ class BesselBasis(nn.Module):
 def _polynomial_coefficients(raw: torch.Tensor) -> torch.Tensor:
     """Map raw head outputs ``(..., 4 C)`` to ``(a, b, c, s)``, shape ``(4, ..., C)``.
 
-    ``a, c >= 0`` and ``|b| < 2 sqrt(a c)`` make ``a z^2 + b z^3 + c z^4 >= 0`` for all
-    ``z`` (its discriminant in ``z`` is negative); ``s`` is free.
+    With ``a = alpha^2``, ``c = gamma^2`` and ``b = 2 alpha gamma tanh(beta)``,
+    ``a z^2 + b z^3 + c z^4 = z^2 (alpha^2 + 2 alpha gamma t z + gamma^2 z^2) >= 0`` for
+    all ``z`` (the bracket's discriminant is ``4 alpha^2 gamma^2 (t^2 - 1) < 0``); ``s`` is
+    free. Squares rather than softplus: small raw values mean small coefficients that
+    grow at the optimiser's pace (a softplus started far negative takes thousands of steps
+    to wake up), and every map is smooth.
     """
-    a_raw, b_raw, c_raw, s = raw.chunk(4, dim=-1)
-    a, c = nn.functional.softplus(a_raw), nn.functional.softplus(c_raw)
-    b = 2 * torch.sqrt(a * c) * torch.tanh(b_raw)
+    alpha, beta, gamma, s = raw.chunk(4, dim=-1)
+    a, c = alpha * alpha, gamma * gamma
+    b = 2 * alpha * gamma * torch.tanh(beta)
     return torch.stack([a, b, c, s], dim=0)
 
 
@@ -241,13 +246,12 @@ class Surrogate(nn.Module):
         self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
         self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
         self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
-        # Start near the first-order expansion (a = softplus(-12), c = softplus(-6),
-        # b = s = 0), so an untrained surrogate is already sensible and training does not
-        # begin with huge quartic energies; Adam moves the raw values at its own pace.
+        # Start at the first-order expansion (a = c = 1e-4, b = s = 0), so an untrained
+        # surrogate is already sensible and training does not begin with huge energies.
         nn.init.zeros_(self.coefficient_head.weight)
         with torch.no_grad():
             self.coefficient_head.bias.copy_(
-                torch.tensor([-12.0, 0.0, -6.0, 0.0]).repeat_interleave(channels)
+                torch.tensor([1e-2, 0.0, 1e-2, 0.0]).repeat_interleave(channels)
             )
 
     @classmethod
@@ -462,7 +466,8 @@ class Surrogate(nn.Module):
             raise ValueError(
                 f"{path} is a version-{payload.get('version')} BoostMD surrogate; this "
                 f"boostmd reads version {FORMAT_VERSION} (the learned terms changed shape): "
-                "retrain it with python -m boostmd.train"
+                "retrain it with python -m boostmd.train, or fine-tune from it with "
+                "python -m boostmd.train --init FILE (version 1 is upgraded)"
             )
         try:
             saved_dtype = payload["state_dict"]["feature_in.weight"].dtype

@@ -274,13 +274,31 @@ def _standardise_features(surrogate: Surrogate, trajectories: list[Trajectory]) 
     surrogate.feature_std.copy_(torch.as_tensor(features.std(0) + 1e-6))
 
 
-def _initial_surrogate(reference: MACEReference, config: TrainConfig) -> Surrogate:
-    """Return a fresh surrogate, or the one in ``config.init`` to fine-tune (same reference)."""
+def _initial_surrogate(
+    reference: MACEReference, config: TrainConfig, trajectories: list[Trajectory]
+) -> Surrogate:
+    """Return a fresh surrogate, or the one in ``config.init`` to fine-tune (same reference).
+
+    A version-1 ``config.init`` is upgraded (:func:`boostmd.upgrade.upgrade_version_1`),
+    its new head fitted on the node features of the training runs.
+    """
     if config.init is None:
         return Surrogate.for_reference(
             reference, num_channels=config.num_channels, hidden_dim=config.hidden_dim
         )
-    surrogate = Surrogate.load(config.init, dtype=reference.dtype)
+    payload = torch.load(config.init, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and payload.get("version") == 1:
+        from boostmd.upgrade import upgrade_version_1
+
+        numbers = np.concatenate(
+            [np.tile(run.numbers, len(run.node_features)) for run in trajectories]
+        )
+        features = np.concatenate(
+            [run.node_features.reshape(-1, run.node_features.shape[-1]) for run in trajectories]
+        )
+        surrogate = upgrade_version_1(config.init, numbers, features).to(reference.dtype)
+    else:
+        surrogate = Surrogate.load(config.init, dtype=reference.dtype)
     check_compatible(reference, surrogate)
     return surrogate
 
@@ -297,8 +315,8 @@ def train(config: TrainConfig) -> dict:
         )
     config.out.mkdir(parents=True, exist_ok=True)
     reference = MACEReference.load(config.reference)
-    surrogate = _initial_surrogate(reference, config)
-    trajectories = load_trajectories(config.data, surrogate.config.cutoff, reference.fingerprint)
+    trajectories = load_trajectories(config.data, reference.cutoff, reference.fingerprint)
+    surrogate = _initial_surrogate(reference, config, trajectories)
     train_pairs, valid_pairs = split_pairs(trajectories, config)
     train_windows = full_windows(train_pairs, config.max_k)
     if not train_windows or not valid_pairs:

@@ -22,7 +22,7 @@ def test_each_channel_polynomial_is_never_negative():
     z = torch.linspace(-50, 50, 4001, dtype=torch.float64)[:, None, None]
     polynomial = a * z**2 + b * z**3 + c * z**4
     assert float(polynomial.min()) >= -1e-12
-    assert bool((b.abs() < 2 * torch.sqrt(a * c)).all())
+    assert bool((b.abs() <= 2 * torch.sqrt(a * c)).all())
 
 
 def test_learned_energy_is_bounded_below_by_the_saturating_term(reference):
@@ -64,3 +64,38 @@ def test_old_surrogate_files_are_refused_with_the_fix(reference, tmp_path):
     )
     with pytest.raises(ValueError, match=r"retrain it with python -m boostmd\.train"):
         Surrogate.load(path)
+
+
+def test_version_1_files_are_upgraded_with_their_networks(reference, tmp_path):
+    from boostmd.files import write_payload
+    from boostmd.surrogate import FORMAT
+    from boostmd.upgrade import upgrade_version_1
+
+    torch.manual_seed(2)
+    template = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)
+    state = {k: v.clone() for k, v in template.state_dict().items()}
+    # A version-1 head with constant outputs a = 0.3, b = 0, c_raw = 0.5 on every atom.
+    state["coefficient_head.weight"] = torch.zeros(12, 8, dtype=torch.float64)
+    state["coefficient_head.bias"] = torch.tensor(
+        [0.3, 0.0, 0.5], dtype=torch.float64
+    ).repeat_interleave(4)
+    path = write_payload(
+        tmp_path / "v1.pt",
+        FORMAT,
+        {"version": 1, "config": template.config.to_json(), "state_dict": state},
+        overwrite=False,
+    )
+    atoms = molecule("CH3CH2OH")
+    result = reference(atoms)
+    upgraded = upgrade_version_1(path, atoms.numbers, result.node_features.numpy())
+    for name, value in template.state_dict().items():
+        if not name.startswith("coefficient_head."):
+            torch.testing.assert_close(upgraded.state_dict()[name], value)
+    with torch.no_grad():
+        frame = upgraded.prepare(
+            atoms.numbers, result.node_features, atoms.positions, result.energy, result.forces
+        )
+    a, b, c, s = frame.coefficients
+    torch.testing.assert_close(a, torch.full_like(a, 0.3))
+    torch.testing.assert_close(c, torch.nn.functional.softplus(torch.full_like(c, 0.5)))
+    assert float(b.abs().max()) < 1e-9 and float(s.abs().max()) < 1e-9
