@@ -45,6 +45,10 @@ class TrainConfig:
     error at the end of a window is BoostMD's refresh error, which decides whether the
     dynamics heat up and whether a window is accepted; forces alone leave it free to drift.
     ``max_k`` should cover the windows the surrogate will run (N = 10 plus a margin).
+    ``underestimate_weight`` multiplies the energy term where the surrogate is *below* the
+    reference: BoostMD's own dynamics seek out the directions in which the surrogate is too
+    soft (its refresh errors are mostly positive), while directions where it is too stiff
+    are avoided, so a value above 1 trades a little stiffness for stability.
     ``batch_size`` counts reference frames; each is prepared once and evaluated at every
     ``k = 1..max_k`` (a batch holds ``batch_size * max_k`` pairs).
     """
@@ -59,6 +63,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     energy_weight: float = 10.0
     forces_weight: float = 1.0
+    underestimate_weight: float = 1.0
     validation_fraction: float = 0.2
     patience: int = 8
     num_channels: int = 16
@@ -259,7 +264,8 @@ def _loss(surrogate: Surrogate, batch: Batch, config: TrainConfig) -> torch.Tens
     """Loss of a window batch: each frame prepared once, evaluated at every ``k``."""
     frame = prepare_batch(surrogate, batch).tile(config.max_k)
     energy, forces = surrogate.energy_and_forces(frame, batch.positions, training=True)
-    energy_error = (energy - batch.energy) ** 2
+    difference = energy - batch.energy
+    energy_error = difference**2 * torch.where(difference < 0, config.underestimate_weight, 1.0)
     return (
         config.energy_weight * energy_error.mean()
         + config.forces_weight * ((forces - batch.forces) ** 2).mean()
@@ -449,7 +455,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
         )
-    for name in ("lr", "forces_weight", "energy_weight", "validation_fraction"):
+    for name in (
+        "lr",
+        "forces_weight",
+        "energy_weight",
+        "underestimate_weight",
+        "validation_fraction",
+    ):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
         )

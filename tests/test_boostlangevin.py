@@ -174,10 +174,13 @@ def test_adaptive_windows_are_rerun_to_their_own_end(reference, surrogate, atoms
     assert calc.stats.reuse_steps > 2 * dynamics.windows  # windows longer than two steps
 
 
+TOL = 2.1e-4
+
+
 def test_rejected_windows_are_rerun_and_accepted_ones_kept(reference, surrogate, atoms):
     atoms.calc = calc = boost(reference, surrogate)
-    # refresh errors of this run are -2 to -4 meV: this tolerance rejects some windows only
-    dynamics = BoostLangevin(atoms, TIMESTEP, 300, 0.2 / units.fs, tolerance=3e-3, rng=1)
+    # refresh errors of this run are about 0 to 0.35 meV: this tolerance rejects some only
+    dynamics = BoostLangevin(atoms, TIMESTEP, 300, 0.2 / units.fs, tolerance=TOL, rng=1)
     frames = record(dynamics, atoms)
     dynamics.run(24)
     windows = [frames[1 + 4 * k : 5 + 4 * k] for k in range(6)]
@@ -188,11 +191,11 @@ def test_rejected_windows_are_rerun_and_accepted_ones_kept(reference, surrogate,
     assert len(rerun) == dynamics.rollbacks
     for window in accepted:
         assert [f["source"] for f in window] == ["surrogate"] * 3 + ["reference"]
-        assert abs(window[-1]["error"]) <= 3e-3
+        assert abs(window[-1]["error"]) <= TOL
     for window in rerun:
         assert [f["source"] for f in window] == ["reference"] * 4
         assert all(f["error"] is None for f in window)
-    rejected = [e for e in calc.refresh_errors if abs(e) > 3e-3]
+    rejected = [e for e in calc.refresh_errors if abs(e) > TOL]
     assert len(rejected) == dynamics.rollbacks
     assert len(calc.refresh_errors) == dynamics.windows
 
@@ -257,7 +260,13 @@ def test_changes_between_runs_drop_the_look_ahead(reference, surrogate, atoms):
     )
 
 
-def test_energy_consistent_nve_conserves_the_reference_energy(reference, surrogate, atoms):
+def test_energy_consistent_nve_conserves_the_reference_energy(reference, atoms):
+    # learned terms switched on, so that each refresh has a clear energy jump
+    torch.manual_seed(3)
+    surrogate = Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    with torch.no_grad():
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.15)
+        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.15)
     drift = {}
     for consistent in (False, True):
         system = atoms.copy()
@@ -276,10 +285,9 @@ def test_energy_consistent_nve_conserves_the_reference_energy(reference, surroga
         total = [f["energy"] + f["kinetic"] for f in frames if f["source"] == "reference"]
         assert len(total) == 9 and dynamics.windows == 8
         drift[consistent] = np.abs(np.asarray(total) - total[0]).max()
-    # without the option each refresh adds its dE (about -1 meV) to the total energy
+    # without the option each refresh adds its dE to the total energy
     assert drift[False] > 1e-3
-    assert drift[True] < 2e-4
-    assert drift[True] < drift[False] / 20
+    assert drift[True] < drift[False] / 20, drift
 
 
 def test_energy_consistent_guards_against_negative_kinetic_energy(

@@ -25,8 +25,8 @@ def reference():
 def randomise_learned_terms(surrogate):
     """An untrained surrogate is the first-order expansion; give its polynomial weights."""
     with torch.no_grad():
-        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.05)
-        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.05)
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.3)
+        torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.3)
     return surrogate
 
 
