@@ -62,7 +62,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-6
     energy_weight: float = 10.0
-    forces_weight: float = 1.0
+    forces_weight: float = 10.0
     underestimate_weight: float = 1.0
     validation_fraction: float = 0.2
     patience: int = 8

@@ -72,7 +72,7 @@ def test_training_improves_and_resumes(workspace, tmp_path):
         batch_size=8,
         num_channels=4,
         hidden_dim=16,
-        lr=5e-3,
+        lr=1e-3,
     )
     train(config)
     with pytest.raises(FileExistsError, match="--resume"):
