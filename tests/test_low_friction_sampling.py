@@ -30,7 +30,11 @@ def models():
     return load_pretrained("dipeptides")
 
 
-@pytest.mark.parametrize(("code", "max_rerun_fraction"), [("ALA", 0.2), ("THR", 0.8)])
+@pytest.mark.parametrize(
+    ("code", "max_rerun_fraction"),
+    # THR reruns most windows with the reference (minutes here): slow-marked
+    [("ALA", 0.2), pytest.param("THR", 0.8, marks=pytest.mark.slow)],
+)
 def test_checked_boostmd_holds_temperature_without_collapse_at_friction_1_per_ps(
     models, code, max_rerun_fraction
 ):
