@@ -348,7 +348,13 @@ def test_two_processes_give_the_same_report_as_one(models, tmp_path):
         "--steps", "20", "--equilibration-steps", "0", "--replicas", "2", "--nve-steps", "10",
         "--interval", "5", "--checkpoint-every", "10", "--integrator", "checked",
     ]  # fmt: skip
-    main([*common, "--out", str(tmp_path / "one")])
+    # one thread here as in the ranks below: reductions then add up in the same order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main([*common, "--out", str(tmp_path / "one")])
+    finally:
+        torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     subprocess.run(
