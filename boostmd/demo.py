@@ -32,6 +32,7 @@ from tqdm import tqdm
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.md import boost_langevin, langevin
+from boostmd.validation.report import refresh_error_stats
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -196,7 +197,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "surrogate_calls": boost.stats.reuse_steps,
         "guard_fallbacks": boost.fallbacks,
         "rollbacks": rollbacks,
-        "refresh_energy_error_meV": _refresh_error_summary(boost.refresh_errors),
+        "refresh_energy_error_meV": refresh_error_stats(np.asarray(boost.refresh_errors)),
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
         "surrogate_vs_reference": forces,
@@ -205,29 +206,16 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     return summary
 
 
-def _refresh_error_summary(errors: list[float]) -> dict:
-    """RMS, mean and largest |dE| of the refresh energy errors, in meV."""
-    values = 1000 * np.asarray(errors, dtype=float)
-    if not len(values):
-        return {"windows": 0, "rms": None, "mean": None, "max_abs": None}
-    return {
-        "windows": len(values),
-        "rms": float(np.sqrt(np.mean(values**2))),
-        "mean": float(values.mean()),
-        "max_abs": float(np.abs(values).max()),
-    }
-
-
 def format_summary(summary: dict) -> str:
     """Format the summary as a short human-readable report."""
     forces = summary["surrogate_vs_reference"]
     rmse = forces["force_rmse_meV_per_A"]
     refresh = summary["refresh_energy_error_meV"]
     refresh_line = (
-        f"refresh dE   : RMS {refresh['rms']:.1f} meV, mean {refresh['mean']:+.1f} meV, "
-        f"largest {refresh['max_abs']:.0f} meV over {refresh['windows']} windows; "
+        f"refresh dE   : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} meV, "
+        f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows; "
         f"{summary['rollbacks']} windows rerun with the reference"
-        if refresh["windows"]
+        if refresh["count"]
         else "refresh dE   : no finished windows"
     )
     return "\n".join(

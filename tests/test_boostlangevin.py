@@ -106,21 +106,27 @@ def test_without_rollbacks_equals_ase_langevin_bit_for_bit(reference, surrogate,
     assert calc.refresh_errors == ase_calc.refresh_errors
 
 
-def test_tolerance_zero_reruns_every_window_with_the_reference(
-    reference, surrogate, atoms, tmp_path
-):
-    expected_system = atoms.copy()
-    expected_system.calc = ReferenceCalculator(reference)
-    expected = Langevin(
-        expected_system,
+def reference_langevin_frames(reference, atoms, seed, steps):
+    """Frames of ASE's Langevin with the reference alone, from a copy of ``atoms``."""
+    system = atoms.copy()
+    system.calc = ReferenceCalculator(reference)
+    dynamics = Langevin(
+        system,
         TIMESTEP,
         temperature_K=300,
         friction=FRICTION,
         fixcm=False,
-        rng=np.random.default_rng(7),
+        rng=np.random.default_rng(seed),
     )
-    expected_frames = record(expected, expected_system)
-    expected.run(8)
+    frames = record(dynamics, system)
+    dynamics.run(steps)
+    return frames
+
+
+def test_tolerance_zero_reruns_every_window_with_the_reference(
+    reference, surrogate, atoms, tmp_path
+):
+    expected_frames = reference_langevin_frames(reference, atoms, seed=7, steps=8)
 
     atoms.calc = calc = boost(reference, surrogate)
     dynamics = BoostLangevin(
@@ -152,18 +158,7 @@ def test_tolerance_zero_reruns_every_window_with_the_reference(
 
 def test_adaptive_windows_are_rerun_to_their_own_end(reference, surrogate, atoms):
     # Threshold windows end where the displacement says: the rerun covers the same steps.
-    expected_system = atoms.copy()
-    expected_system.calc = ReferenceCalculator(reference)
-    expected = Langevin(
-        expected_system,
-        TIMESTEP,
-        temperature_K=300,
-        friction=FRICTION,
-        fixcm=False,
-        rng=np.random.default_rng(5),
-    )
-    expected_frames = record(expected, expected_system)
-    expected.run(10)
+    expected_frames = reference_langevin_frames(reference, atoms, seed=5, steps=10)
     schedule = Threshold(tol=0.1, max_reuse=6)
     atoms.calc = calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, schedule=schedule)
     dynamics = BoostLangevin(atoms, TIMESTEP, 300, FRICTION, tolerance=0.0, rng=5)

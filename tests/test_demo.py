@@ -44,7 +44,7 @@ def test_demo_runs_end_to_end_with_small_models(tmp_path):
     assert summary["reference_calls"] == 5 and summary["surrogate_calls"] == 16
     assert summary["surrogate_vs_reference"]["sampled_steps"] == 4
     assert summary["rollbacks"] == 0
-    assert summary["refresh_energy_error_meV"]["windows"] == 4
+    assert summary["refresh_energy_error_meV"]["count"] == 4
     assert "refresh dE" in format_summary(summary)
     assert np.isfinite(summary["surrogate_vs_reference"]["force_rmse_meV_per_A"])
     for name in ("reference.extxyz", "boostmd.extxyz", "ramachandran.png", "summary.json"):
