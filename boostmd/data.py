@@ -5,12 +5,10 @@ keeps its energy and forces; every ``stride``-th frame is a candidate reference 
 also keeps its node features. A training pair is a reference frame ``r`` and the frame
 ``r + k`` for ``k = 1..max_k``, labelled with the reference's energy and forces there.
 
-With ``--surrogate``, the runs are *on-policy*: BoostMD with that surrogate drives the
-dynamics (reference every ``stride`` steps) while the reference still labels every frame.
-A surrogate trained only on reference trajectories meets, in its own dynamics,
-configurations its errors lead it to (where it underestimates the energy, so the run
-heats); adding on-policy runs to the training data and fine-tuning (``python -m
-boostmd.train --init``) corrects exactly those errors, in the spirit of DAgger.
+With ``--surrogate`` and ``--windows-from``, the data are *on-policy windows* instead
+(:mod:`boostmd.windows`): single BoostMD windows driven by the surrogate from frames of
+existing reference runs, labelled by the reference, to fine-tune on (``python -m
+boostmd.train --init``) in the spirit of DAgger.
 
 Files per (structure, temperature) run, written atomically so generation resumes:
 ``NAME.extxyz`` (positions, ``REF_energy``, ``REF_forces`` of every frame) and
@@ -30,16 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator
 from ase.io import read, write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.calculator import ReferenceCalculator
 from boostmd.graph import pair_forces, radius_graph
 from boostmd.md import langevin
 from boostmd.reference import MACEReference
-from boostmd.stability import BondTopology, first_collapse
 from boostmd.surrogate import Surrogate
 
 __all__ = ["PairDataConfig", "Trajectory", "generate_trajectories", "load_trajectories"]
@@ -62,7 +58,6 @@ class PairDataConfig:
     equilibration_steps: int = 200
     stride: int = 5
     seed: int = 0
-    surrogate: Path | None = None
 
 
 @dataclass
@@ -77,6 +72,7 @@ class Trajectory:
     reference_steps: np.ndarray  # (R,)
     node_features: np.ndarray  # (R, n, F)
     cutoff: float
+    window: int = 0  # > 0: independent windows of this many steps after each reference frame
     edges: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,8 +89,13 @@ class Trajectory:
                 self.edges.append((edge_index, g))
 
     def pairs(self, max_k: int, steps: slice | None = None) -> list[tuple[int, int]]:
-        """All ``(reference index, k)`` with ``k <= max_k`` inside the run (or ``steps``)."""
+        """All ``(reference index, k)`` with ``k <= max_k`` inside the run (or ``steps``).
+
+        In a file of windows, ``k`` also stays within the reference frame's own window.
+        """
         last = len(self.positions) - 1
+        if self.window:
+            max_k = min(max_k, self.window)
         start, stop = (0, last + 1) if steps is None else (steps.start or 0, steps.stop)
         return [
             (i, k)
@@ -109,22 +110,12 @@ def _run_name(residue_or_name: str, temperature: float) -> str:
     return f"{residue_or_name}_{temperature:.0f}K"
 
 
-def _driver(reference: MACEReference, config: PairDataConfig) -> Calculator:
-    """Return the calculator that moves the atoms: the reference, or BoostMD (on-policy)."""
-    if config.surrogate is None:
-        return ReferenceCalculator(reference)
-    surrogate = Surrogate.load(config.surrogate)
-    return BoostMDCalculator(reference, surrogate, interval=config.stride)
-
-
 def _simulate(
     reference: MACEReference, atoms: Atoms, temperature: float, config: PairDataConfig, name: str
 ) -> tuple[list[Atoms], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(f"{name}-{config.seed}".encode()))
     atoms = atoms.copy()
-    topology = BondTopology.of(atoms)
-    atoms.calc = _driver(reference, config)
-    labeller = ReferenceCalculator(reference)  # on-policy runs: labels every frame
+    atoms.calc = ReferenceCalculator(reference)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
     dynamics.run(config.equilibration_steps)
@@ -132,24 +123,13 @@ def _simulate(
     for step in tqdm(range(config.steps), desc=name, leave=False):
         if step:
             dynamics.run(1)
-        collapse = (
-            None if config.surrogate is None else first_collapse(atoms.positions[None], topology)
-        )
-        if collapse is not None:  # keep broken geometries of a bad surrogate out of the data
-            logger.warning("%s collapsed at step %d (%s); run ends", name, step, collapse[1])
-            break
         atoms.get_forces()
-        source = atoms.calc.results.get("boostmd_source", "reference")
         labels = atoms.calc.results
-        if config.surrogate is not None:
-            labeller.calculate(atoms, ["energy", "forces"])
-            labels = labeller.results
         frame = Atoms(atoms.numbers, atoms.positions)
         frame.info[ENERGY_KEY] = float(labels["energy"])
         frame.arrays[FORCES_KEY] = labels["forces"].copy()
         frames.append(frame)
-        # Reference frames: every stride-th step, or where BoostMD itself called the reference.
-        if (step % config.stride == 0) if config.surrogate is None else source == "reference":
+        if step % config.stride == 0:
             reference_steps.append(step)
             features.append(labels["node_features"])
     return frames, np.asarray(reference_steps), np.asarray(features, dtype=np.float32)
@@ -186,18 +166,34 @@ def generate_trajectories(
         if path.exists() and path.with_suffix(".npz").exists():
             continue
         frames, steps, features = _simulate(reference, atoms, temperature, config, run)
-        partial = config.out / f"{run}.partial"
-        with open(partial.with_suffix(".npz.partial"), "wb") as handle:
-            np.savez_compressed(
-                handle,
-                reference_steps=steps,
-                node_features=features,
-                fingerprint=np.array(reference.fingerprint),
-            )
-        write(partial, frames, format="extxyz")
-        partial.with_suffix(".npz.partial").rename(path.with_suffix(".npz"))
-        partial.rename(path)
+        write_run(path, frames, steps, features, reference)
     return paths
+
+
+def write_run(
+    path: Path,
+    frames: list[Atoms],
+    reference_steps: np.ndarray,
+    node_features: np.ndarray,
+    reference: MACEReference,
+    window: int = 0,
+) -> None:
+    """Write a run's ``.extxyz`` and ``.npz`` atomically (``.partial`` files, then renames).
+
+    ``window > 0`` marks a file of independent windows (:mod:`boostmd.windows`).
+    """
+    partial = path.with_suffix(".partial")
+    with open(path.with_suffix(".npz.partial"), "wb") as handle:
+        np.savez_compressed(
+            handle,
+            reference_steps=reference_steps,
+            node_features=node_features,
+            fingerprint=np.array(reference.fingerprint),
+            window=np.array(window),
+        )
+    write(partial, frames, format="extxyz")
+    path.with_suffix(".npz.partial").rename(path.with_suffix(".npz"))
+    partial.rename(path)
 
 
 def load_trajectories(paths: list[Path], cutoff: float, fingerprint: str) -> list[Trajectory]:
@@ -227,6 +223,7 @@ def load_trajectories(paths: list[Path], cutoff: float, fingerprint: str) -> lis
                     "regenerate the data with this reference"
                 )
             steps, features = arrays["reference_steps"], arrays["node_features"]
+            window = int(arrays["window"]) if "window" in arrays else 0
         frames = read(path, index=":")
         trajectories.append(
             Trajectory(
@@ -238,6 +235,7 @@ def load_trajectories(paths: list[Path], cutoff: float, fingerprint: str) -> lis
                 reference_steps=steps,
                 node_features=features,
                 cutoff=cutoff,
+                window=window,
             )
         )
     return trajectories
@@ -267,12 +265,22 @@ def main(argv: list[str] | None = None) -> None:
         "--surrogate",
         type=Path,
         default=None,
-        help="on-policy runs: BoostMD with this surrogate (reference every --stride steps) "
-        "moves the atoms, the reference labels every frame",
+        help="on-policy windows: this surrogate drives single windows from the frames of "
+        "--windows-from, the reference labels every frame",
     )
+    parser.add_argument(
+        "--windows-from", type=Path, default=None, help="directory of reference runs"
+    )
+    parser.add_argument("--window", type=int, default=12, help="surrogate steps per window")
+    parser.add_argument("--every", type=int, default=12, help="a window every this many frames")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     reference = MACEReference.load(args.reference)
+    if (args.surrogate is None) != (args.windows_from is None):
+        raise SystemExit("on-policy windows need both --surrogate and --windows-from")
+    if args.surrogate is not None:
+        _generate_windows(reference, args)
+        return
     config = PairDataConfig(
         out=args.out,
         peptides=args.peptides,
@@ -282,11 +290,29 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         friction_per_ps=args.friction,
         equilibration_steps=args.equilibration_steps,
-        surrogate=args.surrogate,
     )
     structures = {residue_code(p): capped_dipeptide(p) for p in config.peptides}
     paths = generate_trajectories(reference, structures, config)
     print(f"{len(paths)} runs under {config.out}")
+
+
+def _generate_windows(reference: MACEReference, args: argparse.Namespace) -> None:
+    from boostmd.calculator import check_compatible
+    from boostmd.windows import WindowConfig, generate_windows
+
+    sources = sorted(Path(args.windows_from).glob("*.extxyz"))
+    if not sources:
+        raise SystemExit(f"--windows-from {args.windows_from} holds no runs (*.extxyz)")
+    surrogate = Surrogate.load(args.surrogate, dtype=reference.dtype)
+    check_compatible(reference, surrogate)
+    config = WindowConfig(
+        window=args.window,
+        every=args.every,
+        friction_per_ps=args.friction,
+        seed=args.seed,
+    )
+    paths = generate_windows(reference, surrogate, sources, args.out, config)
+    print(f"{len(paths)} window files under {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Train a surrogate for a reference from reference MD runs (:mod:`boostmd.data`).
 
     python -m boostmd.train --reference REFERENCE.pt --data data/pairs --out runs/surrogate
-    python -m boostmd.train --reference REFERENCE.pt --data data/pairs data/onpolicy \
-        --init runs/surrogate/surrogate.pt --out runs/surrogate-2   # fine-tune on-policy
+    python -m boostmd.train --reference REFERENCE.pt --data data/pairs data/windows \
+        --init runs/surrogate/surrogate.pt --out runs/surrogate-2   # on-policy windows
 
 The last ``validation_fraction`` of every run is held out (a time block, so validation
 frames are not neighbours of training frames). Each epoch writes ``checkpoint.pt``;
@@ -50,7 +50,8 @@ class TrainConfig:
     soft (its refresh errors are mostly positive), while directions where it is too stiff
     are avoided, so a value above 1 trades a little stiffness for stability.
     ``batch_size`` counts reference frames; each is prepared once and evaluated at every
-    ``k = 1..max_k`` (a batch holds ``batch_size * max_k`` pairs).
+    ``k = 1..max_k`` (a batch holds ``batch_size * max_k`` pairs). Gradients are clipped to
+    ``max_grad_norm``, a guard against the rare steep batch (the quartic terms).
     """
 
     reference: Path
@@ -68,6 +69,7 @@ class TrainConfig:
     patience: int = 8
     num_channels: int = 16
     hidden_dim: int = 64
+    max_grad_norm: float = 10.0
     seed: int = 0
     resume: bool = False
     init: Path | None = None
@@ -360,6 +362,7 @@ def train(config: TrainConfig) -> dict:
             loss = _loss(surrogate, batch, config)
             optimizer.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(surrogate.parameters(), config.max_grad_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
             progress.set_postfix(loss=f"{losses[-1]:.4g}")
@@ -461,6 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         "energy_weight",
         "underestimate_weight",
         "validation_fraction",
+        "max_grad_norm",
     ):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)

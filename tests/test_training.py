@@ -1,17 +1,21 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import molecule
+from ase.io import read
 
 from boostmd import MACEReference, Surrogate
+from boostmd.calculator import BoostMDCalculator
 from boostmd.data import PairDataConfig, generate_trajectories, load_trajectories
 from boostmd.mace_io import save_mace
 from boostmd.pretrained import MODELS_DIR
-from boostmd.stability import BondTopology, first_collapse
 from boostmd.testing import build_mace
 from boostmd.train import TrainConfig, force_rmse_by_k, split_pairs, train
+from boostmd.windows import WindowConfig, generate_windows, run_temperature
 
 
 @pytest.fixture(scope="module")
@@ -93,27 +97,56 @@ def test_training_improves_and_resumes(workspace, tmp_path):
     assert trained_error < first_order  # learning improved on the first-order expansion
 
 
-def test_on_policy_runs_are_driven_by_boostmd_and_labelled_by_the_reference(tmp_path):
-    # the shipped models: a random MACE (or a first-order surrogate) breaks molecules apart
+@pytest.fixture(scope="module")
+def shipped_runs(tmp_path_factory):
+    """The shipped reference and a short run of it: a random MACE breaks molecules apart."""
     reference = MACEReference.load(MODELS_DIR / "dipeptides-reference.pt")
-    surrogate_path = MODELS_DIR / "dipeptides-surrogate.pt"
     config = PairDataConfig(
-        out=tmp_path / "onpolicy",
-        temperatures=[300.0],
-        steps=25,
+        out=tmp_path_factory.mktemp("shipped"),
+        temperatures=[400.0],
+        steps=60,
         equilibration_steps=5,
-        stride=4,
-        surrogate=surrogate_path,
+        stride=3,
     )
-    paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
-    (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
-    assert len(run.positions) == 25
-    # reference frames are where BoostMD called the reference: every 4th call, and the
-    # 5 equilibration steps shift the phase by one
-    assert list(run.reference_steps) == [3, 7, 11, 15, 19, 23]
-    for step in (3, 6):  # a BoostMD reference step and a surrogate step: both reference labels
-        result = reference.compute(run.numbers, run.positions[step])
-        np.testing.assert_allclose(result.forces.numpy(), run.forces[step], atol=1e-4)
+    return reference, generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
+
+
+def test_on_policy_windows_are_driven_by_the_surrogate_and_labelled_by_the_reference(
+    shipped_runs, tmp_path
+):
+    reference, paths = shipped_runs
+    surrogate = Surrogate.load(MODELS_DIR / "dipeptides-surrogate.pt")
+    config = WindowConfig(window=4, every=20)
+    (path,) = generate_windows(reference, surrogate, paths, tmp_path / "windows", config)
+    assert path.name == "ethanol_400K.extxyz"
+    (run,) = load_trajectories([path], reference.cutoff, reference.fingerprint)
+    assert run.window == 4 and len(run.positions) == 3 * 5  # 60 frames, a start every 20
+    assert list(run.reference_steps) == [0, 5, 10]
+    source = read(paths[0], index=20)
+    np.testing.assert_allclose(run.positions[5], source.positions, atol=1e-6)
+    # pairs never reach into the next window, whatever max_k asks for
+    assert max(k for _, k in run.pairs(max_k=12)) == 4
+    # the surrogate moved the atoms: its own forces at step 1 give step 2 ...
+    booster = BoostMDCalculator(reference, surrogate, interval=10)
+    start = Atoms(run.numbers, run.positions[0])
+    start.calc = booster
+    start.get_forces()
+    moved = Atoms(run.numbers, run.positions[2])
+    moved.calc = booster
+    surrogate_forces = moved.get_forces()
+    # ... and the reference labelled every frame (its forces differ from the surrogate's)
+    result = reference.compute(run.numbers, run.positions[2])
+    np.testing.assert_allclose(result.forces.numpy(), run.forces[2], atol=1e-4)
+    assert not np.allclose(surrogate_forces, run.forces[2], atol=1e-3)
+    mtime = path.stat().st_mtime_ns
+    generate_windows(reference, surrogate, paths, tmp_path / "windows", config)
+    assert path.stat().st_mtime_ns == mtime  # finished files are kept
+
+
+def test_window_files_need_a_temperature_in_the_name():
+    with pytest.raises(ValueError, match="NAME_<T>K"):
+        run_temperature(Path("runs/ethanol.extxyz"))
+    assert run_temperature(Path("runs/ALA_300K.extxyz")) == 300.0
 
 
 def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
@@ -137,20 +170,11 @@ def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
     assert torch.all(tuned.feature_mean == 0.25)  # and its feature normalisation is kept
 
 
-def test_an_on_policy_run_ends_at_its_first_collapse(tmp_path):
-    reference = MACEReference.load(MODELS_DIR / "dipeptides-reference.pt")
+def test_windows_that_break_the_molecule_are_left_out(shipped_runs, tmp_path):
+    reference, paths = shipped_runs
     torch.manual_seed(0)
     first_order = Surrogate.for_reference(reference)  # no curvature: bonds fly apart
-    config = PairDataConfig(
-        out=tmp_path,
-        temperatures=[300.0],
-        steps=60,
-        equilibration_steps=0,
-        stride=4,
-        surrogate=first_order.save(tmp_path / "first_order.pt"),
-    )
-    paths = generate_trajectories(reference, {"ethanol": molecule("CH3CH2OH")}, config)
-    (run,) = load_trajectories(paths, reference.cutoff, reference.fingerprint)
-    assert 1 < len(run.positions) < 60
-    topology = BondTopology.of(molecule("CH3CH2OH"))
-    assert first_collapse(run.positions, topology) is None  # the broken frame is not kept
+    config = WindowConfig(window=80, every=30)
+    with pytest.raises(RuntimeError, match=r"every window .* collapsed"):
+        generate_windows(reference, first_order, paths, tmp_path, config)
+    assert not (tmp_path / paths[0].name).exists()
