@@ -1,0 +1,82 @@
+"""Claim: how far a surrogate's energy is from the reference's k steps into a window.
+
+For every reference frame of the given runs (reference MD from ``python -m boostmd.data``,
+or on-policy windows from ``--windows-from``), the signed energy error
+``E_reference - E_surrogate`` at ``k`` steps after the frame is BoostMD's refresh error
+for windows of ``k`` steps; positive means the surrogate is too soft there. Reports, per
+surrogate and ``k``: RMS and mean of the energy error (meV) and the force RMSE (meV/Å).
+Only the held-out part of each run (its last ``--validation-fraction``) is used unless
+``--all-frames``: the rest is what ``python -m boostmd.train`` trained on. Prints one
+JSON line.
+
+    python benchmarks/surrogate_errors.py --surrogate boostmd/models/dipeptides-surrogate.pt \
+        --data data/pairs data/windows
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boostmd import MACEReference, Surrogate
+from boostmd.data import load_trajectories
+from boostmd.pretrained import MODELS_DIR
+from boostmd.train import Pair, make_batch, prepare_batch
+
+
+def window_errors(surrogate, runs, k, first_frames):
+    """Signed energy errors (eV) and squared force errors at ``k``, frames at or after
+    ``first_frames[i]`` of run ``i``."""
+    energy, force = [], []
+    for index, run in enumerate(runs):
+        pairs = [
+            Pair(index, reference, k)
+            for reference, kk in run.pairs(k)
+            if kk == k and run.reference_steps[reference] >= first_frames[index]
+        ]
+        if not pairs:
+            continue
+        batch = make_batch(runs, pairs, surrogate.feature_in.weight.dtype)
+        with torch.no_grad():
+            frame = prepare_batch(surrogate, batch)
+        predicted, forces = surrogate.energy_and_forces(frame, batch.positions)
+        energy.extend((batch.energy - predicted).tolist())
+        force.extend(((forces - batch.forces) ** 2).mean(dim=1).tolist())
+    return np.array(energy), np.array(force)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--surrogate", type=Path, nargs="+", required=True)
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="run directories")
+    parser.add_argument("--reference", type=Path, default=MODELS_DIR / "dipeptides-reference.pt")
+    parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 12])
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--all-frames", action="store_true")
+    args = parser.parse_args()
+
+    reference = MACEReference.load(args.reference)
+    files = sorted(f for directory in args.data for f in directory.glob("*.extxyz"))
+    runs = load_trajectories(files, reference.cutoff, reference.fingerprint)
+    keep = 0.0 if args.all_frames else 1 - args.validation_fraction
+    first_frames = [int(len(run.positions) * keep) for run in runs]
+    figures = {"data": [str(d) for d in args.data], "held_out_only": not args.all_frames}
+    for path in args.surrogate:
+        surrogate = Surrogate.load(path)
+        by_k = {}
+        for k in args.k:
+            energy, force = window_errors(surrogate, runs, k, first_frames)
+            by_k[k] = {
+                "energy_rms_meV": round(1000 * float(np.sqrt(np.mean(energy**2))), 1),
+                "energy_mean_meV": round(1000 * float(np.mean(energy)), 1),
+                "force_rmse_meV_per_A": round(1000 * float(np.sqrt(np.mean(force))), 1),
+                "windows": len(energy),
+            }
+        figures[str(path)] = by_k
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
