@@ -18,33 +18,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from boostmd import MACEReference, Surrogate
 from boostmd.data import load_trajectories
 from boostmd.pretrained import MODELS_DIR
-from boostmd.train import Pair, make_batch, prepare_batch
-
-
-def window_errors(surrogate, runs, k, first_frames):
-    """Signed energy errors (eV) and squared force errors at ``k``, frames at or after
-    ``first_frames[i]`` of run ``i``."""
-    energy, force = [], []
-    for index, run in enumerate(runs):
-        pairs = [
-            Pair(index, reference, k)
-            for reference, kk in run.pairs(k)
-            if kk == k and run.reference_steps[reference] >= first_frames[index]
-        ]
-        if not pairs:
-            continue
-        batch = make_batch(runs, pairs, surrogate.feature_in.weight.dtype)
-        with torch.no_grad():
-            frame = prepare_batch(surrogate, batch)
-        predicted, forces = surrogate.energy_and_forces(frame, batch.positions)
-        energy.extend((batch.energy - predicted).tolist())
-        force.extend(((forces - batch.forces) ** 2).mean(dim=1).tolist())
-    return np.array(energy), np.array(force)
+from boostmd.train import Pair, TrainConfig, errors_by_k, split_pairs
 
 
 def main():
@@ -60,21 +38,30 @@ def main():
     reference = MACEReference.load(args.reference)
     files = sorted(f for directory in args.data for f in directory.glob("*.extxyz"))
     runs = load_trajectories(files, reference.cutoff, reference.fingerprint)
-    keep = 0.0 if args.all_frames else 1 - args.validation_fraction
-    first_frames = [int(len(run.positions) * keep) for run in runs]
+    if args.all_frames:
+        pairs = [Pair(i, r, k) for i, run in enumerate(runs) for r, k in run.pairs(max(args.k))]
+    else:  # the pairs python -m boostmd.train held out
+        config = TrainConfig(
+            reference=args.reference,
+            data=files,
+            out=Path(),
+            max_k=max(args.k),
+            validation_fraction=args.validation_fraction,
+        )
+        pairs = split_pairs(runs, config)[1]
+    pairs = [pair for pair in pairs if pair.k in args.k]
     figures = {"data": [str(d) for d in args.data], "held_out_only": not args.all_frames}
     for path in args.surrogate:
-        surrogate = Surrogate.load(path)
-        by_k = {}
-        for k in args.k:
-            energy, force = window_errors(surrogate, runs, k, first_frames)
-            by_k[k] = {
+        errors = errors_by_k(Surrogate.load(path), runs, pairs)
+        figures[str(path)] = {
+            k: {
                 "energy_rms_meV": round(1000 * float(np.sqrt(np.mean(energy**2))), 1),
                 "energy_mean_meV": round(1000 * float(np.mean(energy)), 1),
-                "force_rmse_meV_per_A": round(1000 * float(np.sqrt(np.mean(force))), 1),
+                "force_rmse_meV_per_A": round(1000 * float(np.sqrt(np.mean(forces))), 1),
                 "windows": len(energy),
             }
-        figures[str(path)] = by_k
+            for k, (energy, forces) in errors.items()
+        }
     print(json.dumps(figures))
 
 

@@ -154,8 +154,10 @@ class BoostMDCalculator(Calculator):
     Notes
     -----
     ``results`` holds ``energy``, ``free_energy`` and ``forces`` (eV, eV/Å), plus
-    ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``steps_since_reference``
-    and, on calls that end a window, ``refresh_energy_error`` (eV). ``stats`` counts
+    ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``steps_since_reference``,
+    on reference calls the reference's ``node_features`` (as in
+    :class:`ReferenceCalculator`) and, on calls that end a window,
+    ``refresh_energy_error`` (eV). ``stats`` counts
     every reference (full) and surrogate (reuse) call, reruns included, and the time
     spent in each (a full step's time includes its refresh-error evaluation).
     ``refresh_errors`` lists the refresh energy error (eV) of every window ended so far,
@@ -328,17 +330,17 @@ class BoostMDCalculator(Calculator):
         start = time.perf_counter()
         source = "full"
         # The surrogate's energy here with the frame a reference call is about to replace.
-        surrogate_energy = None
+        surrogate_energy = features = None
         force = new_system or self._reference_only
         if decide(self.schedule, self._step, indicator, force=force):
             if not force and self._steps_since_reference > 0:
                 surrogate_energy = self._surrogate_energy(positions)
-            energy, forces = self._reference_step()
+            energy, forces, features = self._reference_step()
         else:
             energy, forces = self._surrogate_step(positions)
             if self._guard_trips(forces):
                 surrogate_energy = energy
-                energy, forces = self._reference_step()
+                energy, forces, features = self._reference_step()
             else:
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
@@ -349,12 +351,14 @@ class BoostMDCalculator(Calculator):
             "boostmd_source": "reference" if source == "full" else "surrogate",
             "steps_since_reference": self._steps_since_reference,
         }
+        if features is not None:
+            self.results["node_features"] = features
         if surrogate_energy is not None:
             error = energy - surrogate_energy
             self.results["refresh_energy_error"] = error
             self.refresh_errors.append(error)
 
-    def _reference_step(self) -> tuple[float, np.ndarray]:
+    def _reference_step(self) -> tuple[float, np.ndarray, np.ndarray]:
         atoms = self.atoms
         result = self.reference(atoms)
         edges = shifts = None
@@ -379,7 +383,7 @@ class BoostMDCalculator(Calculator):
         self._steps_since_reference = 0
         forces = result.forces.cpu().numpy().astype(np.float64)
         self._reference_force_max = float(np.abs(forces).max())
-        return float(result.energy), forces
+        return float(result.energy), forces, result.node_features.cpu().numpy()
 
     def _guard_trips(self, forces: np.ndarray) -> bool:
         limit = max(self.force_guard * self._reference_force_max, 10.0)

@@ -106,6 +106,14 @@ class Trajectory:
         ]
 
 
+def labelled_frame(atoms: Atoms, results: dict) -> Atoms:
+    """Return a bare copy of ``atoms`` labelled with a calculator's energy and forces."""
+    frame = Atoms(atoms.numbers, atoms.positions)
+    frame.info[ENERGY_KEY] = float(results["energy"])
+    frame.arrays[FORCES_KEY] = results["forces"].copy()
+    return frame
+
+
 def _run_name(residue_or_name: str, temperature: float) -> str:
     return f"{residue_or_name}_{temperature:.0f}K"
 
@@ -125,10 +133,7 @@ def _simulate(
             dynamics.run(1)
         atoms.get_forces()
         labels = atoms.calc.results
-        frame = Atoms(atoms.numbers, atoms.positions)
-        frame.info[ENERGY_KEY] = float(labels["energy"])
-        frame.arrays[FORCES_KEY] = labels["forces"].copy()
-        frames.append(frame)
+        frames.append(labelled_frame(atoms, labels))
         if step % config.stride == 0:
             reference_steps.append(step)
             features.append(labels["node_features"])

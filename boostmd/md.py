@@ -11,6 +11,11 @@ from boostmd.integrator import BoostLangevin
 __all__ = ["boost_langevin", "langevin"]
 
 
+def _ase_units(timestep_fs: float, friction_per_ps: float) -> tuple[float, float]:
+    """Timestep (fs) and friction (1/ps) in ASE's time units."""
+    return timestep_fs * units.fs, friction_per_ps / (1000 * units.fs)
+
+
 def langevin(
     atoms: Atoms,
     temperature_K: float,
@@ -33,11 +38,12 @@ def langevin(
     rng
         Generator or seed of the random forces.
     """
+    timestep, friction = _ase_units(timestep_fs, friction_per_ps)
     return Langevin(
         atoms,
-        timestep_fs * units.fs,
+        timestep,
         temperature_K=temperature_K,
-        friction=friction_per_ps / (1000 * units.fs),
+        friction=friction,
         fixcm=False,
         rng=np.random.default_rng(rng),
     )
@@ -71,11 +77,12 @@ def boost_langevin(
     energy_consistent
         Remove each accepted refresh energy error from the kinetic energy.
     """
+    timestep, friction = _ase_units(timestep_fs, friction_per_ps)
     return BoostLangevin(
         atoms,
-        timestep_fs * units.fs,
+        timestep,
         temperature_K,
-        friction_per_ps / (1000 * units.fs),
+        friction,
         tolerance=tolerance_eV,
         energy_consistent=energy_consistent,
         fixcm=False,

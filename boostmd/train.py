@@ -30,7 +30,15 @@ from boostmd.data import Trajectory, load_trajectories
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 
-__all__ = ["Pair", "TrainConfig", "force_rmse_by_k", "make_batch", "rmse_by_k", "train"]
+__all__ = [
+    "Pair",
+    "TrainConfig",
+    "errors_by_k",
+    "force_rmse_by_k",
+    "make_batch",
+    "rmse_by_k",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +228,43 @@ def _batches(pairs: list[Pair], size: int) -> list[list[Pair]]:
     return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
+def errors_by_k(
+    surrogate: Surrogate,
+    trajectories: list[Trajectory],
+    pairs: list[Pair],
+    batch_size: int = 64,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Return the surrogate's errors against the reference, by ``k`` (steps since the frame).
+
+    Returns
+    -------
+    dict
+        ``k -> (energy, forces)``: the signed energy errors ``E_ref - E_surrogate`` (eV;
+        at ``k = N``, BoostMD's refresh energy errors for windows of ``N`` steps; positive
+        where the surrogate is too soft) and each pair's mean squared force-component
+        error ((eV/Å)^2), one entry per pair.
+    """
+    energy_errors: dict[int, list[float]] = {}
+    force_errors: dict[int, list[float]] = {}
+    dtype = surrogate.feature_in.weight.dtype
+    for chunk in _batches(pairs, batch_size):
+        batch = make_batch(trajectories, chunk, dtype)
+        with torch.no_grad():
+            frame = prepare_batch(surrogate, batch)
+        energy, forces = surrogate.energy_and_forces(frame, batch.positions)
+        error = ((forces - batch.forces) ** 2).sum(-1)
+        per_graph = torch.zeros(len(chunk), dtype=error.dtype).index_add(
+            0, batch.inputs["batch"], error
+        ) / (3 * batch.atoms_per_graph)
+        signed = (batch.energy - energy).tolist()
+        for pair, value, e_value in zip(chunk, per_graph.tolist(), signed):
+            force_errors.setdefault(pair.k, []).append(value)
+            energy_errors.setdefault(pair.k, []).append(e_value)
+    return {
+        k: (np.array(energy_errors[k]), np.array(force_errors[k])) for k in sorted(force_errors)
+    }
+
+
 def rmse_by_k(
     surrogate: Surrogate,
     trajectories: list[Trajectory],
@@ -231,24 +276,9 @@ def rmse_by_k(
     ``k`` is the number of steps since the reference frame; the energy error at
     ``k = N`` is BoostMD's refresh energy error for windows of ``N`` steps.
     """
-    squared: dict[int, list[float]] = {}
-    energy_squared: dict[int, list[float]] = {}
-    dtype = surrogate.feature_in.weight.dtype
-    for chunk in _batches(pairs, batch_size):
-        batch = make_batch(trajectories, chunk, dtype)
-        with torch.no_grad():
-            frame = prepare_batch(surrogate, batch)
-        energy, forces = surrogate.energy_and_forces(frame, batch.positions)
-        error = ((forces - batch.forces) ** 2).sum(-1)
-        per_graph = torch.zeros(len(chunk), dtype=error.dtype).index_add(
-            0, batch.inputs["batch"], error
-        ) / (3 * batch.atoms_per_graph)
-        energy_error = ((energy - batch.energy) ** 2).tolist()
-        for pair, value, e_value in zip(chunk, per_graph.tolist(), energy_error):
-            squared.setdefault(pair.k, []).append(value)
-            energy_squared.setdefault(pair.k, []).append(e_value)
-    forces_by_k = {k: math.sqrt(float(np.mean(v))) for k, v in sorted(squared.items())}
-    energy_by_k = {k: math.sqrt(float(np.mean(v))) for k, v in sorted(energy_squared.items())}
+    errors = errors_by_k(surrogate, trajectories, pairs, batch_size)
+    forces_by_k = {k: math.sqrt(float(np.mean(f))) for k, (_, f) in errors.items()}
+    energy_by_k = {k: math.sqrt(float(np.mean(e**2))) for k, (e, _) in errors.items()}
     return forces_by_k, energy_by_k
 
 

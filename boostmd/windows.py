@@ -36,7 +36,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.data import ENERGY_KEY, FORCES_KEY, write_run
+from boostmd.data import labelled_frame, write_run
 from boostmd.md import langevin
 from boostmd.reference import MACEReference
 from boostmd.stability import BondTopology, first_collapse
@@ -85,10 +85,7 @@ def run_temperature(path: Path) -> float:
 
 def _label(calculator: ReferenceCalculator, atoms: Atoms) -> Atoms:
     calculator.calculate(atoms, ["energy", "forces"])
-    frame = Atoms(atoms.numbers, atoms.positions)
-    frame.info[ENERGY_KEY] = float(calculator.results["energy"])
-    frame.arrays[FORCES_KEY] = calculator.results["forces"].copy()
-    return frame
+    return labelled_frame(atoms, calculator.results)
 
 
 def _one_window(
@@ -105,8 +102,9 @@ def _one_window(
     booster.reset()
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
-    frames = [_label(labeller, atoms)]
-    features = labeller.results["node_features"].copy()
+    atoms.get_forces()  # the reference call that frames the window labels its start
+    frames = [labelled_frame(atoms, booster.results)]
+    features = booster.results["node_features"].copy()
     for _ in range(config.window):
         dynamics.run(1)
         frames.append(_label(labeller, atoms))
