@@ -54,6 +54,7 @@ def pair_forces(
     edge_index: torch.Tensor,
     shifts: torch.Tensor,
     tolerance: float = 1e-4,
+    batch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decompose forces into central pair forces along the edges.
 
@@ -76,12 +77,17 @@ def pair_forces(
         Image shifts in Å, shape ``(n_edges, 3)``.
     tolerance
         Relative residual above which a warning is logged.
+    batch
+        Graph index of each atom for several graphs: each graph is solved on its own
+        (edges never join two graphs), so the cost grows linearly with their number.
 
     Returns
     -------
     torch.Tensor
         ``g`` in eV/Å, shape ``(n_edges,)``, in the dtype of ``forces``.
     """
+    if batch is not None and len(batch) and int(batch.max()) > 0:
+        return _pair_forces_by_graph(positions, forces, edge_index, shifts, tolerance, batch)
     pos, target = positions.double(), forces.double()
     src, dst = edge_index
     vectors = pos[dst] - pos[src] + shifts.double()
@@ -108,3 +114,23 @@ def pair_forces(
             residual,
         )
     return g.to(forces.dtype)
+
+
+def _pair_forces_by_graph(positions, forces, edge_index, shifts, tolerance, batch):
+    """:func:`pair_forces` of each graph of a batch, assembled in the batch's edge order."""
+    local_index = torch.empty_like(batch)
+    edge_graph = batch[edge_index[0]]
+    edges, values = [], []
+    for graph in range(int(batch.max()) + 1):
+        atoms = (batch == graph).nonzero().squeeze(1)
+        local_index[atoms] = torch.arange(len(atoms), device=batch.device)
+        graph_edges = (edge_graph == graph).nonzero().squeeze(1)
+        local_edges = local_index[edge_index[:, graph_edges]]
+        values.append(
+            pair_forces(
+                positions[atoms], forces[atoms], local_edges, shifts[graph_edges], tolerance
+            )
+        )
+        edges.append(graph_edges)
+    result = forces.new_zeros(edge_index.shape[1])
+    return result.index_copy(0, torch.cat(edges), torch.cat(values))

@@ -4,9 +4,10 @@ The energy at positions ``R`` within a boost window is
 
 .. math::
 
-    E(R) = E_\mathrm{ref} + \sum_e g_e \delta_e
+    E(R) = E_\mathrm{ref} + \sum_e (g_e - u_e) \delta_e
            + \sum_{i,c} \left( a_{ic} z_{ic}^2 + b_{ic} z_{ic}^3 + c_{ic} z_{ic}^4
-                              + s_{ic} \frac{z_{ic}^2}{1 + z_{ic}^2} \right),
+                              + s_{ic} \frac{z_{ic}^2}{1 + z_{ic}^2} \right)
+           + U(R) - U(R_\mathrm{ref}),
 
     z_i = \sum_{e = i \to j} W_e \delta_e
           + \sum_{e = i \to j} V_e \sum_{e' = j \to k} W_{e'} \delta_{e'}
@@ -27,6 +28,11 @@ symbol               meaning
                      curvature at the frame, ``2 (a + s)``, may be soft or negative (torsions),
                      but the energy it can remove is bounded
 ``z_i``              per-atom latent strain: one- and two-hop sums of edge-length changes
+``U``                a learned many-body energy of the current positions (angles
+                     included), conditioned on the node features
+                     (:class:`~boostmd.many_body.ManyBodyTerm`); bounded
+``u_e``              the central pair decomposition of ``U``'s forces at the reference
+                     positions, which makes ``U``'s first-order term vanish there
 ===================  ===============================================================
 
 Why this shape: a free cubic (the first version had ``a``, ``b`` unconstrained) makes
@@ -34,6 +40,9 @@ wells in the learned energy a few tenths of an Å away from the frame; BoostMD's
 find them, and a bond stretched 0.1-0.3 Å released energies of 0.4-8 eV at the next
 refresh and broke. Here each channel's polynomial is bounded below by 0 and the only
 term that can lower the energy is bounded by ``|s|``, so no window can run into a hole.
+The many-body term (format version 3) adds what one- and two-hop sums of length changes
+miss, the bending of angles and the coupled motions of neighbours; it is bounded too (its
+inputs are), and version-2 files load with it switched off.
 
 Everything except ``delta_e`` depends only on the reference frame and is computed once per
 reference call (:meth:`Surrogate.prepare`); a surrogate step evaluates the polynomial
@@ -60,11 +69,14 @@ from torch import nn
 from boostmd.elements import element_indices
 from boostmd.files import read_payload, write_payload
 from boostmd.graph import pair_forces, radius_graph
+from boostmd.many_body import ManyBodyTerm
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
 
 FORMAT = "boostmd-surrogate"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+TYPICAL_NEIGHBOURS = 16.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ class SurrogateConfig:
         Typical edge-length change (Å); edge-length changes are divided by it.
     energy_scale
         Typical energy change (eV); the learned terms are multiplied by it.
+    body_channels
+        Radial channels of the many-body term.
     """
 
     atomic_numbers: tuple[int, ...]
@@ -102,10 +116,11 @@ class SurrogateConfig:
     num_radial: int = 8
     length_scale: float = 0.1
     energy_scale: float = 1.0
+    body_channels: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "atomic_numbers", tuple(int(z) for z in self.atomic_numbers))
-        for name in ("feature_dim", "num_channels", "hidden_dim", "num_radial"):
+        for name in ("feature_dim", "num_channels", "hidden_dim", "num_radial", "body_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
@@ -146,6 +161,9 @@ class ReferenceFrame:
     edge_weights: torch.Tensor
     hop_weights: torch.Tensor
     coefficients: torch.Tensor
+    body_weights: torch.Tensor
+    body_context: torch.Tensor
+    body_energy: torch.Tensor
     edge_graph: torch.Tensor = field(repr=False)
 
     def tile(self, copies: int) -> ReferenceFrame:
@@ -169,6 +187,9 @@ class ReferenceFrame:
             edge_weights=self.edge_weights.repeat(copies, 1),
             hop_weights=self.hop_weights.repeat(copies, 1),
             coefficients=self.coefficients.repeat(1, copies, 1),
+            body_weights=self.body_weights.repeat(copies, 1, 1),
+            body_context=self.body_context.repeat(copies, 1),
+            body_energy=self.body_energy.repeat(copies),
             edge_graph=(self.edge_graph[None] + graphs * offsets[:, None]).reshape(-1),
         )
 
@@ -246,6 +267,9 @@ class Surrogate(nn.Module):
         self.edge_receiver = nn.Linear(hidden, hidden, bias=False)
         self.edge_geometry = nn.Linear(config.num_radial + 2, hidden, bias=False)
         self.edge_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
+        self.body = ManyBodyTerm(
+            hidden, config.body_channels, config.num_radial, TYPICAL_NEIGHBOURS
+        )
         # Start at the first-order expansion (a = c = 1e-4, b = s = 0), so an untrained
         # surrogate is already sensible and training does not begin with huge energies.
         nn.init.zeros_(self.coefficient_head.weight)
@@ -337,7 +361,7 @@ class Surrogate(nn.Module):
             shifts = torch.as_tensor(image_shifts, **as_float)
         shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts
         if pair_force is None:
-            pair_force = pair_forces(positions, forces, edge_index, shifts)
+            pair_force = pair_forces(positions, forces, edge_index, shifts, batch=batch)
         src, dst = edge_index
         lengths = (positions[dst] - positions[src] + shifts).norm(dim=1)
 
@@ -362,6 +386,13 @@ class Surrogate(nn.Module):
         )
         envelope = self.radial.envelope(lengths)[:, None]
         edge_weights, hop_weights = (self.edge_head(edge_hidden) * envelope).chunk(2, dim=-1)
+        body_weights, body_context = self.body.prepare(hidden, edge_index)
+        graphs = (batch, num_graphs)
+        body_energy, body_gradient = self._body_at_reference(
+            positions, edge_index, shifts, body_weights, body_context, graphs
+        )
+        # The many-body term's own first-order term is cancelled along the edges.
+        body_pair_force = pair_forces(positions, -body_gradient, edge_index, shifts, batch=batch)
         return ReferenceFrame(
             positions=positions,
             energy=energy,
@@ -370,18 +401,53 @@ class Surrogate(nn.Module):
             edge_index=edge_index,
             shifts=shifts,
             lengths=lengths,
-            pair_force=pair_force,
+            pair_force=pair_force - body_pair_force,
             edge_weights=edge_weights / self.config.length_scale,
             hop_weights=hop_weights,
             coefficients=coefficients,
+            body_weights=body_weights,
+            body_context=body_context,
+            body_energy=body_energy,
             edge_graph=batch[src],
         )
+
+    def _body_energy(
+        self,
+        vectors: torch.Tensor,
+        src: torch.Tensor,
+        weights: torch.Tensor,
+        context: torch.Tensor,
+        graphs: tuple[torch.Tensor, int],
+    ) -> torch.Tensor:
+        """Return the many-body energy ``U`` of each graph, from the current edge vectors."""
+        lengths = vectors.norm(dim=1)
+        basis = self.radial(lengths)
+        per_atom = self.body.energies(weights, context, basis, vectors, lengths, src)
+        batch, num_graphs = graphs
+        return self.config.energy_scale * _index_add(batch, per_atom, num_graphs)
+
+    def _body_at_reference(self, positions, edge_index, shifts, weights, context, graphs):
+        """Return ``U`` and its gradient at the reference positions.
+
+        Both stay differentiable when gradients are enabled (training).
+        """
+        keep_graph = torch.is_grad_enabled()
+        src, dst = edge_index
+        with torch.enable_grad():
+            reference = positions.detach().requires_grad_(True)
+            vectors = reference[dst] - reference[src] + shifts
+            energy = self._body_energy(vectors, src, weights, context, graphs)
+            (gradient,) = torch.autograd.grad(energy.sum(), reference, create_graph=keep_graph)
+        if not keep_graph:
+            return energy.detach(), gradient.detach()
+        return energy, gradient
 
     # ------------------------------------------------------------------ per step
     def energy(self, frame: ReferenceFrame, positions: torch.Tensor) -> torch.Tensor:
         """Energy in eV of each graph at ``positions`` (shape ``(n, 3)``), differentiable."""
         src, dst = frame.edge_index
-        lengths = (positions[dst] - positions[src] + frame.shifts).norm(dim=1)
+        vectors = positions[dst] - positions[src] + frame.shifts
+        lengths = vectors.norm(dim=1)
         delta = lengths - frame.lengths
         n = len(positions)
         strain = _index_add(src, frame.edge_weights * delta[:, None], n)
@@ -391,7 +457,15 @@ class Surrogate(nn.Module):
         per_atom = (squared * (a + b * strain + c * squared + s / (1 + squared))).sum(-1)
         learned = _index_add(frame.batch, per_atom, frame.num_graphs)
         first_order = _index_add(frame.edge_graph, frame.pair_force * delta, frame.num_graphs)
-        return frame.energy + first_order + self.config.energy_scale * learned
+        body = self._body_energy(
+            vectors, src, frame.body_weights, frame.body_context, (frame.batch, frame.num_graphs)
+        )
+        return (
+            frame.energy
+            + first_order
+            + self.config.energy_scale * learned
+            + (body - frame.body_energy)
+        )
 
     def energy_and_forces(
         self, frame: ReferenceFrame, positions: torch.Tensor | np.ndarray, training: bool = False
@@ -462,17 +536,22 @@ class Surrogate(nn.Module):
         """
         how = "write one with Surrogate.save or python -m boostmd.train"
         payload = read_payload(path, FORMAT, "BoostMD surrogate", how)
-        if payload.get("version") != FORMAT_VERSION:
+        version = payload.get("version")
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"{path} is a version-{payload.get('version')} BoostMD surrogate; this "
-                f"boostmd reads version {FORMAT_VERSION} (the learned terms changed shape): "
+                f"{path} is a version-{version} BoostMD surrogate; this boostmd reads "
+                f"versions {READABLE_VERSIONS} (the learned terms changed shape): "
                 "retrain it with python -m boostmd.train, or fine-tune from it with "
                 "python -m boostmd.train --init FILE (version 1 is upgraded)"
             )
         try:
             saved_dtype = payload["state_dict"]["feature_in.weight"].dtype
             surrogate = cls(SurrogateConfig.from_json(payload["config"])).to(saved_dtype)
-            surrogate.load_state_dict(payload["state_dict"])  # no rounding on the way in
+            # Version 2 had no many-body term: it loads switched off (zero read-out).
+            missing, unexpected = surrogate.load_state_dict(payload["state_dict"], strict=False)
+            absent = {key for key in missing if not (version == 2 and key.startswith("body."))}
+            if absent or unexpected:
+                raise KeyError(f"missing {sorted(absent)}, unexpected {sorted(unexpected)}")
         except Exception as error:
             raise ValueError(
                 f"{path} is not a readable BoostMD surrogate file ({error}); {how}"

@@ -1,4 +1,4 @@
-"""Start a version-2 surrogate from a version-1 file (``python -m boostmd.train --init``).
+"""Start a current surrogate from a version-1 file (``python -m boostmd.train --init``).
 
 Version 1 learned a free polynomial ``a z^2 + b z^3 + c z^4`` (only ``c >= 0``) per atom
 and channel; version 2 bounds it below (:mod:`boostmd.surrogate`). Everything else, the
@@ -11,7 +11,8 @@ it reproduces the old polynomial as closely as the bounded form allows:
   saturating term, equal to it for small ``z``);
 - ``gamma = sqrt(c)``; ``tanh(beta) = b / (2 alpha gamma)``, clipped to +-0.95.
 
-Fine-tuning then trains the result as usual.
+Version 1 had no many-body term either; it starts switched off (zero read-out), as for a
+version-2 file. Fine-tuning then trains the result as usual.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def upgrade_version_1(
     surrogate = Surrogate(SurrogateConfig.from_json(payload["config"])).to(dtype)
     shared = {k: v for k, v in state.items() if not k.startswith("coefficient_head.")}
     missing, _ = surrogate.load_state_dict(shared, strict=False)
-    if set(missing) != {"coefficient_head.weight", "coefficient_head.bias"}:
+    missing = {key for key in missing if not key.startswith("body.")}  # off (zero read-out)
+    if missing != {"coefficient_head.weight", "coefficient_head.bias"}:
         raise ValueError(f"{path}: unexpected version-1 layout (missing {missing})")
     with torch.no_grad():
         features = torch.as_tensor(node_features, dtype=dtype)

@@ -23,10 +23,12 @@ def reference():
 
 
 def randomise_learned_terms(surrogate):
-    """An untrained surrogate is the first-order expansion; give its polynomial weights."""
+    """An untrained surrogate is the first-order expansion; give its learned terms weights."""
     with torch.no_grad():
         torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.3)
         torch.nn.init.normal_(surrogate.coefficient_head.bias, std=0.3)
+        torch.nn.init.normal_(surrogate.body.readout[-1].weight, std=0.3)
+        torch.nn.init.normal_(surrogate.body.readout[-1].bias, std=0.3)
     return surrogate
 
 

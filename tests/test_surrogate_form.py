@@ -99,3 +99,32 @@ def test_version_1_files_are_upgraded_with_their_networks(reference, tmp_path):
     torch.testing.assert_close(a, torch.full_like(a, 0.3))
     torch.testing.assert_close(c, torch.nn.functional.softplus(torch.full_like(c, 0.5)))
     assert float(b.abs().max()) < 1e-9 and float(s.abs().max()) < 1e-9
+
+
+def test_version_2_files_load_with_the_many_body_term_switched_off(reference, tmp_path):
+    from boostmd.files import write_payload
+    from boostmd.surrogate import FORMAT
+
+    torch.manual_seed(5)
+    surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)
+    with torch.no_grad():
+        torch.nn.init.normal_(surrogate.coefficient_head.weight, std=0.3)
+    version_2 = {k: v for k, v in surrogate.state_dict().items() if not k.startswith("body.")}
+    path = write_payload(
+        tmp_path / "v2.pt",
+        FORMAT,
+        {"version": 2, "config": surrogate.config.to_json(), "state_dict": version_2},
+        overwrite=False,
+    )
+    loaded = Surrogate.load(path)
+    atoms = molecule("CH3CH2OH")
+    result = reference(atoms)
+    positions = torch.as_tensor(atoms.positions + np.random.default_rng(0).normal(0, 0.05, (9, 3)))
+    energies = []
+    for model in (surrogate, loaded):
+        frame = model.prepare(
+            atoms.numbers, result.node_features, atoms.positions, result.energy, result.forces
+        )
+        energies.append(model.energy_and_forces(frame, positions))
+    torch.testing.assert_close(energies[0], energies[1])
+    assert not loaded.body.readout[-1].weight.detach().any()
