@@ -111,17 +111,28 @@ class BoostLangevin(Langevin):
     last half kick from ``F_ref(x_N)`` instead of ``F_sur(x_N)`` (``x_N``, ``p_N``: the
     state at the refresh, step ``n0 + N``)::
 
-        p_sur = p_N - c1 (F_ref(x_N) - F_sur(x_N))      the ending window's own momenta
-        K = sum p_N^2 / (2 m),   K_sur = sum p_sur^2 / (2 m)
-        p_N <- p_N sqrt(max(K_sur - dE, f K) / K)
+        dF = F_ref(x_N) - F_sur(x_N)
+        p_sur = p_N - c1 dF                            the ending window's own momenta
+        p_N <- p_sur + a dF,  K(p_sur + a dF) = K(p_sur) - dE,  root a nearest c1
+        if no root: a = argmin K(p_sur + a dF), and the rest of dE by p_N <- s p_N
 
     so that ``E_ref + K`` just after the refresh equals ``E_sur + K_sur``, the energy
     the ending window conserved, and in NVE (``friction=0``) the reference's total energy
     at refresh points stays at its start up to the integrator's own ``O(dt^2)`` error.
+
+    Why along ``dF``: a surrogate whose curvature along a vibration is a fraction ``eps``
+    too soft makes each window's map expand phase space along it by about
+    ``eps (1 - cos(omega N dt))`` (the surrogate's forces depend on the window's start),
+    so that vibration heats exponentially; at friction 1/ps, ``eps`` of a few per mil is
+    enough. The energy a window gains sits in the vibrations whose forces it got wrong, so
+    it is taken back from them (``dF`` sums to zero, so momentum is kept), not from all
+    atoms: rescaling every momentum instead cools the rest of the molecule while the
+    pumped vibration keeps its energy. ``s`` is limited so that at least a fraction ``f``
+    of ``K`` is kept (with a warning).
     ``F_sur(x_N)`` costs one surrogate evaluation per accepted window (not counted in the
     calculator's ``stats``). With constraints, or for a window ended by a force-guard
-    fallback (the surrogate's forces there are wrong), ``K_sur = K``. ``f = 0.05``
-    guards ``K_sur - dE <= 0``, with a warning.
+    fallback (the surrogate's forces there are wrong), ``dF = 0`` and only the rescaling
+    is used.
 
     ===========  ==============================  ==============================================
     symbol       variable                        meaning
@@ -138,6 +149,7 @@ class BoostLangevin(Langevin):
     dE           ``refresh_energy_error``        refresh energy error of the window (eV)
     tol          ``self.tolerance``              largest accepted ``|dE|`` (eV)
     K, K_sur     ``atoms.get_kinetic_energy()``  kinetic energy; the ending window's own (eV)
+    dF, a, s     force error, its step, scale   the refresh's momentum correction
     f            ``_MIN_KINETIC_FRACTION``       least kept fraction of ``K`` at a refresh
     ===========  ==============================  ==============================================
 
@@ -369,37 +381,65 @@ class BoostLangevin(Langevin):
             states[-1] = self._snapshot(calc)
         return states
 
-    def _window_kinetic_energy(self, calc: BoostMDCalculator, frame: Any) -> float:
-        """``K_sur``: the kinetic energy had the last half kick used the surrogate's forces."""
+    def _surrogate_momenta(
+        self, calc: BoostMDCalculator, frame: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``p_sur`` (the ending window's own momenta) and the force error at the refresh.
+
+        The force error ``F_ref(x_N) - F_sur(x_N)`` is zero (and ``p_sur = p_N``) with
+        constraints or when the window ended by a force-guard fallback (``frame`` is None).
+        """
         atoms = self.atoms
         momenta = atoms.get_momenta()
         if frame is None or atoms.constraints:
-            return atoms.get_kinetic_energy()
+            return momenta, np.zeros_like(momenta)
         _, forces = calc.surrogate.energy_and_forces(frame, atoms.positions)
-        forces = forces.detach().cpu().numpy().astype(np.float64)
-        momenta = momenta - self.c1 * (calc.results["forces"] - forces)
-        kinetic = 0.5 * float((momenta**2 / self.masses).sum())
-        return kinetic if math.isfinite(kinetic) else atoms.get_kinetic_energy()
+        error = calc.results["forces"] - forces.detach().cpu().numpy().astype(np.float64)
+        if not np.isfinite(error).all():
+            return momenta, np.zeros_like(momenta)
+        return momenta - self.c1 * error, error
 
     def _remove_from_kinetic_energy(
         self, error: float, calc: BoostMDCalculator, frame: Any
     ) -> None:
-        """Rescale the momenta so that ``E_ref + K`` equals the ending window's energy."""
-        kinetic = self.atoms.get_kinetic_energy()
-        if not kinetic > 0:
+        """Set the momenta so that ``E_ref + K`` equals the ending window's energy.
+
+        First along the force error (``p = p_sur + a dF``, the root ``a`` nearest the
+        step's own ``c1``), then, for what that direction cannot take, by rescaling.
+        """
+        masses = self.masses
+        momenta, force_error = self._surrogate_momenta(calc, frame)
+        half_norm = 0.5 * float((force_error**2 / masses).sum())
+        overlap = float((momenta * force_error / masses).sum())
+        remaining = error
+        if half_norm > 0:
+            discriminant = overlap * overlap - 4 * half_norm * error
+            if discriminant >= 0:
+                roots = [
+                    (-overlap + sign * math.sqrt(discriminant)) / (2 * half_norm)
+                    for sign in (1, -1)
+                ]
+                step = min(roots, key=lambda root: abs(root - self.c1))
+                remaining = 0.0
+            else:  # take the most this direction can give: -overlap^2 / (4 half_norm)
+                step = -overlap / (2 * half_norm)
+                remaining = error - overlap * overlap / (4 * half_norm)
+            momenta = momenta + step * force_error
+        kinetic = 0.5 * float((momenta**2 / masses).sum())
+        if remaining and kinetic > 0:
+            target = kinetic - remaining
+            if target < _MIN_KINETIC_FRACTION * kinetic:
+                logger.warning(
+                    "removing the refresh energy error %.3g eV would leave less than %.0f%% of "
+                    "the kinetic energy %.3g eV; keeping %.0f%% (energy is not conserved at "
+                    "this refresh)",
+                    error,
+                    100 * _MIN_KINETIC_FRACTION,
+                    kinetic,
+                    100 * _MIN_KINETIC_FRACTION,
+                )
+                target = _MIN_KINETIC_FRACTION * kinetic
+            momenta = momenta * math.sqrt(target / kinetic)
+        elif remaining:
             logger.warning("no kinetic energy to take the refresh energy error %.3g eV from", error)
-            return
-        target = self._window_kinetic_energy(calc, frame) - error
-        if target < _MIN_KINETIC_FRACTION * kinetic:
-            logger.warning(
-                "removing the refresh energy error %.3g eV would leave less than %.0f%% of "
-                "the kinetic energy %.3g eV; keeping %.0f%% (energy is not conserved at this "
-                "refresh)",
-                error,
-                100 * _MIN_KINETIC_FRACTION,
-                kinetic,
-                100 * _MIN_KINETIC_FRACTION,
-            )
-            target = _MIN_KINETIC_FRACTION * kinetic
-        scale = math.sqrt(target / kinetic)
-        self.atoms.set_momenta(self.atoms.get_momenta() * scale, apply_constraint=False)
+        self.atoms.set_momenta(momenta, apply_constraint=False)

@@ -285,6 +285,32 @@ def test_energy_consistent_nve_conserves_the_reference_energy(reference, atoms):
     assert drift[True] < drift[False] / 20, drift
 
 
+def test_energy_consistent_refresh_corrects_along_the_force_error(reference, surrogate, atoms):
+    # The energy a window gained is taken from the vibrations whose forces it got wrong:
+    # the momentum change is along F_ref - F_sur, and total momentum is kept.
+    atoms.calc = calc = boost(reference, surrogate, interval=5)
+    dynamics = BoostLangevin(atoms, TIMESTEP, 300, 0.0, tolerance=math.inf, rng=0)
+    atoms.get_forces()
+    frame = calc.window_state().frame
+    dynamics.run(5)
+    assert calc.results["boostmd_source"] == "reference"
+    error, before = calc.refresh_errors[-1], atoms.get_momenta()
+    own_momenta, force_error = dynamics._surrogate_momenta(calc, frame)
+    masses = dynamics.masses
+
+    def kinetic(momenta):
+        return 0.5 * float((momenta**2 / masses).sum())
+
+    dynamics._remove_from_kinetic_energy(error, calc, frame)
+    after = atoms.get_momenta()
+    assert abs(error) > 1e-4 and np.abs(force_error).max() > 1e-3
+    assert kinetic(after) == pytest.approx(kinetic(own_momenta) - error, abs=1e-12)
+    np.testing.assert_allclose(after.sum(0), before.sum(0), atol=1e-12)
+    change = after - own_momenta
+    along = (change * force_error).sum() / (force_error**2).sum() * force_error
+    np.testing.assert_allclose(change, along, atol=1e-12)
+
+
 def test_energy_consistent_guards_against_negative_kinetic_energy(
     reference, surrogate, atoms, caplog
 ):
