@@ -109,6 +109,7 @@ class ValidationConfig:
     checkpoint_every: int = 500
     seed: int = 0
     integrator: str = "both"
+    energy_consistent: bool = False
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -127,6 +128,7 @@ class ValidationConfig:
             interval=self.interval,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
+            energy_consistent=self.energy_consistent,
         )
 
 
@@ -322,6 +324,12 @@ def _parser() -> argparse.ArgumentParser:
         help="BoostMD samplers to run: ase (ASE Langevin + BoostMDCalculator), checked "
         "(BoostLangevin, checked windows), or both (default)",
     )
+    parser.add_argument(
+        "--energy-consistent",
+        action="store_true",
+        help="the checked sampler removes each accepted refresh error from the kinetic "
+        "energy, along the force error (BoostLangevin(energy_consistent=True))",
+    )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     defaults = ValidationConfig(out=Path())
@@ -364,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         integrator=args.integrator,
+        energy_consistent=args.energy_consistent,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

@@ -444,7 +444,9 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         f"Langevin MD at {settings.temperature_K:g} K, timestep {settings.timestep_fs:g} fs, "
         f"friction {settings.friction_per_ps:g}/ps, {settings.steps} steps per run after "
         f"{settings.equilibration_steps} of equilibration; BoostMD interval "
-        f"N = {settings.interval}. Samplers: {', '.join(samplers)}. Noise floor: a second, "
+        f"N = {settings.interval}. Samplers: {', '.join(samplers)}"
+        + (" (checked: energy-consistent refresh)" if settings.energy_consistent else "")
+        + ". Noise floor: a second, "
         "independent reference run of the same length from the same starts, compared with "
         "the reference by the same function (replicas pooled per role); for mean "
         "temperatures at least twice the block-averaged standard error of the difference. "

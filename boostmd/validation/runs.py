@@ -6,7 +6,8 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
   the second gives the noise floor);
 - ``boostmd``: ASE's Langevin driving :class:`~boostmd.calculator.BoostMDCalculator`;
 - ``boostmd-checked``: :class:`boostmd.integrator.BoostLangevin` (checked windows: a window
-  whose refresh energy error is too large is undone and rerun with the reference);
+  whose refresh energy error is too large is undone and rerun with the reference; with
+  ``MDSettings.energy_consistent`` each accepted refresh also gives back its error);
 - ``nve-reference``, ``nve-boostmd`` (velocity Verlet), ``nve-boostmd-consistent``
   (``BoostLangevin`` without friction, ``energy_consistent=True``): energy drift.
 
@@ -82,6 +83,7 @@ class MDSettings:
     interval: int
     checkpoint_every: int
     seed: int
+    energy_consistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,12 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
                 energy_consistent=True,
             )
         return boost_langevin(
-            atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
+            atoms,
+            settings.temperature_K,
+            settings.timestep_fs,
+            settings.friction_per_ps,
+            rng,
+            energy_consistent=settings.energy_consistent,
         )
     if job.nve:
         return VelocityVerlet(atoms, settings.timestep_fs * fs)
