@@ -414,13 +414,13 @@ class Surrogate(nn.Module):
     def _body_energy(
         self,
         vectors: torch.Tensor,
+        lengths: torch.Tensor,
         src: torch.Tensor,
         weights: torch.Tensor,
         context: torch.Tensor,
         graphs: tuple[torch.Tensor, int],
     ) -> torch.Tensor:
         """Return the many-body energy ``U`` of each graph, from the current edge vectors."""
-        lengths = vectors.norm(dim=1)
         basis = self.radial(lengths)
         per_atom = self.body.energies(weights, context, basis, vectors, lengths, src)
         batch, num_graphs = graphs
@@ -436,7 +436,7 @@ class Surrogate(nn.Module):
         with torch.enable_grad():
             reference = positions.detach().requires_grad_(True)
             vectors = reference[dst] - reference[src] + shifts
-            energy = self._body_energy(vectors, src, weights, context, graphs)
+            energy = self._body_energy(vectors, vectors.norm(dim=1), src, weights, context, graphs)
             (gradient,) = torch.autograd.grad(energy.sum(), reference, create_graph=keep_graph)
         if not keep_graph:
             return energy.detach(), gradient.detach()
@@ -458,7 +458,12 @@ class Surrogate(nn.Module):
         learned = _index_add(frame.batch, per_atom, frame.num_graphs)
         first_order = _index_add(frame.edge_graph, frame.pair_force * delta, frame.num_graphs)
         body = self._body_energy(
-            vectors, src, frame.body_weights, frame.body_context, (frame.batch, frame.num_graphs)
+            vectors,
+            lengths,
+            src,
+            frame.body_weights,
+            frame.body_context,
+            (frame.batch, frame.num_graphs),
         )
         return (
             frame.energy
