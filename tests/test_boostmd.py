@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +100,23 @@ def test_reference_periodic_cell_sees_images(reference):
     periodic = reference(atoms)
     assert float(periodic.energy) != pytest.approx(float(isolated.energy))
     np.testing.assert_allclose(periodic.forces.sum(0).numpy(), 0, atol=1e-10)
+
+
+def test_shipped_reference_gives_the_same_forces_on_its_first_call_as_later():
+    """A fresh process: TorchScript's profiling executor must not change the first result."""
+    script = (
+        "import numpy as np\n"
+        "from boostmd.peptides import capped_dipeptide\n"
+        "from boostmd.pretrained import load_pretrained\n"
+        "reference, _ = load_pretrained()\n"
+        "atoms = capped_dipeptide('ALA')\n"
+        "forces = [reference(atoms).forces.numpy() for _ in range(3)]\n"
+        "print(max(float(np.abs(f - forces[0]).max()) for f in forces))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert float(done.stdout.split()[-1]) == 0.0
 
 
 def test_reference_names_unknown_elements(reference):
