@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boostmd._mace import import_mace
+from boostmd._mace import eager_e3nn, import_mace
 from boostmd.files import read_payload, write_payload
 
 __all__ = ["load_mace", "save_mace"]
@@ -95,7 +95,8 @@ def load_mace(
     payload = read_payload(path, FORMAT, "MACE weights", how)
     mace = import_mace()
     try:
-        model = mace.modules.ScaleShiftMACE(**_config_from_json(payload["config"]))
+        with eager_e3nn():
+            model = mace.modules.ScaleShiftMACE(**_config_from_json(payload["config"]))
         model.load_state_dict(payload["state_dict"])
     except Exception as error:
         raise ValueError(f"{path} is not a readable MACE weights file ({error}); {how}") from error

@@ -249,11 +249,9 @@ class MACEReference:
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell)
         pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
         data = self._graph(self.species_index(numbers), positions, cell, pbc)
-        # e3nn's TorchScript modules run their first call through the profiling executor
-        # and later ones through an optimised graph whose forces differ in the last bits, so
-        # a result would depend on how many calls came before it in the process (a resumed
-        # run would differ from an uninterrupted one). Unoptimised execution gives every
-        # call the same result at the same speed (0.142 against 0.133-0.143 s on ALA).
+        # Models from load() have no TorchScript (boostmd._mace.eager_e3nn); a pickled
+        # model's e3nn modules do, and unoptimised execution keeps their first call's
+        # result equal to later ones' there too, at the same speed.
         with torch.enable_grad(), torch.jit.optimized_execution(False):
             out = self.model(data, training=False, compute_force=True, compute_stress=False)
         return ReferenceResult(

@@ -24,7 +24,7 @@ from boostmd.sampling import (
 )
 from boostmd.stability import BondTopology, first_collapse
 from boostmd.testing import build_mace
-from boostmd.validate import PRESETS, ValidationConfig, _parser, main, reference_calls, validate
+from boostmd.validate import PRESETS, ValidationConfig, _parser, reference_calls, validate
 from boostmd.validation import runs
 from boostmd.validation.report import METRICS, judge, refresh_error_stats, system_report
 
@@ -348,21 +348,19 @@ def test_two_processes_give_the_same_report_as_one(models, tmp_path):
         "--steps", "20", "--equilibration-steps", "0", "--replicas", "2", "--nve-steps", "10",
         "--interval", "5", "--checkpoint-every", "10", "--integrator", "checked",
     ]  # fmt: skip
-    # one thread here as in the ranks below: reductions then add up in the same order
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main([*common, "--out", str(tmp_path / "one")])
-    finally:
-        torch.set_num_threads(threads)
+    # Both in fresh processes with one thread each: reductions add up in the same order, and
+    # neither inherits this process's history (an earlier test here that ran MACE's own
+    # calculator changes later results in the last bits).
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "boostmd.validate"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    subprocess.run(
-        [*launch, "-m", "boostmd.validate", *common, "--out", str(tmp_path / "two")],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    for command, out in ((single, "one"), ([*launch, "-m", "boostmd.validate"], "two")):
+        subprocess.run(
+            [*command, *common, "--out", str(tmp_path / out)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
     one = json.loads((tmp_path / "one" / "report.json").read_text())["systems"][0]
     two = json.loads((tmp_path / "two" / "report.json").read_text())["systems"][0]
     for key in ("vs_reference", "noise_floor", "transitions", "frames", "collapses"):
