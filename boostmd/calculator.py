@@ -15,6 +15,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from boostmd.calibration import CurvatureCalibration
 from boostmd.graph import radius_graph
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
@@ -148,6 +149,13 @@ class BoostMDCalculator(Calculator):
     schedule
         Any :mod:`integrators` schedule, e.g. ``Threshold(tol=0.3, max_reuse=19)`` for a
         reference call once some atom may have moved 0.3 Å (an adaptive interval).
+    calibration
+        ``True`` fits the scale of the surrogate's learned curvature term to the refresh
+        energy errors as the run goes (:class:`~boostmd.calibration.CurvatureCalibration`:
+        fewer rerun windows and a refresh error with mean near zero on an unseen
+        molecule, but one scale cannot correct errors that differ from bond to bond);
+        pass a saved one to continue its fit. Default ``False``: the surrogate as
+        trained. ``curvature_scale`` is the scale in use.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -155,7 +163,8 @@ class BoostMDCalculator(Calculator):
     -----
     ``results`` holds ``energy``, ``free_energy`` and ``forces`` (eV, eV/Å), plus
     ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``steps_since_reference``,
-    on reference calls the reference's ``node_features`` (as in
+    ``curvature_scale`` (of the window the call belongs to; on a refresh, of the window it
+    ends), on reference calls the reference's ``node_features`` (as in
     :class:`ReferenceCalculator`) and, on calls that end a window,
     ``refresh_energy_error`` (eV). ``stats`` counts
     every reference (full) and surrogate (reuse) call, reruns included, and the time
@@ -179,6 +188,7 @@ class BoostMDCalculator(Calculator):
         interval: int = 10,
         schedule=None,
         force_guard: float = 3.0,
+        calibration: CurvatureCalibration | bool = False,
         **kwargs,
     ) -> None:
         check_compatible(reference, surrogate)
@@ -198,6 +208,15 @@ class BoostMDCalculator(Calculator):
         self._steps_since_reference = 0
         self._reference_force_max = 0.0
         self._reference_only = False
+        if calibration is True:
+            calibration = CurvatureCalibration()
+        self.calibration: CurvatureCalibration | None = calibration or None
+        self._clipped_scale_logged = False
+
+    @property
+    def curvature_scale(self) -> float:
+        """The scale of the surrogate's learned curvature term used for the next window."""
+        return 1.0 if self.calibration is None else self.calibration.scale
 
     @classmethod
     def pretrained(
@@ -330,14 +349,15 @@ class BoostMDCalculator(Calculator):
         start = time.perf_counter()
         source = "full"
         # The surrogate's energy here with the frame a reference call is about to replace.
-        surrogate_energy = features = None
+        surrogate_energy = features = curvature = None
+        scale = self.curvature_scale
         force = new_system or self._reference_only
         if decide(self.schedule, self._step, indicator, force=force):
             if not force and self._steps_since_reference > 0:
-                surrogate_energy = self._surrogate_energy(positions)
+                surrogate_energy, curvature = self._surrogate_energy(positions, scale)
             energy, forces, features = self._reference_step()
         else:
-            energy, forces = self._surrogate_step(positions)
+            energy, forces = self._surrogate_step(positions, scale)
             if self._guard_trips(forces):
                 surrogate_energy = energy
                 energy, forces, features = self._reference_step()
@@ -350,6 +370,7 @@ class BoostMDCalculator(Calculator):
             "forces": forces,
             "boostmd_source": "reference" if source == "full" else "surrogate",
             "steps_since_reference": self._steps_since_reference,
+            "curvature_scale": scale,
         }
         if features is not None:
             self.results["node_features"] = features
@@ -357,6 +378,20 @@ class BoostMDCalculator(Calculator):
             error = energy - surrogate_energy
             self.results["refresh_energy_error"] = error
             self.refresh_errors.append(error)
+            if curvature is not None and self.calibration is not None:
+                self._calibrate(error, curvature, scale)
+
+    def _calibrate(self, error: float, curvature: float, scale: float) -> None:
+        self.calibration.update(error, curvature, scale)
+        fitted = self.calibration.unclipped_scale
+        if fitted != self.calibration.scale and not self._clipped_scale_logged:
+            self._clipped_scale_logged = True
+            logger.warning(
+                "the fitted curvature scale %.3g is outside %s and was clipped: the surrogate "
+                "is far off on this system (train it on similar molecules)",
+                fitted,
+                self.calibration.bounds,
+            )
 
     def _reference_step(self) -> tuple[float, np.ndarray, np.ndarray]:
         atoms = self.atoms
@@ -401,13 +436,16 @@ class BoostMDCalculator(Calculator):
         )
         return True
 
-    def _surrogate_energy(self, positions: np.ndarray) -> float:
-        """Energy only, with the current frame: the refresh error's one extra call."""
+    def _surrogate_energy(self, positions: np.ndarray, scale: float) -> tuple[float, float]:
+        """Energy and unscaled curvature term with the current frame (one extra call)."""
         x = torch.as_tensor(positions, dtype=self.reference.dtype, device=self.reference.device)
         with torch.no_grad():
-            return float(self.surrogate.energy(self._frame, x)[0])
+            base, curvature = self.surrogate.energy_parts(self._frame, x)
+        return float(base[0] + scale * curvature[0]), float(curvature[0])
 
-    def _surrogate_step(self, positions: np.ndarray) -> tuple[float, np.ndarray]:
-        energy, forces = self.surrogate.energy_and_forces(self._frame, positions)
+    def _surrogate_step(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
+        energy, forces = self.surrogate.energy_and_forces(
+            self._frame, positions, curvature_scale=scale
+        )
         self._steps_since_reference += 1
         return float(energy[0]), forces.cpu().numpy().astype(np.float64)

@@ -197,6 +197,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "surrogate_calls": boost.stats.reuse_steps,
         "guard_fallbacks": boost.fallbacks,
         "rollbacks": rollbacks,
+        "curvature_scale": boost.curvature_scale,
         "refresh_energy_error_meV": refresh_error_stats(np.asarray(boost.refresh_errors)),
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
@@ -214,7 +215,8 @@ def format_summary(summary: dict) -> str:
     refresh_line = (
         f"refresh dE   : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} meV, "
         f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows; "
-        f"{summary['rollbacks']} windows rerun with the reference"
+        f"{summary['rollbacks']} windows rerun with the reference; "
+        f"curvature scale fitted {summary['curvature_scale']:.3f}"
         if refresh["count"]
         else "refresh dE   : no finished windows"
     )

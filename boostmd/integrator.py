@@ -393,7 +393,8 @@ class BoostLangevin(Langevin):
         momenta = atoms.get_momenta()
         if frame is None or atoms.constraints:
             return momenta, np.zeros_like(momenta)
-        _, forces = calc.surrogate.energy_and_forces(frame, atoms.positions)
+        scale = calc.results.get("curvature_scale", 1.0)  # the ending window's
+        _, forces = calc.surrogate.energy_and_forces(frame, atoms.positions, curvature_scale=scale)
         error = calc.results["forces"] - forces.detach().cpu().numpy().astype(np.float64)
         if not np.isfinite(error).all():
             return momenta, np.zeros_like(momenta)

@@ -443,8 +443,26 @@ class Surrogate(nn.Module):
         return energy, gradient
 
     # ------------------------------------------------------------------ per step
-    def energy(self, frame: ReferenceFrame, positions: torch.Tensor) -> torch.Tensor:
-        """Energy in eV of each graph at ``positions`` (shape ``(n, 3)``), differentiable."""
+    def energy(
+        self, frame: ReferenceFrame, positions: torch.Tensor, curvature_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Energy in eV of each graph at ``positions`` (shape ``(n, 3)``), differentiable.
+
+        ``curvature_scale`` multiplies the learned curvature term (see :meth:`energy_parts`;
+        :class:`~boostmd.calibration.CurvatureCalibration` fits it during a run).
+        """
+        base, curvature = self.energy_parts(frame, positions)
+        return base + curvature_scale * curvature
+
+    def energy_parts(
+        self, frame: ReferenceFrame, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the energy per graph split as ``(base, curvature)``, both differentiable.
+
+        ``curvature`` is the learned polynomial in the latent strains: zero, with zero
+        gradient, at the reference frame. ``base`` is the rest: the frame's energy, the
+        exact first-order term and the many-body term.
+        """
         src, dst = frame.edge_index
         vectors = positions[dst] - positions[src] + frame.shifts
         lengths = vectors.norm(dim=1)
@@ -465,15 +483,15 @@ class Surrogate(nn.Module):
             frame.body_context,
             (frame.batch, frame.num_graphs),
         )
-        return (
-            frame.energy
-            + first_order
-            + self.config.energy_scale * learned
-            + (body - frame.body_energy)
-        )
+        base = frame.energy + first_order + (body - frame.body_energy)
+        return base, self.config.energy_scale * learned
 
     def energy_and_forces(
-        self, frame: ReferenceFrame, positions: torch.Tensor | np.ndarray, training: bool = False
+        self,
+        frame: ReferenceFrame,
+        positions: torch.Tensor | np.ndarray,
+        training: bool = False,
+        curvature_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies per graph (eV) and forces (eV/Å) as the negative gradient.
 
@@ -485,6 +503,8 @@ class Surrogate(nn.Module):
             Current positions in Å, shape ``(n, 3)``.
         training
             Keep the graph for a loss on the forces (double backward).
+        curvature_scale
+            Multiplies the learned curvature term (:meth:`energy`).
         """
         weight = self.feature_in.weight
         positions = torch.as_tensor(positions, dtype=weight.dtype, device=weight.device)
@@ -495,7 +515,7 @@ class Surrogate(nn.Module):
             )
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
-            energy = self.energy(frame, positions)
+            energy = self.energy(frame, positions, curvature_scale)
             (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
         if not training:
             energy = energy.detach()

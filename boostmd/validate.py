@@ -110,6 +110,7 @@ class ValidationConfig:
     seed: int = 0
     integrator: str = "both"
     energy_consistent: bool = False
+    calibrate: bool = False
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -129,6 +130,7 @@ class ValidationConfig:
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
             energy_consistent=self.energy_consistent,
+            calibrate=self.calibrate,
         )
 
 
@@ -330,6 +332,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the checked sampler removes each accepted refresh error from the kinetic "
         "energy, along the force error (BoostLangevin(energy_consistent=True))",
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="BoostMD calculators fit the scale of the surrogate's curvature to the refresh "
+        "errors as they run (BoostMDCalculator(calibration=True))",
+    )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     defaults = ValidationConfig(out=Path())
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         integrator=args.integrator,
         energy_consistent=args.energy_consistent,
+        calibrate=args.calibrate,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
+from boostmd.calibration import CurvatureCalibration
 from boostmd.testing import build_mace
 from integrators import Threshold
 
@@ -113,8 +115,9 @@ def test_shipped_reference_gives_the_same_forces_on_its_first_call_as_later():
         "forces = [reference(atoms).forces.numpy() for _ in range(3)]\n"
         "print(max(float(np.abs(f - forces[0]).max()) for f in forces))\n"
     )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # more threads: load-dependent sums
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
     )
     assert float(done.stdout.split()[-1]) == 0.0
 
@@ -395,9 +398,14 @@ def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethano
     assert calc.stats.full_steps == 3
 
 
+@pytest.mark.parametrize("scale", [1.0, 1.3])
 @pytest.mark.parametrize("step_kind", ["reference", "surrogate"])
-def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kind):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=100)
+def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kind, scale):
+    fitted = CurvatureCalibration(min_windows=1, sum_rk=scale, sum_kk=1.0, windows=1)
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, interval=100, calibration=fitted
+    )
+    assert calc.curvature_scale == scale
     ethanol.calc = calc
     ethanol.get_forces()
     if step_kind == "surrogate":
@@ -409,9 +417,37 @@ def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kin
     def energy(p):
         if step_kind == "reference":
             return float(reference.compute(ethanol.numbers, p).energy)
-        return float(surrogate.energy_and_forces(calc._frame, p)[0][0])
+        return float(surrogate.energy(calc._frame, torch.as_tensor(p), scale)[0].detach())
 
     np.testing.assert_allclose(forces, numerical_forces(energy, positions), atol=1e-6)
+
+
+def test_curvature_term_vanishes_with_its_gradient_at_the_frame(reference, surrogate, ethanol):
+    result, frame = frame_for(reference, surrogate, ethanol)
+    at_frame = torch.as_tensor(ethanol.positions)
+    for scale in (0.5, 1.0, 2.0):  # any scale keeps the surrogate exact at the frame
+        energy, forces = surrogate.energy_and_forces(frame, at_frame, curvature_scale=scale)
+        assert float(energy[0]) == pytest.approx(float(result.energy), abs=1e-9)
+        np.testing.assert_allclose(forces.numpy(), result.forces.numpy(), atol=1e-8)
+    moved = torch.as_tensor(displaced(ethanol, scale=0.05))
+    base, curvature = surrogate.energy_parts(frame, moved)
+    assert abs(float(curvature[0])) > 1e-4
+    energy = surrogate.energy(frame, moved, curvature_scale=1.7)
+    assert float(energy[0]) == pytest.approx(float(base[0] + 1.7 * curvature[0]), abs=1e-12)
+
+
+def test_calculator_fits_the_curvature_scale_on_every_window(reference, surrogate, ethanol):
+    fit = CurvatureCalibration(min_windows=2)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3, calibration=fit)
+    ethanol.calc = calc
+    MaxwellBoltzmannDistribution(ethanol, temperature_K=300, rng=np.random.default_rng(0))
+    dynamics = VelocityVerlet(ethanol, 0.5 * units.fs)
+    scales = []
+    dynamics.attach(lambda: scales.append(calc.results["curvature_scale"]))
+    dynamics.run(15)
+    assert calc.calibration.windows == len(calc.refresh_errors) == 5
+    assert scales[:7] == [1.0] * 7  # steps 0-6: the first two windows run unscaled
+    assert scales[7] == scales[8] == scales[9] != 1.0  # one fitted scale for the 3rd window
 
 
 def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, ethanol):

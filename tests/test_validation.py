@@ -163,6 +163,7 @@ def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0
         "rollbacks": 0,
         "windows": frames // 10 if "boostmd" in role else 0,
         "fallbacks": 0,
+        "curvature_scale": 1.05 if "boostmd" in role else 1.0,
         "collapse": None,
     }
 
@@ -313,8 +314,21 @@ def test_validation_writes_report_summary_and_plots(models, tmp_path):
     assert np.isfinite(checkpoint["refresh_energy_error"]).sum() == 6
 
 
-def test_interrupted_validation_resumes_to_the_same_result(models, tmp_path, monkeypatch):
-    short = {"replicas": 1, "steps": 10}  # two segments of 10 steps per sampling run
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit claims hold with one thread: with more, torch's CPU kernels can add up
+    in an order that depends on the machine's load (seen: forces 6e-8 eV/Å apart)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_interrupted_validation_resumes_to_the_same_result(
+    models, tmp_path, monkeypatch, one_thread
+):
+    # two segments of 10 steps per sampling run; the curvature fit must resume too
+    short = {"replicas": 1, "steps": 10, "calibrate": True}
     (uninterrupted,) = validate(_config(models, tmp_path / "a", **short))
     real_save, stopped = runs._save, set()
 
@@ -332,13 +346,16 @@ def test_interrupted_validation_resumes_to_the_same_result(models, tmp_path, mon
     for key in ("vs_reference", "noise_floor", "transitions", "frames", "collapses"):
         np.testing.assert_equal(resumed[key], uninterrupted[key])
     for sampler in ("boostmd", "boostmd-checked"):
-        for key in ("rollbacks", "windows", "fallbacks", "surrogate_calls"):
+        for key in ("rollbacks", "windows", "fallbacks", "surrogate_calls", "curvature_scale"):
             assert resumed["samplers"][sampler][key] == uninterrupted["samplers"][sampler][key]
     for job in ("boostmd-0", "boostmd-checked-0"):
         a = np.load(tmp_path / "a" / "checkpoints" / f"ALA-{job}.npz")
         b = np.load(tmp_path / "b" / "checkpoints" / f"ALA-{job}.npz")
         for key in ("phi", "bonds_xh", "refresh_energy_error", "positions", "refresh_errors"):
             np.testing.assert_array_equal(a[key], b[key])
+        # the curvature fit goes on from where it stopped, not from scratch
+        assert json.loads(str(b["calibration"]))["windows"] == len(b["refresh_errors"])
+        assert str(a["calibration"]) == str(b["calibration"])
 
 
 def test_two_processes_give_the_same_report_as_one(models, tmp_path):

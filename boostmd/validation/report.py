@@ -35,10 +35,11 @@ A sampler fails when any metric exceeds ``tolerance`` times its floor, when a me
 floor could not be computed (``nan``; the failure line says why), or when one of its runs
 (sampling or NVE) collapses; a collapse of a reference run fails every sampler. The
 refresh energy error dE (RMS, mean, largest, count; meV), the speedups, rollbacks,
-fallbacks and NVE drifts are reported, not judged. The NVE drift is the slope of the total
-energy; for BoostMD runs it is taken at the frames whose potential is the reference's
-(refresh frames, rerun windows included), the honest measure, since in between the
-potential is the surrogate's; the drift over every frame is reported beside it.
+fallbacks, curvature scales (:mod:`boostmd.calibration`) and NVE drifts are reported, not
+judged. The NVE drift is the slope of the total energy; for BoostMD runs it is taken at
+the frames whose potential is the reference's (refresh frames, rerun windows included),
+the honest measure, since in between the potential is the surrogate's; the drift over
+every frame is reported beside it.
 """
 
 from __future__ import annotations
@@ -348,6 +349,7 @@ def system_report(
             **{
                 key: int(sum(r[key] for r in runs)) for key in ("rollbacks", "windows", "fallbacks")
             },
+            "curvature_scale": [float(r["curvature_scale"]) for r in runs],
             "refresh_energy_error_meV": {
                 "frames": refresh_error_stats(_pooled(runs, "refresh_energy_error", skip)),
                 "all_windows": refresh_error_stats(
@@ -426,6 +428,11 @@ def system_report(
     }
 
 
+def _scales(scales: list[float]) -> str:
+    """Format the curvature scale each replica ended with."""
+    return ", ".join(f"{x:.3f}" for x in scales) or "-"
+
+
 def _cell(value: float, ratio: float | None = None, verdict: str = "") -> str:
     text = "nan" if value is None or math.isnan(value) else f"{value:.4g}"
     if ratio is not None:
@@ -446,6 +453,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         f"{settings.equilibration_steps} of equilibration; BoostMD interval "
         f"N = {settings.interval}. Samplers: {', '.join(samplers)}"
         + (" (checked: energy-consistent refresh)" if settings.energy_consistent else "")
+        + ("; curvature calibrated online" if settings.calibrate else "")
         + ". Noise floor: a second, "
         "independent reference run of the same length from the same starts, compared with "
         "the reference by the same function (replicas pooled per role); for mean "
@@ -455,8 +463,9 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         f"Command: `{command}`",
         "",
         "| system | sampler | verdict | speedup (wall) | speedup (reference calls) "
-        "| reference calls | rollbacks / windows | fallbacks | NVE drift (meV/ps/atom) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| reference calls | rollbacks / windows | fallbacks | curvature scale "
+        "| NVE drift (meV/ps/atom) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in reports:
         for role in report["samplers"]:
@@ -465,6 +474,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                 f"| {report['system']} | {role} | {s['verdict']} | {s['speedup']:.1f}x "
                 f"| {s['reference_call_speedup']:.1f}x | {s['reference_calls']} "
                 f"| {s['rollbacks']} / {s['windows']} | {s['fallbacks']} "
+                f"| {_scales(s['curvature_scale'])} "
                 f"| {_cell(s['nve']['drift_meV_per_ps_per_atom'])} |"
             )
     lines += [

@@ -12,9 +12,10 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
   (``BoostLangevin`` without friction, ``energy_consistent=True``): energy drift.
 
 A job's state is written to ``CHECKPOINTS/<job>.npz`` every ``checkpoint_every`` steps
-(positions, momenta, the random generator's state, the counters and the observables so
-far), so an interrupted validation resumes where it stopped and gives the same result as
-an uninterrupted one.
+(positions, momenta, the random generator's state, the curvature fit, the counters and
+the observables so far), so an interrupted validation resumes where it stopped and gives
+the same result as an uninterrupted one (bit for bit with one thread per process; with
+more, torch's CPU kernels can add up in a load-dependent order).
 
 Per frame the recorder keeps phi and psi, the kinetic temperature (all atoms, hydrogens,
 heavy atoms), the total and potential energy, whether the reference produced the frame's
@@ -41,6 +42,7 @@ from ase.units import fs, kB
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
 from boostmd.md import langevin
 from boostmd.stability import BondTopology, first_collapse
@@ -84,6 +86,7 @@ class MDSettings:
     checkpoint_every: int
     seed: int
     energy_consistent: bool = False
+    calibrate: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,9 @@ class Job:
 
 def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calculator:
     if job.uses_boostmd:
-        return BoostMDCalculator(reference, surrogate, interval=settings.interval)
+        return BoostMDCalculator(
+            reference, surrogate, interval=settings.interval, calibration=settings.calibrate
+        )
     return ReferenceCalculator(reference)
 
 
@@ -282,6 +287,7 @@ def run_job(
         state = {key: saved[key].item() for key in ("step", "seconds")}
         state.update({key: int(saved[key]) for key in _COUNTERS})
         refresh_errors = [float(x) for x in saved["refresh_errors"]]
+        _restore_calibration(calculator, saved)
     dynamics = _dynamics(job, atoms, settings, rng)
     recorder = _Recorder(atoms, topology, saved)
     segment_positions: list[np.ndarray] = []
@@ -324,6 +330,7 @@ def run_job(
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
                 "rng_state": json.dumps(rng.bit_generator.state),
+                "calibration": _calibration_state(calculator),
                 "finished": finished,
                 "collapse_frame": -1 if collapse is None else collapse[0],
                 "collapse_reason": "" if collapse is None else collapse[1],
@@ -331,6 +338,18 @@ def run_job(
         )
     progress.close()
     return _result(job, _load(path))
+
+
+def _calibration_state(calculator) -> str:
+    """Return the curvature calibration's state as JSON (``""`` without one)."""
+    calibration = getattr(calculator, "calibration", None)
+    return "" if calibration is None else json.dumps(calibration.state())
+
+
+def _restore_calibration(calculator, saved: dict) -> None:
+    state = str(saved["calibration"]) if "calibration" in saved else ""
+    if state and getattr(calculator, "calibration", None) is not None:
+        calculator.calibration = CurvatureCalibration.from_state(json.loads(state))
 
 
 def _refresh_errors(calculator) -> list:
@@ -362,5 +381,12 @@ def _result(job: Job, saved: dict) -> dict:
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},
         "refresh_errors": np.asarray(saved["refresh_errors"], dtype=float),
+        "curvature_scale": _saved_scale(saved),
         "collapse": None if frame < 0 else (frame, str(saved["collapse_reason"])),
     }
+
+
+def _saved_scale(saved: dict) -> float:
+    """Return the curvature scale a BoostMD run ended with (1 without calibration)."""
+    state = str(saved["calibration"]) if "calibration" in saved else ""
+    return CurvatureCalibration.from_state(json.loads(state)).scale if state else 1.0
