@@ -3,8 +3,11 @@
 Runs Langevin MD (300 K, friction 1/ps) twice from the same structure, momenta and random
 seed: once with the reference MACE on every step, once with BoostMD (reference every
 ``interval`` steps, surrogate in between) under :class:`~boostmd.integrator.BoostLangevin`,
-which checks every window's refresh energy error and reruns a window with the reference
-when it is too large (``--unchecked`` uses ASE's plain ``Langevin`` instead). Prints the
+which checks every window's refresh energy error, reruns a window with the reference
+when it is too large and gives each accepted window's energy error back along the force
+error (the energy-consistent refresh, without which the surrogate's small softness heats
+the molecule at 1/ps; ``--no-energy-consistent`` leaves it out, ``--unchecked`` uses ASE's
+plain ``Langevin`` instead). Prints the
 speedup (counting every reference call, reruns included), the call counts, the refresh
 energy errors and the surrogate's force error against the reference on sampled surrogate
 steps; writes both trajectories, a Ramachandran plot and a JSON summary.
@@ -50,6 +53,7 @@ class DemoConfig:
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
     checked: bool = True
+    energy_consistent: bool = True
     force_samples: int = 100
     write_every: int = 10
     seed: int = 0
@@ -62,9 +66,13 @@ def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
     atoms = atoms.copy()
     atoms.calc = calc
     checked = config.checked and isinstance(calc, BoostMDCalculator)
-    dynamics = (boost_langevin if checked else langevin)(
-        atoms, config.temperature_K, config.timestep_fs, config.friction_per_ps, rng=config.seed + 1
-    )
+    args = (atoms, config.temperature_K, config.timestep_fs, config.friction_per_ps)
+    if checked:
+        dynamics = boost_langevin(
+            *args, rng=config.seed + 1, energy_consistent=config.energy_consistent
+        )
+    else:
+        dynamics = langevin(*args, rng=config.seed + 1)
     positions, sources, surrogate_forces = [], [], {}
     progress = tqdm(total=config.steps + 1, desc=label, unit="step")
 
@@ -257,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="ASE's plain Langevin instead of BoostLangevin (no window checks or reruns)",
     )
+    parser.add_argument(
+        "--no-energy-consistent",
+        action="store_true",
+        help="BoostLangevin keeps each accepted window's refresh energy error",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--overwrite", action="store_true")
@@ -270,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,
         checked=not args.unchecked,
+        energy_consistent=not args.no_energy_consistent,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,
