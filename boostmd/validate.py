@@ -6,10 +6,11 @@ floor) and BoostMD, all from the same starting structures, plus short NVE runs o
 reference and BoostMD. BoostMD runs with one integrator or both (``--integrator``):
 ``ase`` (ASE's Langevin with BoostMDCalculator; NVE: velocity Verlet) and ``checked``
 (``boostmd.integrator.BoostLangevin``, which undoes and reruns windows whose refresh
-energy error is too large; NVE: no friction, ``energy_consistent=True``). It compares
-observables that converge in picoseconds (per-group kinetic temperatures, X-H and heavy
-bond-length distributions, the reference energy at BoostMD's refresh frames) and the
-backbone phi/psi distributions (Jensen-Shannon divergence of the Ramachandran
+energy error is too large and, unless ``--no-energy-consistent``, gives each accepted
+window's error back along the force error; NVE: no friction, ``energy_consistent=True``).
+It compares observables that converge in picoseconds (per-group kinetic temperatures, X-H
+and heavy bond-length distributions, the reference energy at BoostMD's refresh frames) and
+the backbone phi/psi distributions (Jensen-Shannon divergence of the Ramachandran
 histograms, 1-D PMF errors in kT), each against the same comparison between the two
 reference runs; checks that no run collapses; and writes ``OUT/report.json``,
 ``OUT/summary.md`` and PNG plots (:mod:`boostmd.validation.report` defines the metrics).
@@ -109,7 +110,7 @@ class ValidationConfig:
     checkpoint_every: int = 500
     seed: int = 0
     integrator: str = "both"
-    energy_consistent: bool = False
+    energy_consistent: bool = True
     calibrate: bool = False
 
     def settings(self) -> MDSettings:
@@ -306,6 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    defaults = ValidationConfig(out=Path())
     parser.add_argument("--peptide", action="append", default=[], help="amino-acid code")
     parser.add_argument("--structure", type=Path, help="your own structure file (ASE-readable)")
     parser.add_argument("--phi", type=int, nargs=4, help="atom indices of phi (own structure)")
@@ -328,9 +330,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--energy-consistent",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.energy_consistent,
         help="the checked sampler removes each accepted refresh error from the kinetic "
-        "energy, along the force error (BoostLangevin(energy_consistent=True))",
+        "energy, along the force error (BoostLangevin(energy_consistent=True); default on)",
     )
     parser.add_argument(
         "--calibrate",
@@ -340,7 +343,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
-    defaults = ValidationConfig(out=Path())
     parser.add_argument("--interval", type=int, default=defaults.interval)
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
