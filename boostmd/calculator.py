@@ -153,8 +153,9 @@ class BoostMDCalculator(Calculator):
         ``True`` fits the scale of the surrogate's learned curvature term to the refresh
         energy errors as the run goes (:class:`~boostmd.calibration.CurvatureCalibration`:
         fewer rerun windows and a refresh error with mean near zero on an unseen
-        molecule, but one scale cannot correct errors that differ from bond to bond);
-        pass a saved one to continue its fit. Default ``False``: the surrogate as
+        molecule, but one scale cannot correct errors that differ from bond to bond, and
+        the validations of THR, ILE and GLN got worse with it); pass a saved one to
+        continue its fit. Default ``False``: the surrogate as
         trained. ``curvature_scale`` is the scale in use.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
