@@ -155,8 +155,8 @@ class BoostMDCalculator(Calculator):
         fewer rerun windows and a refresh error with mean near zero on an unseen
         molecule, but one scale cannot correct errors that differ from bond to bond, and
         the validations of THR, ILE and GLN got worse with it); pass a saved one to
-        continue its fit. Default ``False``: the surrogate as
-        trained. ``curvature_scale`` is the scale in use.
+        continue its fit. Default ``False``: the surrogate as trained.
+        ``curvature_scale`` is the scale in use.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 

@@ -7,10 +7,10 @@ which checks every window's refresh energy error, reruns a window with the refer
 when it is too large and gives each accepted window's energy error back along the force
 error (the energy-consistent refresh, without which the surrogate's small softness heats
 the molecule at 1/ps; ``--no-energy-consistent`` leaves it out, ``--unchecked`` uses ASE's
-plain ``Langevin`` instead). Prints the
-speedup (counting every reference call, reruns included), the call counts, the refresh
-energy errors and the surrogate's force error against the reference on sampled surrogate
-steps; writes both trajectories, a Ramachandran plot and a JSON summary.
+plain ``Langevin`` instead). Prints the speedup (counting every reference call, reruns
+included), the call counts, the refresh energy errors and the surrogate's force error
+against the reference on sampled surrogate steps; writes both trajectories, a
+Ramachandran plot and a JSON summary.
 
     python -m boostmd.demo                 # alanine dipeptide, 300 K, shipped models
     boostmd demo --peptide VAL --steps 4000
@@ -205,7 +205,6 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "surrogate_calls": boost.stats.reuse_steps,
         "guard_fallbacks": boost.fallbacks,
         "rollbacks": rollbacks,
-        "curvature_scale": boost.curvature_scale,
         "refresh_energy_error_meV": refresh_error_stats(np.asarray(boost.refresh_errors)),
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
@@ -223,8 +222,7 @@ def format_summary(summary: dict) -> str:
     refresh_line = (
         f"refresh dE   : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} meV, "
         f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows; "
-        f"{summary['rollbacks']} windows rerun with the reference; "
-        f"curvature scale fitted {summary['curvature_scale']:.3f}"
+        f"{summary['rollbacks']} windows rerun with the reference"
         if refresh["count"]
         else "refresh dE   : no finished windows"
     )
@@ -266,9 +264,11 @@ def main(argv: list[str] | None = None) -> None:
         help="ASE's plain Langevin instead of BoostLangevin (no window checks or reruns)",
     )
     parser.add_argument(
-        "--no-energy-consistent",
-        action="store_true",
-        help="BoostLangevin keeps each accepted window's refresh energy error",
+        "--energy-consistent",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.energy_consistent,
+        help="BoostLangevin gives each accepted window's refresh energy error back along "
+        "the force error (default on)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,
         checked=not args.unchecked,
-        energy_consistent=not args.no_energy_consistent,
+        energy_consistent=args.energy_consistent,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,

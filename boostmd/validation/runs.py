@@ -346,10 +346,16 @@ def _calibration_state(calculator) -> str:
     return "" if calibration is None else json.dumps(calibration.state())
 
 
-def _restore_calibration(calculator, saved: dict) -> None:
+def _saved_calibration(saved: dict) -> CurvatureCalibration | None:
+    """Return the curvature fit a checkpoint holds (None without one)."""
     state = str(saved["calibration"]) if "calibration" in saved else ""
-    if state and getattr(calculator, "calibration", None) is not None:
-        calculator.calibration = CurvatureCalibration.from_state(json.loads(state))
+    return CurvatureCalibration.from_state(json.loads(state)) if state else None
+
+
+def _restore_calibration(calculator, saved: dict) -> None:
+    calibration = _saved_calibration(saved)
+    if calibration is not None and getattr(calculator, "calibration", None) is not None:
+        calculator.calibration = calibration
 
 
 def _refresh_errors(calculator) -> list:
@@ -381,12 +387,6 @@ def _result(job: Job, saved: dict) -> dict:
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},
         "refresh_errors": np.asarray(saved["refresh_errors"], dtype=float),
-        "curvature_scale": _saved_scale(saved),
+        "curvature_scale": getattr(_saved_calibration(saved), "scale", 1.0),
         "collapse": None if frame < 0 else (frame, str(saved["collapse_reason"])),
     }
-
-
-def _saved_scale(saved: dict) -> float:
-    """Return the curvature scale a BoostMD run ended with (1 without calibration)."""
-    state = str(saved["calibration"]) if "calibration" in saved else ""
-    return CurvatureCalibration.from_state(json.loads(state)).scale if state else 1.0
