@@ -123,10 +123,14 @@ class BoostMDCalculator(Calculator):
 
         dE = E_ref(x) - E_surrogate(x; frame of the ending window)
 
-    at the price of one extra surrogate energy evaluation (none for a fallback, whose
-    surrogate energy is already known). It goes into ``results["refresh_energy_error"]``
-    on that call only (the key is absent on every other call) and is appended to
-    :attr:`refresh_errors`. Reference calls forced by a change of system, by
+    and its **refresh force error**, the root mean square over all components of
+    ``F_ref(x) - F_surrogate(x; frame of the ending window)`` (eV/Å): the surrogate's
+    force error ``N`` steps from its frame on its own trajectory. They cost one extra
+    surrogate evaluation (none for a fallback, whose surrogate result is already known).
+    They go into ``results["refresh_energy_error"]`` and
+    ``results["refresh_force_error"]`` on that call only (the keys are absent on every
+    other call) and are appended to :attr:`refresh_errors` and
+    :attr:`refresh_force_errors`. Reference calls forced by a change of system, by
     :meth:`reset` or inside :meth:`reference_only` end no window and report nothing.
 
     With ASE's own integrators this is a plain calculator; :class:`boostmd.BoostLangevin`
@@ -167,11 +171,12 @@ class BoostMDCalculator(Calculator):
     ``curvature_scale`` (of the window the call belongs to; on a refresh, of the window it
     ends), on reference calls the reference's ``node_features`` (as in
     :class:`ReferenceCalculator`) and, on calls that end a window,
-    ``refresh_energy_error`` (eV). ``stats`` counts
+    ``refresh_energy_error`` (eV) and ``refresh_force_error`` (eV/Å). ``stats`` counts
     every reference (full) and surrogate (reuse) call, reruns included, and the time
     spent in each (a full step's time includes its refresh-error evaluation).
     ``refresh_errors`` lists the refresh energy error (eV) of every window ended so far,
-    in order, including windows an integrator later rejected.
+    in order, including windows an integrator later rejected; ``refresh_force_errors``
+    their refresh force errors (eV/Å).
 
     Examples
     --------
@@ -203,6 +208,7 @@ class BoostMDCalculator(Calculator):
         self.schedule = schedule if schedule is not None else Periodic(interval)
         self.stats = CacheStats()
         self.refresh_errors: list[float] = []
+        self.refresh_force_errors: list[float] = []
         self._frame: ReferenceFrame | None = None
         self._previous_positions: np.ndarray | None = None
         self._step = 0
@@ -350,17 +356,19 @@ class BoostMDCalculator(Calculator):
         start = time.perf_counter()
         source = "full"
         # The surrogate's energy here with the frame a reference call is about to replace.
-        surrogate_energy = features = curvature = None
+        surrogate_energy = surrogate_forces = features = curvature = None
         scale = self.curvature_scale
         force = new_system or self._reference_only
         if decide(self.schedule, self._step, indicator, force=force):
             if not force and self._steps_since_reference > 0:
-                surrogate_energy, curvature = self._surrogate_energy(positions, scale)
+                surrogate_energy, surrogate_forces, curvature = self._surrogate_refresh(
+                    positions, scale
+                )
             energy, forces, features = self._reference_step()
         else:
             energy, forces = self._surrogate_step(positions, scale)
             if self._guard_trips(forces):
-                surrogate_energy = energy
+                surrogate_energy, surrogate_forces = energy, forces
                 energy, forces, features = self._reference_step()
             else:
                 source = "reuse"
@@ -377,8 +385,11 @@ class BoostMDCalculator(Calculator):
             self.results["node_features"] = features
         if surrogate_energy is not None:
             error = energy - surrogate_energy
+            force_error = float(np.sqrt(np.mean((forces - surrogate_forces) ** 2)))
             self.results["refresh_energy_error"] = error
+            self.results["refresh_force_error"] = force_error
             self.refresh_errors.append(error)
+            self.refresh_force_errors.append(force_error)
             if curvature is not None and self.calibration is not None:
                 self._calibrate(error, curvature, scale)
 
@@ -437,12 +448,18 @@ class BoostMDCalculator(Calculator):
         )
         return True
 
-    def _surrogate_energy(self, positions: np.ndarray, scale: float) -> tuple[float, float]:
-        """Energy and unscaled curvature term with the current frame (one extra call)."""
+    def _surrogate_refresh(
+        self, positions: np.ndarray, scale: float
+    ) -> tuple[float, np.ndarray, float]:
+        """Energy, forces and unscaled curvature term with the ending window's frame."""
         x = torch.as_tensor(positions, dtype=self.reference.dtype, device=self.reference.device)
-        with torch.no_grad():
+        with torch.enable_grad():
+            x.requires_grad_(True)
             base, curvature = self.surrogate.energy_parts(self._frame, x)
-        return float(base[0] + scale * curvature[0]), float(curvature[0])
+            energy = base[0] + scale * curvature[0]
+            (gradient,) = torch.autograd.grad(energy, x)
+        forces = -gradient.cpu().numpy().astype(np.float64)
+        return float(energy.detach()), forces, float(curvature[0].detach())
 
     def _surrogate_step(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
         energy, forces = self.surrogate.energy_and_forces(

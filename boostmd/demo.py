@@ -35,7 +35,7 @@ from tqdm import tqdm
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.md import boost_langevin, langevin
-from boostmd.validation.report import refresh_error_stats
+from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -206,6 +206,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         "guard_fallbacks": boost.fallbacks,
         "rollbacks": rollbacks,
         "refresh_energy_error_meV": refresh_error_stats(np.asarray(boost.refresh_errors)),
+        "refresh_force_rmse_meV_per_A": refresh_force_rmse(boost.refresh_force_errors),
         "reference_time_s": boost.stats.full_time_s,
         "surrogate_time_s": boost.stats.reuse_time_s,
         "surrogate_vs_reference": forces,
@@ -221,7 +222,8 @@ def format_summary(summary: dict) -> str:
     refresh = summary["refresh_energy_error_meV"]
     refresh_line = (
         f"refresh dE   : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} meV, "
-        f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows; "
+        f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows "
+        f"(force RMSE there {summary['refresh_force_rmse_meV_per_A']:.1f} meV/Å); "
         f"{summary['rollbacks']} windows rerun with the reference"
         if refresh["count"]
         else "refresh dE   : no finished windows"

@@ -585,6 +585,13 @@ def test_refresh_energy_error_is_reference_minus_old_frame_surrogate(reference, 
     assert error == pytest.approx(energy_ref - energy_sur, abs=1e-10)
     assert abs(error) > 1e-6  # a real surrogate error, not a trivial zero
     assert calc.refresh_errors == [error]
+    # the refresh force error: RMS of F_ref - F_sur(old frame) over all components
+    forces_ref = reference.compute(ethanol.numbers, ethanol.positions).forces.numpy()
+    _, forces_sur = surrogate.energy_and_forces(frame, ethanol.positions)
+    expected = np.sqrt(np.mean((forces_ref - forces_sur.numpy()) ** 2))
+    assert seen[3]["refresh_force_error"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert seen[3]["refresh_force_error"] > 1e-6
+    assert calc.refresh_force_errors == [seen[3]["refresh_force_error"]]
     # the extra surrogate energy call is part of the reference step, not a step of its own
     assert (calc.stats.full_steps, calc.stats.reuse_steps) == (2, 2)
 
@@ -601,6 +608,7 @@ def test_refresh_errors_one_per_finished_window(reference, surrogate, ethanol):
     # reference calls at steps 0, 4, 8, 12: three finished windows, one open
     assert [e is not None for e in errors] == [s in (4, 8, 12) for s in range(14)]
     assert calc.refresh_errors == [e for e in errors if e is not None]
+    assert len(calc.refresh_force_errors) == 3
 
 
 def test_force_guard_fallback_ends_a_window_with_its_error(reference, surrogate, ethanol):

@@ -156,6 +156,7 @@ def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0
         "bonds_xh": xh.astype(np.float32),
         "bonds_heavy": heavy.astype(np.float32),
         "refresh_errors": np.full(frames // 10, 0.001),
+        "refresh_force_errors": np.full(frames // 10, 0.05),
         "seconds": 1.0 if "boostmd" in role else 10.0,
         "steps": frames,
         "reference_calls": frames // 10 if "boostmd" in role else frames,
@@ -199,6 +200,7 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
     assert report["vs_reference"]["boostmd"]["temperature_hydrogen_K"] == pytest.approx(40, abs=5)
     assert report["vs_reference"]["boostmd"]["bond_xh_w1_mA"] == pytest.approx(10, abs=2)
     sampler = report["samplers"]["boostmd-checked"]
+    assert sampler["refresh_force_rmse_meV_per_A"] == pytest.approx(50)
     assert sampler["speedup"] == pytest.approx(10) and sampler["reference_call_speedup"] == 10
     assert sampler["refresh_energy_error_meV"]["frames"]["rms_meV"] == pytest.approx(1)
     assert report["verdict"] == "fail"
@@ -351,7 +353,14 @@ def test_interrupted_validation_resumes_to_the_same_result(
     for job in ("boostmd-0", "boostmd-checked-0"):
         a = np.load(tmp_path / "a" / "checkpoints" / f"ALA-{job}.npz")
         b = np.load(tmp_path / "b" / "checkpoints" / f"ALA-{job}.npz")
-        for key in ("phi", "bonds_xh", "refresh_energy_error", "positions", "refresh_errors"):
+        for key in (
+            "phi",
+            "bonds_xh",
+            "refresh_energy_error",
+            "positions",
+            "refresh_errors",
+            "refresh_force_errors",
+        ):
             np.testing.assert_array_equal(a[key], b[key])
         # the curvature fit goes on from where it stopped, not from scratch
         assert json.loads(str(b["calibration"]))["windows"] == len(b["refresh_errors"])

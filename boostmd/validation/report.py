@@ -65,6 +65,7 @@ __all__ = [
     "METRICS",
     "judge",
     "refresh_error_stats",
+    "refresh_force_rmse",
     "summary_markdown",
     "system_report",
 ]
@@ -228,6 +229,21 @@ def refresh_error_stats(errors_eV: np.ndarray) -> dict[str, float]:
     }
 
 
+def refresh_force_rmse(errors_eV_per_A: np.ndarray) -> float:
+    """Force RMSE (meV/Å) over all windows from each window's refresh force RMS error.
+
+    Every window's error is over the same number of components, so the RMSE of all of
+    them is the root mean square of the windows' own RMS errors; ``nan`` windows (from
+    checkpoints that did not record them) are left out.
+
+    >>> refresh_force_rmse(np.array([0.03, np.nan, 0.04]))
+    35.35533905932738
+    """
+    errors = np.asarray(errors_eV_per_A, dtype=float)
+    errors = errors[np.isfinite(errors)]
+    return float(1000 * np.sqrt(np.mean(errors**2))) if len(errors) else math.nan
+
+
 def _drift_meV_per_ps(result: dict, timestep_fs: float, atoms: int, all_frames=False) -> float:
     """Slope of the total energy (meV/ps per atom); BoostMD: at refresh frames unless told."""
     energy = np.asarray(result["energy"])
@@ -356,6 +372,9 @@ def system_report(
                     np.concatenate([r["refresh_errors"] for r in runs]) if runs else []
                 ),
             },
+            "refresh_force_rmse_meV_per_A": refresh_force_rmse(
+                np.concatenate([r["refresh_force_errors"] for r in runs]) if runs else []
+            ),
             "nve": {
                 "role": nve_role,
                 "drift_meV_per_ps_per_atom": (
@@ -531,7 +550,9 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                 f"RMS {_cell(frames['rms_meV'])}, mean {_cell(frames['mean_meV'])}, largest "
                 f"|dE| {_cell(frames['max_abs_meV'])} meV (all {every['count']} windows, "
                 f"undone ones included: RMS {_cell(every['rms_meV'])}, largest "
-                f"{_cell(every['max_abs_meV'])} meV)"
+                f"{_cell(every['max_abs_meV'])} meV); force RMSE at the windows' ends (the "
+                f"surrogate on its own trajectory): "
+                f"{_cell(s['refresh_force_rmse_meV_per_A'])} meV/Å"
             )
         lines += [f"- **{failure}**" for failure in report["failures"]]
         lines.append("")

@@ -259,8 +259,9 @@ def run_job(
     reference call (reruns of undone windows and force-guard fallbacks too),
     ``rollbacks`` and ``windows`` the undone and all checked windows of
     ``BoostLangevin`` (with ASE's integrators: 0 and the windows ended),
-    ``fallbacks`` the force guard's reference calls, and ``refresh_errors`` (eV) holds
-    the calculator's refresh energy errors of every window, undone ones included.
+    ``fallbacks`` the force guard's reference calls, and ``refresh_errors`` (eV) and
+    ``refresh_force_errors`` (eV/Å) hold the calculator's refresh energy and force errors
+    of every window, undone ones included.
     """
     path = checkpoints / f"{job.name}.npz"
     saved = _load(path)
@@ -280,6 +281,7 @@ def run_job(
         )
         state = {"step": 0, "seconds": 0.0, **dict.fromkeys(_COUNTERS, 0)}
         refresh_errors: list[float] = []
+        force_errors: list[float] = []
     else:
         atoms.positions = saved["positions"]
         atoms.set_momenta(saved["momenta"])
@@ -287,6 +289,7 @@ def run_job(
         state = {key: saved[key].item() for key in ("step", "seconds")}
         state.update({key: int(saved[key]) for key in _COUNTERS})
         refresh_errors = [float(x) for x in saved["refresh_errors"]]
+        force_errors = [float(x) for x in _saved_force_errors(saved)]
         _restore_calibration(calculator, saved)
     dynamics = _dynamics(job, atoms, settings, rng)
     recorder = _Recorder(atoms, topology, saved)
@@ -314,6 +317,9 @@ def run_job(
         if not isinstance(calculator, BoostMDCalculator):
             state["reference_calls"] += segment
         refresh_errors += _refresh_errors(calculator)[before["refresh_errors"] :]
+        force_errors += _refresh_errors(calculator, "refresh_force_errors")[
+            before["refresh_errors"] :
+        ]
         collapse = first_collapse(np.asarray(segment_positions), topology)
         if collapse is not None:
             frame = len(recorder.values["phi"]) - len(segment_positions) + collapse[0]
@@ -327,6 +333,7 @@ def run_job(
                 **recorder.arrays(),
                 **state,
                 "refresh_errors": np.asarray(refresh_errors, dtype=float),
+                "refresh_force_errors": np.asarray(force_errors, dtype=float),
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
                 "rng_state": json.dumps(rng.bit_generator.state),
@@ -358,8 +365,15 @@ def _restore_calibration(calculator, saved: dict) -> None:
         calculator.calibration = calibration
 
 
-def _refresh_errors(calculator) -> list:
-    return list(getattr(calculator, "refresh_errors", None) or [])
+def _refresh_errors(calculator, kind: str = "refresh_errors") -> list:
+    return list(getattr(calculator, kind, None) or [])
+
+
+def _saved_force_errors(saved: dict) -> np.ndarray:
+    """Refresh force errors of a checkpoint (``nan`` per window where an older one has none)."""
+    if "refresh_force_errors" in saved:
+        return np.asarray(saved["refresh_force_errors"], dtype=float)
+    return np.full(len(saved["refresh_errors"]), np.nan)
 
 
 def _counters(calculator, dynamics) -> dict[str, int]:
@@ -387,6 +401,7 @@ def _result(job: Job, saved: dict) -> dict:
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},
         "refresh_errors": np.asarray(saved["refresh_errors"], dtype=float),
+        "refresh_force_errors": _saved_force_errors(saved),
         "curvature_scale": getattr(_saved_calibration(saved), "scale", 1.0),
         "collapse": None if frame < 0 else (frame, str(saved["collapse_reason"])),
     }
