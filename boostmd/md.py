@@ -8,10 +8,10 @@ from ase.md.langevin import Langevin
 
 from boostmd.integrator import BoostLangevin
 
-__all__ = ["boost_langevin", "langevin"]
+__all__ = ["ase_units", "boost_langevin", "langevin"]
 
 
-def _ase_units(timestep_fs: float, friction_per_ps: float) -> tuple[float, float]:
+def ase_units(timestep_fs: float, friction_per_ps: float) -> tuple[float, float]:
     """Timestep (fs) and friction (1/ps) in ASE's time units."""
     return timestep_fs * units.fs, friction_per_ps / (1000 * units.fs)
 
@@ -38,7 +38,7 @@ def langevin(
     rng
         Generator or seed of the random forces.
     """
-    timestep, friction = _ase_units(timestep_fs, friction_per_ps)
+    timestep, friction = ase_units(timestep_fs, friction_per_ps)
     return Langevin(
         atoms,
         timestep,
@@ -77,7 +77,7 @@ def boost_langevin(
     energy_consistent
         Remove each accepted refresh energy error from the kinetic energy.
     """
-    timestep, friction = _ase_units(timestep_fs, friction_per_ps)
+    timestep, friction = ase_units(timestep_fs, friction_per_ps)
     return BoostLangevin(
         atoms,
         timestep,

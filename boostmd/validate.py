@@ -103,6 +103,7 @@ class ValidationConfig:
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
+    equilibration_friction_per_ps: float | None = 20.0
     steps: int = PRESETS["quick"]["steps"]
     equilibration_steps: int = PRESETS["quick"]["equilibration_steps"]
     replicas: int = PRESETS["quick"]["replicas"]
@@ -124,6 +125,7 @@ class ValidationConfig:
             temperature_K=self.temperature_K,
             timestep_fs=self.timestep_fs,
             friction_per_ps=self.friction_per_ps,
+            equilibration_friction_per_ps=self.equilibration_friction_per_ps,
             steps=self.steps,
             equilibration_steps=self.equilibration_steps,
             nve_steps=self.nve_steps,
@@ -347,6 +349,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
     parser.add_argument("--friction", type=float, default=defaults.friction_per_ps, help="1/ps")
+    parser.add_argument(
+        "--equilibration-friction",
+        type=float,
+        default=defaults.equilibration_friction_per_ps,
+        help="friction (1/ps) of the equilibration steps, which bring every run to the bath "
+        "temperature before the production steps at --friction",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=Path("boostmd-validation"))
@@ -379,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature_K=args.temperature,
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,
+        equilibration_friction_per_ps=args.equilibration_friction,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         integrator=args.integrator,

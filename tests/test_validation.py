@@ -207,6 +207,30 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
     assert all(f.startswith(("boostmd: ", "boostmd-checked: ")) for f in report["failures"])
 
 
+def test_equilibration_steps_run_at_the_equilibration_friction_then_production():
+    from ase.calculators.lj import LennardJones
+
+    from boostmd.md import ase_units, langevin
+
+    atoms = molecule("H2O")
+    atoms.calc = LennardJones()
+    settings = runs.MDSettings(
+        300.0, 1.0, 1.0, 6, 4, 0, 10, 500, 0, equilibration_friction_per_ps=50.0
+    )
+    dynamics = langevin(atoms, 300.0, 1.0, 1.0, rng=0)
+    seen = []
+    dynamics.attach(lambda: seen.append(dynamics.fr))
+    job = runs.Job("X", "reference", 0)
+    runs._advance(dynamics, job, settings, 0, 3)  # a checkpoint inside the equilibration
+    runs._advance(dynamics, job, settings, 3, 7)
+    strong, weak = ase_units(1.0, 50.0)[1], ase_units(1.0, 1.0)[1]
+    # ASE observes the start, then each step after it is taken with the friction shown
+    assert seen[1:] == [strong] * 4 + [weak] * 6
+    nve = langevin(atoms, 300.0, 1.0, 0.0, rng=0)
+    runs._advance(nve, runs.Job("X", "nve-reference", 0), settings, 0, 5)
+    assert nve.fr == 0.0  # NVE runs have no equilibration friction
+
+
 def test_cli_and_presets():
     args = _parser().parse_args(["--integrator", "ase", "--preset", "long"])
     assert args.integrator == "ase" and args.preset == "long"

@@ -469,7 +469,8 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         "",
         f"Langevin MD at {settings.temperature_K:g} K, timestep {settings.timestep_fs:g} fs, "
         f"friction {settings.friction_per_ps:g}/ps, {settings.steps} steps per run after "
-        f"{settings.equilibration_steps} of equilibration; BoostMD interval "
+        f"{settings.equilibration_steps} of equilibration at friction "
+        f"{settings.equilibration_friction:g}/ps; BoostMD interval "
         f"N = {settings.interval}. Samplers: {', '.join(samplers)}"
         + (" (checked: energy-consistent refresh)" if settings.energy_consistent else "")
         + ("; curvature calibrated online" if settings.calibrate else "")
