@@ -152,7 +152,10 @@ class BoostMDCalculator(Calculator):
         a reference call and counted in ``fallbacks``, with a warning.
     schedule
         Any :mod:`integrators` schedule, e.g. ``Threshold(tol=0.3, max_reuse=19)`` for a
-        reference call once some atom may have moved 0.3 Å (an adaptive interval).
+        reference call once some atom may have moved 0.3 Å, or
+        ``ErrorControlled(tol=0.013, min_interval=2, max_interval=20)`` for the interval
+        whose refresh energy error is 13 meV RMS on this system (the calculator reports
+        every window's refresh energy error to a schedule that has ``report_error``).
     calibration
         ``True`` fits the scale of the surrogate's learned curvature term to the refresh
         energy errors as the run goes (:class:`~boostmd.calibration.CurvatureCalibration`:
@@ -357,6 +360,7 @@ class BoostMDCalculator(Calculator):
         source = "full"
         # The surrogate's energy here with the frame a reference call is about to replace.
         surrogate_energy = surrogate_forces = features = curvature = None
+        window_length = self._steps_since_reference + 1  # steps from the frame to here
         scale = self.curvature_scale
         force = new_system or self._reference_only
         if decide(self.schedule, self._step, indicator, force=force):
@@ -390,6 +394,9 @@ class BoostMDCalculator(Calculator):
             self.results["refresh_force_error"] = force_error
             self.refresh_errors.append(error)
             self.refresh_force_errors.append(force_error)
+            report_error = getattr(self.schedule, "report_error", None)
+            if report_error is not None:
+                report_error(error, window_length)
             if curvature is not None and self.calibration is not None:
                 self._calibrate(error, curvature, scale)
 

@@ -13,12 +13,13 @@ the ``diffusion`` extra) and :mod:`integrators.digits` (a small model to measure
 
 from integrators.cache import Cache, CacheStats, Predictor, Schedule
 from integrators.predictors import AdamsBashforth, Linear, PerDimension, Reuse, Taylor
-from integrators.schedules import Periodic, Profiled, Threshold, Warmup
+from integrators.schedules import ErrorControlled, Periodic, Profiled, Threshold, Warmup
 
 __all__ = [
     "AdamsBashforth",
     "Cache",
     "CacheStats",
+    "ErrorControlled",
     "Linear",
     "PerDimension",
     "Periodic",

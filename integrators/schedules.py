@@ -13,23 +13,31 @@ schedule                   full step when
                            MagCache)
 ``Warmup(s, first, last)`` within the first or last steps, else as ``s`` decides
 ``Profiled(mask)``         ``mask[step]``, from an offline calibration run (ERTACache)
+``ErrorControlled(tol)``   the interval whose predicted reuse error is ``tol``, from the
+                           errors measured at earlier full steps (step-size control)
 =========================  ==============================================================
 
 Besides ``should_compute`` and ``reset``, every schedule here has ``notify_full(step)``:
 the caller says that a full step happened that the schedule did not ask for (the first
 call of a cache, a forced warm-up step), so stateful schedules restart their count.
+Schedules that learn from the error of their reuse steps also have
+``report_error(error, steps)``: the caller measured, at a full step, the error the
+predictor would have made there ``steps`` steps after the previous full step.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from integrators._tree import Value, leaves
 
 __all__ = [
+    "ErrorControlled",
     "Periodic",
     "Profiled",
     "Threshold",
@@ -362,3 +370,151 @@ class Profiled:
 
     def __repr__(self) -> str:
         return f"Profiled(full={self.num_full}/{len(self.mask)})"
+
+
+@dataclass
+class _ErrorModel:
+    """Running mean of ``(error / steps**order)**2``: the error constant, squared."""
+
+    mean_square: float = 0.0
+    reports: int = 0
+
+
+class ErrorControlled:
+    """An interval between full steps chosen from the errors measured at earlier ones.
+
+    Adaptive step-size control for caches: the error of a prediction made ``k`` steps
+    after a full step grows like ``C k**order``. Whenever a full step ends a run of reuse
+    steps the caller may know what the predictor would have said there; it reports that
+    error with :meth:`report_error` (BoostMD: the refresh energy error, free at every
+    reference call). The schedule keeps the running mean ``m`` of ``(error / k**order)**2``
+    over the last ``memory`` reports (an exponential average) and sets the interval to the
+    largest ``k`` with ``sqrt(m) k**order <= tol``, within ``[min_interval,
+    max_interval]``; ``initial`` until the first report. So ``tol`` is a target for the
+    root mean square error at full steps, and the interval follows how well the
+    predictor does on this trajectory instead of being tuned by hand.
+
+    The learned error constant is shared between copies (``copy.deepcopy``): a caller
+    that snapshots the schedule and restores it to undo steps (BoostMD's checked windows)
+    keeps what the undone steps measured. :meth:`reset` restarts the count, not the
+    learned constant (it describes the predictor, not one trajectory).
+
+    Parameters
+    ----------
+    tol
+        Target root mean square error at full steps (in the units of the reports).
+    initial
+        Interval (steps from one full step to the next) before any report.
+    min_interval, max_interval
+        Bounds of the interval.
+    order
+        Growth order of the error with the steps since the full step.
+    memory
+        Number of reports the average remembers (``1 / memory`` is the weight of a new one;
+        the first ``memory`` reports are averaged equally).
+
+    Examples
+    --------
+    >>> s = ErrorControlled(tol=1.0, initial=4, order=1.0)
+    >>> [s.should_compute(i) for i in range(5)]
+    [True, False, False, False, True]
+    >>> s.report_error(2.0, steps=4)  # error 0.5 per step: a 2-step interval meets tol = 1
+    >>> s.interval
+    2
+    """
+
+    def __init__(
+        self,
+        tol: float,
+        initial: int = 10,
+        min_interval: int = 1,
+        max_interval: int = 20,
+        order: float = 2.0,
+        memory: int = 20,
+    ) -> None:
+        if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0 < tol < math.inf):
+            raise ValueError(f"ErrorControlled(tol=...) must be a number > 0, got {tol!r}")
+        _check_int(min_interval, "ErrorControlled(min_interval=...)", 1)
+        _check_int(max_interval, "ErrorControlled(max_interval=...)", min_interval)
+        _check_int(initial, "ErrorControlled(initial=...)", 1)
+        if not min_interval <= initial <= max_interval:
+            raise ValueError(
+                f"ErrorControlled(initial={initial}) must lie in [min_interval, max_interval] "
+                f"= [{min_interval}, {max_interval}]"
+            )
+        if isinstance(order, bool) or not (isinstance(order, (int, float)) and order > 0):
+            raise ValueError(f"ErrorControlled(order=...) must be a number > 0, got {order!r}")
+        self.tol = float(tol)
+        self.initial = initial
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.order = float(order)
+        self.memory = _check_int(memory, "ErrorControlled(memory=...)", 1)
+        self.model = _ErrorModel()
+        self.reset()
+
+    @property
+    def interval(self) -> int:
+        """The interval the error model asks for now."""
+        model = self.model
+        if not model.reports:
+            return self.initial
+        if model.mean_square <= 0:
+            return self.max_interval
+        steps = (self.tol / math.sqrt(model.mean_square)) ** (1 / self.order)
+        return min(max(int(steps), self.min_interval), self.max_interval)
+
+    def should_compute(self, step: int, indicator: float | None = None) -> bool:
+        """Full on the first step and once ``interval`` steps have passed since the last."""
+        _check_step(step)
+        if not self._started or self.since_full + 1 >= self.interval:
+            self.notify_full(step)
+            return True
+        self.since_full += 1
+        return False
+
+    def report_error(self, error: float, steps: int) -> None:
+        """Add the error a prediction ``steps`` steps after a full step made at the next one.
+
+        Non-finite errors are counted as ``tol`` times ``max_interval`` (a prediction
+        that blew up asks for the shortest interval soon), not ignored.
+        """
+        _check_int(steps, "report_error(steps=...)", 1)
+        error = abs(float(error))
+        if not math.isfinite(error):
+            error = self.tol * self.max_interval**self.order
+        model = self.model
+        model.reports += 1
+        weight = 1 / min(model.reports, self.memory)
+        scaled = (error / steps**self.order) ** 2
+        model.mean_square += weight * (scaled - model.mean_square)
+
+    def notify_full(self, step: int) -> None:
+        """Restart the count after a full step."""
+        self._started = True
+        self.since_full = 0
+
+    def reset(self) -> None:
+        """Restart the count (the next step is full); the learned error model stays."""
+        self._started = False
+        self.since_full = 0
+
+    def state(self) -> dict:
+        """Return the learned error model (JSON-serialisable), to save with a checkpoint."""
+        return {"mean_square": self.model.mean_square, "reports": self.model.reports}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        self.model.mean_square = float(state["mean_square"])
+        self.model.reports = int(state["reports"])
+
+    def __deepcopy__(self, memo: dict) -> ErrorControlled:
+        twin = copy.copy(self)  # shares self.model on purpose: see the class docstring
+        memo[id(self)] = twin
+        return twin
+
+    def __repr__(self) -> str:
+        return (
+            f"ErrorControlled(tol={self.tol}, interval={self.interval}, "
+            f"range=[{self.min_interval}, {self.max_interval}], order={self.order})"
+        )

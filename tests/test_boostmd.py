@@ -19,7 +19,7 @@ from scipy.spatial.transform import Rotation
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
 from boostmd.calibration import CurvatureCalibration
 from boostmd.testing import build_mace
-from integrators import Threshold
+from integrators import ErrorControlled, Threshold
 
 
 @pytest.fixture(scope="module")
@@ -609,6 +609,18 @@ def test_refresh_errors_one_per_finished_window(reference, surrogate, ethanol):
     assert [e is not None for e in errors] == [s in (4, 8, 12) for s in range(14)]
     assert calc.refresh_errors == [e for e in errors if e is not None]
     assert len(calc.refresh_force_errors) == 3
+
+
+def test_an_error_controlled_schedule_hears_every_window_and_adapts(reference, surrogate, ethanol):
+    schedule = ErrorControlled(tol=1e-9, initial=4, min_interval=2, order=1.0, memory=1)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, schedule=schedule)
+    seen = walk(ethanol, calc, 8)
+    sources = "".join("F" if r["boostmd_source"] == "reference" else "." for r in seen)
+    # a 4-step window, then the error (far over tol) shortens the interval to the minimum
+    assert sources == "F...F.F.F"
+    assert schedule.model.reports == len(calc.refresh_errors) == 3
+    last = calc.refresh_errors[-1]
+    assert schedule.model.mean_square == pytest.approx((last / 2) ** 2)  # memory 1: the last
 
 
 def test_force_guard_fallback_ends_a_window_with_its_error(reference, surrogate, ethanol):

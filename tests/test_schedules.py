@@ -1,7 +1,18 @@
+import copy
+import math
+
 import pytest
 import torch
 
-from integrators import AdamsBashforth, Periodic, Profiled, Reuse, Threshold, Warmup
+from integrators import (
+    AdamsBashforth,
+    ErrorControlled,
+    Periodic,
+    Profiled,
+    Reuse,
+    Threshold,
+    Warmup,
+)
 from integrators.schedules import relative_l1
 
 
@@ -119,6 +130,10 @@ def test_relative_l1_on_nested_values():
         (lambda: Profiled([]), "at least one step"),
         (lambda: Profiled([True, False], num_steps=3), "2 entries but num_steps=3"),
         (lambda: Profiled.calibrate([torch.ones(1)], [0.0, 1.0], Reuse(), 0.1), "1 outputs"),
+        (lambda: ErrorControlled(0.0), r"tol=\.\.\.\) must be a number > 0"),
+        (lambda: ErrorControlled(0.1, initial=30), r"initial=30\) must lie in"),
+        (lambda: ErrorControlled(0.1, min_interval=5, max_interval=3), "max_interval"),
+        (lambda: ErrorControlled(0.1, order=0), "order"),
     ],
 )
 def test_bad_configurations_name_the_value(factory, message):
@@ -129,3 +144,65 @@ def test_bad_configurations_name_the_value(factory, message):
 def test_negative_step_is_rejected():
     with pytest.raises(ValueError, match="non-negative"):
         Periodic(2).should_compute(-1)
+
+
+def run_error_controlled(schedule, constant, order, steps):
+    """Drive ``schedule`` with a predictor whose error is exactly ``constant * k**order``."""
+    since, errors = 0, []
+    for step in range(steps):
+        if schedule.should_compute(step):
+            if step:
+                errors.append(constant * since**order)
+                schedule.report_error(errors[-1], since)
+            since = 0
+        since += 1
+    return errors
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, 3.0])
+def test_error_controlled_settles_on_the_longest_interval_within_tol(order):
+    constant, tol = 0.002, 0.05
+    schedule = ErrorControlled(tol=tol, initial=10, max_interval=50, order=order)
+    errors = run_error_controlled(schedule, constant, order, 400)
+    expected = math.floor((tol / constant) ** (1 / order))  # the largest k with C k^p <= tol
+    assert schedule.interval == expected
+    assert max(errors[1:]) <= tol < constant * (expected + 1) ** order
+
+
+def test_error_controlled_bounds_and_bad_errors():
+    schedule = ErrorControlled(tol=1.0, initial=5, min_interval=2, max_interval=8)
+    assert schedule.interval == 5  # nothing reported yet
+    schedule.report_error(0.0, 5)
+    assert schedule.interval == 8  # a perfect predictor: the longest interval
+    schedule = ErrorControlled(tol=1.0, initial=5, min_interval=2, max_interval=8, memory=1)
+    schedule.report_error(1e6, 5)
+    assert schedule.interval == 2
+    schedule.report_error(float("nan"), 5)  # a blow-up counts as a huge error
+    assert schedule.interval == 2
+    with pytest.raises(ValueError, match="steps"):
+        schedule.report_error(0.1, 0)
+
+
+def test_error_controlled_average_forgets_old_reports_after_memory():
+    schedule = ErrorControlled(tol=1.0, order=1.0, memory=2)
+    for error in (4.0, 2.0):  # the first two are averaged equally
+        schedule.report_error(error, 1)
+    assert schedule.model.mean_square == pytest.approx((16 + 4) / 2)
+    schedule.report_error(0.0, 1)  # then each new one weighs 1 / memory
+    assert schedule.model.mean_square == pytest.approx(10 / 2)
+
+
+def test_error_controlled_copies_share_what_they_learned_but_not_the_count():
+    schedule = ErrorControlled(tol=1.0, initial=4, order=1.0)
+    pattern(schedule, 2)
+    snapshot = copy.deepcopy(schedule)
+    schedule.report_error(4.0, 4)  # measured after the snapshot, e.g. in an undone window
+    assert snapshot.model is schedule.model and snapshot.interval == schedule.interval == 1
+    pattern(schedule, 3)
+    assert snapshot.since_full == 1 and schedule.since_full == 0
+    schedule.reset()  # restarts the count, keeps the error model
+    assert schedule.interval == 1 and schedule.should_compute(0)
+    state = schedule.state()
+    fresh = ErrorControlled(tol=1.0, initial=4, order=1.0)
+    fresh.load_state(state)
+    assert fresh.interval == schedule.interval and fresh.state() == state
