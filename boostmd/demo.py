@@ -14,6 +14,8 @@ Ramachandran plot and a JSON summary.
 
     python -m boostmd.demo                 # alanine dipeptide, 300 K, shipped models
     boostmd demo --peptide VAL --steps 4000
+    python -m boostmd.demo --peptide GLN --target-error 13   # window length chosen per
+                                           # window for a 13 meV RMS refresh error
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.md import boost_langevin, langevin
 from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
+from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -49,6 +52,7 @@ class DemoConfig:
     peptide: str = "ALA"
     steps: int = 2000
     interval: int = 10
+    target_error_meV: float | None = None
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
@@ -59,6 +63,18 @@ class DemoConfig:
     seed: int = 0
     out: Path = Path("boostmd-demo")
     overwrite: bool = False
+
+
+def _schedule(config: DemoConfig):
+    """Every ``interval`` steps, or error-controlled from ``interval`` when a target is set."""
+    if config.target_error_meV is None:
+        return Periodic(config.interval)
+    return ErrorControlled(
+        tol=config.target_error_meV / 1000,
+        initial=config.interval,
+        min_interval=min(2, config.interval),
+        max_interval=max(20, config.interval),
+    )
 
 
 def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
@@ -168,7 +184,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     ref_positions, _, _, ref_seconds, _ = _run(
         atoms, ReferenceCalculator(reference), config, "reference MD"
     )
-    boost = BoostMDCalculator(reference, surrogate, interval=config.interval)
+    boost = BoostMDCalculator(reference, surrogate, schedule=_schedule(config))
     boost_positions, _, surrogate_forces, boost_seconds, rollbacks = _run(
         atoms, boost, config, "BoostMD"
     )
@@ -252,6 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peptide", default=defaults.peptide)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--interval", type=int, default=defaults.interval)
+    parser.add_argument(
+        "--target-error",
+        type=float,
+        help="meV: choose each window's length (2-20 steps, from --interval) so that the "
+        "refresh energy error is about this RMS (integrators.ErrorControlled)",
+    )
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
     parser.add_argument(
@@ -281,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         peptide=args.peptide,
         steps=args.steps,
         interval=args.interval,
+        target_error_meV=args.target_error,
         temperature_K=args.temperature,
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,

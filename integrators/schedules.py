@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -374,8 +374,12 @@ class Profiled:
 
 @dataclass
 class _ErrorModel:
-    """Running mean of ``(error / steps**order)**2``: the error constant, squared."""
+    """What an :class:`ErrorControlled` learned: its interval and error constant.
 
+    ``mean_square`` is the running mean of ``(error / steps**order)**2``.
+    """
+
+    interval: int
     mean_square: float = 0.0
     reports: int = 0
 
@@ -388,11 +392,13 @@ class ErrorControlled:
     steps the caller may know what the predictor would have said there; it reports that
     error with :meth:`report_error` (BoostMD: the refresh energy error, free at every
     reference call). The schedule keeps the running mean ``m`` of ``(error / k**order)**2``
-    over the last ``memory`` reports (an exponential average) and sets the interval to the
-    largest ``k`` with ``sqrt(m) k**order <= tol``, within ``[min_interval,
-    max_interval]``; ``initial`` until the first report. So ``tol`` is a target for the
-    root mean square error at full steps, and the interval follows how well the
-    predictor does on this trajectory instead of being tuned by hand.
+    over the last ``memory`` reports (an exponential average) and moves the interval
+    towards the largest ``k`` with ``sqrt(m) k**order <= tol``, within ``[min_interval,
+    max_interval]``, starting from ``initial``: down at once, up by at most half of it
+    per report (as step-size controllers limit growth, so one lucky report cannot make
+    the next window long). So ``tol`` is a target for the root mean square error at
+    full steps, and the interval follows how well the predictor does on this trajectory
+    instead of being tuned by hand.
 
     The learned error constant is shared between copies (``copy.deepcopy``): a caller
     that snapshots the schedule and restores it to undo steps (BoostMD's checked windows)
@@ -450,18 +456,19 @@ class ErrorControlled:
         self.max_interval = max_interval
         self.order = float(order)
         self.memory = _check_int(memory, "ErrorControlled(memory=...)", 1)
-        self.model = _ErrorModel()
+        self.model = _ErrorModel(interval=initial)
         self.reset()
 
     @property
     def interval(self) -> int:
-        """The interval the error model asks for now."""
-        model = self.model
-        if not model.reports:
-            return self.initial
-        if model.mean_square <= 0:
+        """The interval (steps from one full step to the next) in use."""
+        return self.model.interval
+
+    def _target_interval(self) -> int:
+        """Return the longest interval whose predicted error is within ``tol``."""
+        if self.model.mean_square <= 0:
             return self.max_interval
-        steps = (self.tol / math.sqrt(model.mean_square)) ** (1 / self.order)
+        steps = (self.tol / math.sqrt(self.model.mean_square)) ** (1 / self.order)
         return min(max(int(steps), self.min_interval), self.max_interval)
 
     def should_compute(self, step: int, indicator: float | None = None) -> bool:
@@ -488,6 +495,8 @@ class ErrorControlled:
         weight = 1 / min(model.reports, self.memory)
         scaled = (error / steps**self.order) ** 2
         model.mean_square += weight * (scaled - model.mean_square)
+        target, now = self._target_interval(), model.interval
+        model.interval = min(target, now + max(1, now // 2))
 
     def notify_full(self, step: int) -> None:
         """Restart the count after a full step."""
@@ -501,12 +510,15 @@ class ErrorControlled:
 
     def state(self) -> dict:
         """Return the learned error model (JSON-serialisable), to save with a checkpoint."""
-        return {"mean_square": self.model.mean_square, "reports": self.model.reports}
+        return asdict(self.model)
 
     def load_state(self, state: dict) -> None:
         """Continue from :meth:`state`."""
-        self.model.mean_square = float(state["mean_square"])
-        self.model.reports = int(state["reports"])
+        self.model = _ErrorModel(
+            interval=int(state["interval"]),
+            mean_square=float(state["mean_square"]),
+            reports=int(state["reports"]),
+        )
 
     def __deepcopy__(self, memo: dict) -> ErrorControlled:
         twin = copy.copy(self)  # shares self.model on purpose: see the class docstring

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -53,6 +54,12 @@ def test_demo_runs_end_to_end_with_small_models(tmp_path):
     assert "speedup" in format_summary(summary)
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_demo(config, reference, surrogate)
+    # a target every window meets: windows of 5, 7, then 10 steps (growth by half at most;
+    # the last one, integrated ahead by BoostLangevin, ends after the run at step 22)
+    adaptive = replace(config, target_error_meV=1e9, out=tmp_path / "adaptive")
+    summary = run_demo(adaptive, reference, surrogate)
+    assert summary["rollbacks"] == 0
+    assert (summary["reference_calls"], summary["surrogate_calls"]) == (4, 4 + 6 + 9)
 
 
 def test_missing_pretrained_models_name_the_fix(monkeypatch, tmp_path):

@@ -173,7 +173,9 @@ def test_error_controlled_bounds_and_bad_errors():
     schedule = ErrorControlled(tol=1.0, initial=5, min_interval=2, max_interval=8)
     assert schedule.interval == 5  # nothing reported yet
     schedule.report_error(0.0, 5)
-    assert schedule.interval == 8  # a perfect predictor: the longest interval
+    assert schedule.interval == 7  # a perfect predictor: growing by half at most
+    schedule.report_error(0.0, 7)
+    assert schedule.interval == 8  # up to the longest interval
     schedule = ErrorControlled(tol=1.0, initial=5, min_interval=2, max_interval=8, memory=1)
     schedule.report_error(1e6, 5)
     assert schedule.interval == 2
