@@ -20,7 +20,7 @@ from boostmd.graph import radius_graph
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
-from integrators.schedules import decide
+from integrators.schedules import notify_full
 
 __all__ = ["BoostMDCalculator", "ReferenceCalculator", "WindowState", "check_compatible"]
 
@@ -170,7 +170,9 @@ class BoostMDCalculator(Calculator):
     Notes
     -----
     ``results`` holds ``energy``, ``free_energy`` and ``forces`` (eV, eV/Å), plus
-    ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``steps_since_reference``,
+    ``boostmd_source`` (``"reference"`` or ``"surrogate"``), ``boostmd_scheduled``
+    (whether the schedule asked for the reference at this step; also inside
+    :meth:`reference_only`, where it runs anyway), ``steps_since_reference``,
     ``curvature_scale`` (of the window the call belongs to; on a refresh, of the window it
     ends), on reference calls the reference's ``node_features`` (as in
     :class:`ReferenceCalculator`) and, on calls that end a window,
@@ -363,7 +365,10 @@ class BoostMDCalculator(Calculator):
         window_length = self._steps_since_reference + 1  # steps from the frame to here
         scale = self.curvature_scale
         force = new_system or self._reference_only
-        if decide(self.schedule, self._step, indicator, force=force):
+        scheduled = self.schedule.should_compute(self._step, indicator)
+        if force and not scheduled:
+            notify_full(self.schedule, self._step)
+        if scheduled or force:
             if not force and self._steps_since_reference > 0:
                 surrogate_energy, surrogate_forces, curvature = self._surrogate_refresh(
                     positions, scale
@@ -382,6 +387,7 @@ class BoostMDCalculator(Calculator):
             "free_energy": energy,
             "forces": forces,
             "boostmd_source": "reference" if source == "full" else "surrogate",
+            "boostmd_scheduled": scheduled,
             "steps_since_reference": self._steps_since_reference,
             "curvature_scale": scale,
         }

@@ -104,6 +104,7 @@ class ValidationConfig:
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
     equilibration_friction_per_ps: float | None = 20.0
+    target_refresh_error_meV: float | None = None
     steps: int = PRESETS["quick"]["steps"]
     equilibration_steps: int = PRESETS["quick"]["equilibration_steps"]
     replicas: int = PRESETS["quick"]["replicas"]
@@ -126,6 +127,7 @@ class ValidationConfig:
             timestep_fs=self.timestep_fs,
             friction_per_ps=self.friction_per_ps,
             equilibration_friction_per_ps=self.equilibration_friction_per_ps,
+            target_refresh_error_meV=self.target_refresh_error_meV,
             steps=self.steps,
             equilibration_steps=self.equilibration_steps,
             nve_steps=self.nve_steps,
@@ -346,6 +348,14 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     parser.add_argument("--interval", type=int, default=defaults.interval)
+    parser.add_argument(
+        "--target-error",
+        type=float,
+        help="meV: BoostMD chooses each window's length (2-20 steps, from --interval) so "
+        "that the refresh energy error is about this RMS (integrators.ErrorControlled); a "
+        "resumed run then starts a new window where it stopped (the same statistics, not "
+        "the same trajectory)",
+    )
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
     parser.add_argument("--friction", type=float, default=defaults.friction_per_ps, help="1/ps")
@@ -389,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         timestep_fs=args.timestep,
         friction_per_ps=args.friction,
         equilibration_friction_per_ps=args.equilibration_friction,
+        target_refresh_error_meV=args.target_error,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         integrator=args.integrator,

@@ -642,6 +642,7 @@ def test_reference_only_and_new_systems_end_no_window(reference, surrogate, etha
     with calc.reference_only():
         seen = walk(ethanol, calc, 3, seed=1)[1:]
     assert [r["boostmd_source"] for r in seen] == ["reference"] * 3
+    assert [r["boostmd_scheduled"] for r in seen] == [True, False, False]  # steps 3, 4, 5
     assert not any("refresh_energy_error" in r for r in seen)
     assert (calc.stats.full_steps, calc.stats.reuse_steps) == (4, 2)
     # the schedule kept counting: step 6 is due, steps 6 + 1, 6 + 2 reuse it again

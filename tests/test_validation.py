@@ -340,6 +340,20 @@ def test_validation_writes_report_summary_and_plots(models, tmp_path):
     assert np.isfinite(checkpoint["refresh_energy_error"]).sum() == 6
 
 
+def test_an_error_target_sets_the_window_lengths_and_is_checkpointed(models, tmp_path):
+    config = _config(models, tmp_path, integrator="ase", replicas=1, target_refresh_error_meV=1e-9)
+    (report,) = validate(config, command="test")
+    checkpoint = np.load(tmp_path / "checkpoints" / "ALA-boostmd-0.npz")
+    scheduled = np.flatnonzero(checkpoint["scheduled_reference"])
+    # one window of --interval 5, then every window as short as allowed (2 steps)
+    assert scheduled.tolist() == [0, 5, *range(7, 31, 2)]
+    assert np.isfinite(checkpoint["refresh_energy_error"][scheduled[1:]]).all()
+    learned = json.loads(str(checkpoint["schedule"]))
+    assert learned["interval"] == 2 and learned["reports"] == len(scheduled) - 1
+    assert report["samplers"]["boostmd"]["reference_calls"] == len(scheduled)
+    assert "per window for 1e-09 meV RMS dE" in (tmp_path / "summary.md").read_text()
+
+
 @pytest.fixture
 def one_thread():
     """Bit-for-bit claims hold with one thread: with more, torch's CPU kernels can add up

@@ -104,18 +104,24 @@ def _pooled(runs: list[dict], key: str, skip: int) -> np.ndarray:
 
 
 def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
-    """Return the potential energies at the scheduled refresh frames (every interval-th).
+    """Return the potential energies at the scheduled refresh frames.
 
-    For BoostMD these are the reference calls of its schedule; the extra reference frames
-    of rerun windows and force-guard fallbacks are left out, as they are picked by the
-    surrogate's error and would weight the states where it errs.
+    For BoostMD these are the reference calls its schedule asked for (every
+    ``interval``-th frame with a fixed interval; runs recorded before the
+    ``scheduled_reference`` flag existed use that rule); the extra reference frames of
+    rerun windows and force-guard fallbacks are left out, as they are picked by the
+    surrogate's error and would weight the states where it errs. For the reference runs,
+    every ``interval``-th frame.
     """
     energies = []
     for run in runs:
         frames = np.arange(len(run["potential_energy"]))
-        keep = (frames % interval == 0) & (frames >= skip)
-        if run["job"].uses_boostmd:
-            keep &= np.asarray(run["is_reference"], dtype=bool)
+        if run["job"].uses_boostmd and "scheduled_reference" in run:
+            keep = np.asarray(run["scheduled_reference"], dtype=bool) & (frames >= skip)
+        else:
+            keep = (frames % interval == 0) & (frames >= skip)
+            if run["job"].uses_boostmd:
+                keep &= np.asarray(run["is_reference"], dtype=bool)
         energies.append(run["potential_energy"][keep])
     return np.concatenate(energies) if energies else np.zeros(0)
 
@@ -464,6 +470,8 @@ def _cell(value: float, ratio: float | None = None, verdict: str = "") -> str:
 def summary_markdown(reports: list[dict], settings, command: str) -> str:
     """Format a short Markdown summary: verdicts per sampler, metrics, then the details."""
     samplers = list(reports[0]["samplers"]) if reports else []
+    target = settings.target_refresh_error_meV
+    adaptive = "" if target is None else f" at first, then per window for {target:g} meV RMS dE"
     lines = [
         "# BoostMD sampling validation",
         "",
@@ -471,7 +479,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         f"friction {settings.friction_per_ps:g}/ps, {settings.steps} steps per run after "
         f"{settings.equilibration_steps} of equilibration at friction "
         f"{settings.equilibration_friction:g}/ps; BoostMD interval "
-        f"N = {settings.interval}. Samplers: {', '.join(samplers)}"
+        f"N = {settings.interval}{adaptive}. Samplers: {', '.join(samplers)}"
         + (" (checked: energy-consistent refresh)" if settings.energy_consistent else "")
         + ("; curvature calibrated online" if settings.calibrate else "")
         + ". Noise floor: a second, "

@@ -46,6 +46,7 @@ from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
 from boostmd.md import ase_units, langevin
 from boostmd.stability import BondTopology, first_collapse
+from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = ["Job", "MDSettings", "roles", "run_job"]
 
@@ -88,6 +89,7 @@ class MDSettings:
     energy_consistent: bool = False
     calibrate: bool = False
     equilibration_friction_per_ps: float | None = None
+    target_refresh_error_meV: float | None = None
 
     @property
     def equilibration_friction(self) -> float:
@@ -140,9 +142,21 @@ class Job:
 def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calculator:
     if job.uses_boostmd:
         return BoostMDCalculator(
-            reference, surrogate, interval=settings.interval, calibration=settings.calibrate
+            reference, surrogate, schedule=_schedule(settings), calibration=settings.calibrate
         )
     return ReferenceCalculator(reference)
+
+
+def _schedule(settings: MDSettings):
+    """Every ``interval`` steps, or error-controlled from ``interval`` with a target."""
+    if settings.target_refresh_error_meV is None:
+        return Periodic(settings.interval)
+    return ErrorControlled(
+        tol=settings.target_refresh_error_meV / 1000,
+        initial=settings.interval,
+        min_interval=min(2, settings.interval),
+        max_interval=max(20, settings.interval),
+    )
 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
@@ -187,6 +201,8 @@ class _Recorder:
         "is_reference",
         "refresh_energy_error",
     )
+    # absent from checkpoints of older versions (the report then falls back on the interval)
+    OPTIONAL = ("scheduled_reference",)
     BONDS = ("bonds_xh", "bonds_heavy")
     KEYS = SCALARS + BONDS
 
@@ -195,7 +211,10 @@ class _Recorder:
         self.groups = (hydrogen, ~hydrogen)
         has_h = hydrogen[topology.pairs].any(axis=1)
         self.pairs = {"bonds_xh": topology.pairs[has_h], "bonds_heavy": topology.pairs[~has_h]}
-        self.values = {key: list(saved[key]) if saved else [] for key in self.KEYS}
+        self.values = {
+            key: list(saved[key]) if saved and key in saved else []
+            for key in self.KEYS + self.OPTIONAL
+        }
 
     def observe(self, atoms: Atoms, dihedrals) -> None:
         positions = atoms.positions
@@ -213,13 +232,16 @@ class _Recorder:
         values["energy"].append(potential + atoms.get_kinetic_energy())
         values["potential_energy"].append(potential)
         values["is_reference"].append(source == "reference")
+        values["scheduled_reference"].append(
+            source == "reference" and bool(results.get("boostmd_scheduled", True))
+        )
         values["refresh_energy_error"].append(float(results.get("refresh_energy_error", np.nan)))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS}
+        arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS + self.OPTIONAL}
         for key in self.BONDS:
             bonds = len(self.pairs[key])
             arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(-1, bonds)
@@ -299,6 +321,7 @@ def run_job(
         refresh_errors = [float(x) for x in saved["refresh_errors"]]
         force_errors = [float(x) for x in _saved_force_errors(saved)]
         _restore_calibration(calculator, saved)
+        _restore_schedule(calculator, saved)
     dynamics = _dynamics(job, atoms, settings, rng)
     recorder = _Recorder(atoms, topology, saved)
     segment_positions: list[np.ndarray] = []
@@ -346,6 +369,7 @@ def run_job(
                 "momenta": atoms.get_momenta(),
                 "rng_state": json.dumps(rng.bit_generator.state),
                 "calibration": _calibration_state(calculator),
+                "schedule": _schedule_state(calculator),
                 "finished": finished,
                 "collapse_frame": -1 if collapse is None else collapse[0],
                 "collapse_reason": "" if collapse is None else collapse[1],
@@ -404,6 +428,18 @@ def _restore_calibration(calculator, saved: dict) -> None:
         calculator.calibration = calibration
 
 
+def _schedule_state(calculator) -> str:
+    """Return an error-controlled schedule's learned state as JSON (``""`` otherwise)."""
+    state = getattr(getattr(calculator, "schedule", None), "state", None)
+    return json.dumps(state()) if state is not None else ""
+
+
+def _restore_schedule(calculator, saved: dict) -> None:
+    state = str(saved["schedule"]) if "schedule" in saved else ""
+    if state and hasattr(getattr(calculator, "schedule", None), "load_state"):
+        calculator.schedule.load_state(json.loads(state))
+
+
 def _refresh_errors(calculator, kind: str = "refresh_errors") -> list:
     return list(getattr(calculator, kind, None) or [])
 
@@ -436,6 +472,7 @@ def _result(job: Job, saved: dict) -> dict:
     return {
         "job": job,
         **{key: saved[key][:end] for key in _Recorder.KEYS},
+        **{key: saved[key][:end] for key in _Recorder.OPTIONAL if key in saved},
         "seconds": float(saved["seconds"]),
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},
