@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.io import read, write
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import ReferenceCalculator
 from boostmd.graph import pair_forces, radius_graph
-from boostmd.md import langevin
+from boostmd.md import langevin, thermal_momenta
 from boostmd.reference import MACEReference
 from boostmd.surrogate import Surrogate
 
@@ -124,7 +123,7 @@ def _simulate(
     rng = np.random.default_rng(zlib.crc32(f"{name}-{config.seed}".encode()))
     atoms = atoms.copy()
     atoms.calc = ReferenceCalculator(reference)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermal_momenta(atoms, temperature, rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
     dynamics.run(config.equilibration_steps)
     frames, reference_steps, features = [], [], []

@@ -31,12 +31,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.io import write
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
-from boostmd.md import boost_langevin, langevin
+from boostmd.md import boost_langevin, langevin, thermal_momenta
 from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
 from integrators.schedules import ErrorControlled, Periodic
 
@@ -176,9 +175,7 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
 
         atoms = capped_dipeptide(config.peptide)
     atoms = atoms.copy()
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=config.temperature_K, rng=np.random.default_rng(config.seed)
-    )
+    thermal_momenta(atoms, config.temperature_K, np.random.default_rng(config.seed))
     config.out.mkdir(parents=True, exist_ok=True)
 
     ref_positions, _, _, ref_seconds, _ = _run(

@@ -8,7 +8,23 @@ from ase.md.langevin import Langevin
 
 from boostmd.integrator import BoostLangevin
 
-__all__ = ["ase_units", "boost_langevin", "langevin"]
+__all__ = ["ase_units", "boost_langevin", "langevin", "thermal_momenta"]
+
+
+def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Draw Maxwell-Boltzmann momenta at ``temperature_K`` from ``rng`` (in place).
+
+    ASE 3.29 renamed ``MaxwellBoltzmannDistribution`` to ``thermalize_momenta`` and warns
+    on the old name; both draw the same numbers. Older ASE has only the old name.
+    """
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    else:
+        thermalize_momenta(atoms, temperature_K, rng=rng)
 
 
 def ase_units(timestep_fs: float, friction_per_ps: float) -> tuple[float, float]:

@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.io import read
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.data import labelled_frame, write_run
-from boostmd.md import langevin
+from boostmd.md import langevin, thermal_momenta
 from boostmd.reference import MACEReference
 from boostmd.stability import BondTopology, first_collapse
 from boostmd.surrogate import Surrogate
@@ -100,7 +99,7 @@ def _one_window(
     atoms = Atoms(start.numbers, start.positions)
     atoms.calc = booster
     booster.reset()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermal_momenta(atoms, temperature, rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
     atoms.get_forces()  # the reference call that frames the window labels its start
     frames = [labelled_frame(atoms, booster.results)]

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.io import read, write
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
-from boostmd.md import langevin
+from boostmd.md import langevin, thermal_momenta
 from boostmd.peptides import capped_dipeptide, residue_code
 
 __all__ = ["XTBDataConfig", "generate", "xtb_calculator"]
@@ -88,7 +87,7 @@ def _run(config: XTBDataConfig, residue: str, temperature: float) -> list[Atoms]
     rng = np.random.default_rng(seed)
     atoms = capped_dipeptide(residue, seed=config.seed)
     atoms.calc = xtb_calculator()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermal_momenta(atoms, temperature, rng)
     dynamics = langevin(atoms, temperature, config.timestep_fs, 1000 * config.friction_per_fs, rng)
     dynamics.run(config.equilibration_steps)
     info = {"residue": residue, "temperature_K": temperature}

@@ -677,3 +677,18 @@ def test_window_state_restores_identical_results(reference, surrogate, ethanol):
     assert {r["boostmd_source"] for r in first} == {"reference", "surrogate"}
     with pytest.raises(TypeError, match="WindowState"):
         calc.restore_window_state({"frame": None})
+
+
+def test_thermal_momenta_draw_what_maxwell_boltzmann_draws_without_a_warning(ethanol):
+    import warnings
+
+    from boostmd.md import thermal_momenta
+
+    expected = ethanol.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # ASE >= 3.29 renamed it
+        MaxwellBoltzmannDistribution(expected, temperature_K=300, rng=np.random.default_rng(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        thermal_momenta(ethanol, 300, np.random.default_rng(4))
+    np.testing.assert_array_equal(ethanol.get_momenta(), expected.get_momenta())

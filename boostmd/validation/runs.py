@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from ase.units import fs, kB
 from tqdm import tqdm
@@ -44,7 +43,7 @@ from tqdm import tqdm
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
-from boostmd.md import ase_units, langevin
+from boostmd.md import ase_units, langevin, thermal_momenta
 from boostmd.stability import BondTopology, first_collapse
 from integrators.schedules import ErrorControlled, Periodic
 
@@ -304,10 +303,8 @@ def run_job(
     atoms.calc = calculator
     rng = np.random.default_rng(job.seed(settings, "noise"))
     if saved is None:
-        MaxwellBoltzmannDistribution(
-            atoms,
-            temperature_K=settings.temperature_K,
-            rng=np.random.default_rng(job.seed(settings, "momenta")),
+        thermal_momenta(
+            atoms, settings.temperature_K, np.random.default_rng(job.seed(settings, "momenta"))
         )
         state = {"step": 0, "seconds": 0.0, **dict.fromkeys(_COUNTERS, 0)}
         refresh_errors: list[float] = []
