@@ -21,6 +21,11 @@ reference runs; checks that no run collapses; and writes ``OUT/report.json``,
         --phi 4 6 8 14 --psi 6 8 14 16
     torchrun --nproc-per-node 4 -m boostmd.validate --preset full --peptide ALA
 
+Every sampling run first equilibrates for ``--equilibration-steps`` at
+``--equilibration-friction`` (20/ps), then samples at ``--friction``; ``--target-error MEV``
+lets BoostMD choose each window's length for that refresh-error RMS
+(:class:`integrators.ErrorControlled`).
+
 Runs checkpoint every ``--checkpoint-every`` steps; run the same command again to resume.
 Under ``torchrun`` the runs are split across ranks (gloo on CPU, NCCL on GPU) and rank 0
 writes the report.
