@@ -20,7 +20,7 @@ from boostmd.graph import radius_graph
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
-from integrators.schedules import notify_full
+from integrators.schedules import consult
 
 __all__ = ["BoostMDCalculator", "ReferenceCalculator", "WindowState", "check_compatible"]
 
@@ -176,7 +176,9 @@ class BoostMDCalculator(Calculator):
     ``curvature_scale`` (of the window the call belongs to; on a refresh, of the window it
     ends), on reference calls the reference's ``node_features`` (as in
     :class:`ReferenceCalculator`) and, on calls that end a window,
-    ``refresh_energy_error`` (eV) and ``refresh_force_error`` (eV/Å). ``stats`` counts
+    ``refresh_energy_error`` (eV), ``refresh_force_error`` (eV/Å) and
+    ``refresh_surrogate_forces`` (the ending window's surrogate forces there, eV/Å, which
+    :class:`~boostmd.BoostLangevin` reuses). ``stats`` counts
     every reference (full) and surrogate (reuse) call, reruns included, and the time
     spent in each (a full step's time includes its refresh-error evaluation).
     ``refresh_errors`` lists the refresh energy error (eV) of every window ended so far,
@@ -365,10 +367,8 @@ class BoostMDCalculator(Calculator):
         window_length = self._steps_since_reference + 1  # steps from the frame to here
         scale = self.curvature_scale
         force = new_system or self._reference_only
-        scheduled = self.schedule.should_compute(self._step, indicator)
-        if force and not scheduled:
-            notify_full(self.schedule, self._step)
-        if scheduled or force:
+        full, scheduled = consult(self.schedule, self._step, indicator, force=force)
+        if full:
             if not force and self._steps_since_reference > 0:
                 surrogate_energy, surrogate_forces, curvature = self._surrogate_refresh(
                     positions, scale
@@ -398,6 +398,7 @@ class BoostMDCalculator(Calculator):
             force_error = float(np.sqrt(np.mean((forces - surrogate_forces) ** 2)))
             self.results["refresh_energy_error"] = error
             self.results["refresh_force_error"] = force_error
+            self.results["refresh_surrogate_forces"] = surrogate_forces
             self.refresh_errors.append(error)
             self.refresh_force_errors.append(force_error)
             report_error = getattr(self.schedule, "report_error", None)

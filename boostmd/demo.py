@@ -35,9 +35,8 @@ from tqdm import tqdm
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
-from boostmd.md import boost_langevin, langevin, thermal_momenta
+from boostmd.md import boost_langevin, langevin, thermal_momenta, window_schedule
 from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
-from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -62,18 +61,6 @@ class DemoConfig:
     seed: int = 0
     out: Path = Path("boostmd-demo")
     overwrite: bool = False
-
-
-def _schedule(config: DemoConfig):
-    """Every ``interval`` steps, or error-controlled from ``interval`` when a target is set."""
-    if config.target_error_meV is None:
-        return Periodic(config.interval)
-    return ErrorControlled(
-        tol=config.target_error_meV / 1000,
-        initial=config.interval,
-        min_interval=min(2, config.interval),
-        max_interval=max(20, config.interval),
-    )
 
 
 def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
@@ -181,7 +168,9 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     ref_positions, _, _, ref_seconds, _ = _run(
         atoms, ReferenceCalculator(reference), config, "reference MD"
     )
-    boost = BoostMDCalculator(reference, surrogate, schedule=_schedule(config))
+    boost = BoostMDCalculator(
+        reference, surrogate, schedule=window_schedule(config.interval, config.target_error_meV)
+    )
     boost_positions, _, surrogate_forces, boost_seconds, rollbacks = _run(
         atoms, boost, config, "BoostMD"
     )

@@ -129,10 +129,10 @@ class BoostLangevin(Langevin):
     atoms: rescaling every momentum instead cools the rest of the molecule while the
     pumped vibration keeps its energy. ``s`` is limited so that at least a fraction ``f``
     of ``K`` is kept (with a warning).
-    ``F_sur(x_N)`` costs one surrogate evaluation per accepted window (not counted in the
-    calculator's ``stats``). With constraints, or for a window ended by a force-guard
-    fallback (the surrogate's forces there are wrong), ``dF = 0`` and only the rescaling
-    is used.
+    ``F_sur(x_N)`` is the calculator's ``results["refresh_surrogate_forces"]``, evaluated
+    with the ending window's frame for the refresh errors anyway. With constraints, or
+    for a window ended by a force-guard fallback (the surrogate's forces there are
+    wrong), ``dF = 0`` and only the rescaling is used.
 
     ===========  ==============================  ==============================================
     symbol       variable                        meaning
@@ -376,32 +376,30 @@ class BoostLangevin(Langevin):
                     rerun.append(self._snapshot(calc))
             return rerun
         if self.energy_consistent:
-            frame = start.calc_state.frame if calc.fallbacks == fallbacks else None
-            self._remove_from_kinetic_energy(error, calc, frame)
+            self._remove_from_kinetic_energy(error, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
         return states
 
     def _surrogate_momenta(
-        self, calc: BoostMDCalculator, frame: Any
+        self, calc: BoostMDCalculator, scheduled: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """``p_sur`` (the ending window's own momenta) and the force error at the refresh.
 
-        The force error ``F_ref(x_N) - F_sur(x_N)`` is zero (and ``p_sur = p_N``) with
-        constraints or when the window ended by a force-guard fallback (``frame`` is None).
+        The force error ``F_ref(x_N) - F_sur(x_N)`` (``F_sur`` as the calculator evaluated
+        it at the refresh) is zero (and ``p_sur = p_N``) with constraints or when the
+        window ended by a force-guard fallback (``scheduled`` False).
         """
         atoms = self.atoms
         momenta = atoms.get_momenta()
-        if frame is None or atoms.constraints:
+        if not scheduled or atoms.constraints:
             return momenta, np.zeros_like(momenta)
-        scale = calc.results.get("curvature_scale", 1.0)  # the ending window's
-        _, forces = calc.surrogate.energy_and_forces(frame, atoms.positions, curvature_scale=scale)
-        error = calc.results["forces"] - forces.detach().cpu().numpy().astype(np.float64)
+        error = calc.results["forces"] - calc.results["refresh_surrogate_forces"]
         if not np.isfinite(error).all():
             return momenta, np.zeros_like(momenta)
         return momenta - self.c1 * error, error
 
     def _remove_from_kinetic_energy(
-        self, error: float, calc: BoostMDCalculator, frame: Any
+        self, error: float, calc: BoostMDCalculator, scheduled: bool
     ) -> None:
         """Set the momenta so that ``E_ref + K`` equals the ending window's energy.
 
@@ -409,7 +407,7 @@ class BoostLangevin(Langevin):
         step's own ``c1``), then, for what that direction cannot take, by rescaling.
         """
         masses = self.masses
-        momenta, force_error = self._surrogate_momenta(calc, frame)
+        momenta, force_error = self._surrogate_momenta(calc, scheduled)
         half_norm = 0.5 * float((force_error**2 / masses).sum())
         overlap = float((momenta * force_error / masses).sum())
         remaining = error

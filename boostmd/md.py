@@ -7,8 +7,9 @@ from ase import Atoms, units
 from ase.md.langevin import Langevin
 
 from boostmd.integrator import BoostLangevin
+from integrators.schedules import ErrorControlled, Periodic
 
-__all__ = ["ase_units", "boost_langevin", "langevin", "thermal_momenta"]
+__all__ = ["ase_units", "boost_langevin", "langevin", "thermal_momenta", "window_schedule"]
 
 
 def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
@@ -25,6 +26,23 @@ def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     else:
         thermalize_momenta(atoms, temperature_K, rng=rng)
+
+
+def window_schedule(interval: int, target_error_meV: float | None = None):
+    """BoostMD's schedule: every ``interval`` steps, or error-controlled from ``interval``.
+
+    With ``target_error_meV``, an :class:`~integrators.ErrorControlled` that starts at
+    ``interval`` and keeps each window within 2-20 steps (or ``interval``, if outside) so
+    that the refresh energy error is about that RMS.
+    """
+    if target_error_meV is None:
+        return Periodic(interval)
+    return ErrorControlled(
+        tol=target_error_meV / 1000,
+        initial=interval,
+        min_interval=min(2, interval),
+        max_interval=max(20, interval),
+    )
 
 
 def ase_units(timestep_fs: float, friction_per_ps: float) -> tuple[float, float]:

@@ -42,6 +42,7 @@ __all__ = [
     "Profiled",
     "Threshold",
     "Warmup",
+    "consult",
     "decide",
     "notify_full",
     "relative_l1",
@@ -55,19 +56,30 @@ def notify_full(schedule: object, step: int) -> None:
         hook(step)
 
 
+def consult(
+    schedule: object, step: int, indicator: float | None = None, force: bool = False
+) -> tuple[bool, bool]:
+    """Ask ``schedule`` about ``step``; return ``(full, scheduled)``.
+
+    ``scheduled`` is the schedule's own answer; ``full`` is True when it or ``force``
+    asks for a full step. The schedule is always consulted, so stateful schedules see
+    every step; when a full step is forced against its advice, it is told through
+    :func:`notify_full`.
+    """
+    scheduled = schedule.should_compute(step, indicator)
+    if force and not scheduled:
+        notify_full(schedule, step)
+    return scheduled or force, scheduled
+
+
 def decide(
     schedule: object, step: int, indicator: float | None = None, force: bool = False
 ) -> bool:
     """Ask ``schedule`` about ``step``; with ``force``, run in full whatever it says.
 
-    The schedule is always consulted, so stateful schedules see every step; when a full
-    step is forced against its advice, it is told through :func:`notify_full`.
+    As :func:`consult`, returning only whether the step runs in full.
     """
-    full = schedule.should_compute(step, indicator)
-    if force and not full:
-        notify_full(schedule, step)
-        full = True
-    return full
+    return consult(schedule, step, indicator, force)[0]
 
 
 def _check_int(value: int, name: str, minimum: int) -> int:

@@ -208,3 +208,13 @@ def test_error_controlled_copies_share_what_they_learned_but_not_the_count():
     fresh = ErrorControlled(tol=1.0, initial=4, order=1.0)
     fresh.load_state(state)
     assert fresh.interval == schedule.interval and fresh.state() == state
+
+
+def test_consult_says_what_the_schedule_asked_and_tells_it_of_forced_steps():
+    from integrators.schedules import consult
+
+    schedule = Threshold(tol=10.0)
+    assert consult(schedule, 0) == (True, True)
+    assert consult(schedule, 1, 4.0) == (False, False)
+    assert consult(schedule, 2, 4.0, force=True) == (True, False)  # forced against its advice
+    assert schedule.accumulated == 0.0  # told of the full step: the sum restarts

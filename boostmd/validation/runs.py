@@ -43,9 +43,8 @@ from tqdm import tqdm
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
-from boostmd.md import ase_units, langevin, thermal_momenta
+from boostmd.md import ase_units, langevin, thermal_momenta, window_schedule
 from boostmd.stability import BondTopology, first_collapse
-from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = ["Job", "MDSettings", "roles", "run_job"]
 
@@ -140,22 +139,11 @@ class Job:
 
 def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calculator:
     if job.uses_boostmd:
+        schedule = window_schedule(settings.interval, settings.target_refresh_error_meV)
         return BoostMDCalculator(
-            reference, surrogate, schedule=_schedule(settings), calibration=settings.calibrate
+            reference, surrogate, schedule=schedule, calibration=settings.calibrate
         )
     return ReferenceCalculator(reference)
-
-
-def _schedule(settings: MDSettings):
-    """Every ``interval`` steps, or error-controlled from ``interval`` with a target."""
-    if settings.target_refresh_error_meV is None:
-        return Periodic(settings.interval)
-    return ErrorControlled(
-        tol=settings.target_refresh_error_meV / 1000,
-        initial=settings.interval,
-        min_interval=min(2, settings.interval),
-        max_interval=max(20, settings.interval),
-    )
 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
