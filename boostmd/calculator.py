@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from boostmd.calibration import CurvatureCalibration
@@ -22,12 +23,15 @@ from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
 from integrators.schedules import consult
 
-__all__ = ["BoostMDCalculator", "ReferenceCalculator", "WindowState", "check_compatible"]
+__all__ = ["FRAMES", "BoostMDCalculator", "ReferenceCalculator", "WindowState", "check_compatible"]
 
 logger = logging.getLogger(__name__)
 
 # Changes after which the cached reference frame no longer describes the system.
 _NEW_SYSTEM = {"numbers", "cell", "pbc"}
+
+# Where a window's reference frame sits: at the window's first step, or at its time centre.
+FRAMES = ("start", "centred")
 
 
 def check_compatible(reference: MACEReference, surrogate: Surrogate) -> None:
@@ -102,6 +106,27 @@ class WindowState:
     results: dict[str, Any]
 
 
+def _check_frame(frame: str, timestep_fs, schedule, calibration) -> None:
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+    if frame == "start":
+        return
+    if not (
+        isinstance(timestep_fs, (int, float)) and math.isfinite(timestep_fs) and timestep_fs > 0
+    ):
+        raise ValueError(
+            "frame='centred' predicts each window's centre with the MD timestep: pass "
+            f"timestep_fs (fs, > 0), got {timestep_fs!r}"
+        )
+    if not isinstance(schedule, Periodic):
+        raise ValueError(
+            "frame='centred' needs a fixed window length to find its centre: use interval=N "
+            f"(a Periodic schedule), not {schedule!r}"
+        )
+    if calibration:
+        raise ValueError("calibration fits windows framed at their start: use frame='start'")
+
+
 def _copy_results(results: dict[str, Any]) -> dict[str, Any]:
     return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in results.items()}
 
@@ -164,6 +189,23 @@ class BoostMDCalculator(Calculator):
         the validations of THR, ILE and GLN got worse with it); pass a saved one to
         continue its fit. Default ``False``: the surrogate as trained.
         ``curvature_scale`` is the scale in use.
+    frame
+        ``"start"`` (default): the reference runs at the window's first step and the
+        surrogate expands about it. ``"centred"``: the reference runs at the point the
+        trajectory is predicted to reach at the window's time centre, ``(interval - 1) / 2``
+        steps on, and the whole window, its first step included, uses the surrogate
+        expanded about that point. A frame at the start makes each window's map expand
+        phase space along every vibration the surrogate gets too soft (and contract along
+        the too-stiff ones) at a rate proportional to the curvature error, which at low
+        friction breaks equipartition (``benchmarks/window_pumping.py``); a centred frame
+        cancels that first-order term by symmetry. The prediction is velocity Verlet with
+        the ending window's surrogate from the positions and momenta of the atoms
+        (``(interval - 1) / 2`` rounded up surrogate evaluations, counted in the reference
+        step's time; a fractional point is interpolated). Needs a fixed ``interval`` and
+        ``timestep_fs``; the first window of a run (or after :meth:`reset` or a change of
+        system) and force-guard fallbacks frame at the current positions.
+    timestep_fs
+        The MD timestep in fs, for ``frame="centred"``'s prediction.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -185,6 +227,16 @@ class BoostMDCalculator(Calculator):
     in order, including windows an integrator later rejected; ``refresh_force_errors``
     their refresh force errors (eV/Å).
 
+    With ``frame="centred"`` a scheduled reference call returns the surrogate's energy and
+    forces at the current positions (expanded about the new, predicted frame): the
+    reference's own energy at the frame is ``results["boostmd_reference_energy"]``, and
+    the refresh errors are those of the ending window's surrogate at the new frame's
+    positions (``refresh_frame_positions``), the reference's values there being known.
+    The potential the trajectory feels jumps at the switch, by ``frame_switch_energy`` =
+    the step's energy minus the ending window's surrogate energy at the same positions
+    (whose forces are ``frame_switch_surrogate_forces``); :class:`~boostmd.BoostLangevin`
+    removes it from the kinetic energy (``energy_consistent=True``).
+
     Examples
     --------
     >>> reference = MACEReference.from_file("reference.model")  # doctest: +SKIP
@@ -202,17 +254,23 @@ class BoostMDCalculator(Calculator):
         schedule=None,
         force_guard: float = 3.0,
         calibration: CurvatureCalibration | bool = False,
+        frame: str = "start",
+        timestep_fs: float | None = None,
         **kwargs,
     ) -> None:
         check_compatible(reference, surrogate)
         if not force_guard > 1:
             raise ValueError(f"force_guard must be > 1, got {force_guard!r}")
+        schedule = schedule if schedule is not None else Periodic(interval)
+        _check_frame(frame, timestep_fs, schedule, calibration)
+        self.frame = frame
+        self.timestep_fs = None if timestep_fs is None else float(timestep_fs)
         self.force_guard = float(force_guard)
         self.fallbacks = 0
         super().__init__(**kwargs)
         self.reference = reference
         self.surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
-        self.schedule = schedule if schedule is not None else Periodic(interval)
+        self.schedule = schedule
         self.stats = CacheStats()
         self.refresh_errors: list[float] = []
         self.refresh_force_errors: list[float] = []
@@ -361,24 +419,36 @@ class BoostMDCalculator(Calculator):
             indicator = float(np.sqrt((moved**2).sum(axis=1).max()))
         self._previous_positions = positions.copy()
         start = time.perf_counter()
-        source = "full"
-        # The surrogate's energy here with the frame a reference call is about to replace.
-        surrogate_energy = surrogate_forces = features = curvature = None
-        window_length = self._steps_since_reference + 1  # steps from the frame to here
         scale = self.curvature_scale
+        window_length = self._steps_since_reference + 1  # steps from the frame to here
         force = new_system or self._reference_only
         full, scheduled = consult(self.schedule, self._step, indicator, force=force)
-        if full:
+        refresh = None  # (surrogate energy, surrogate forces, reference energy, forces)
+        reference_energy = features = curvature = centre = switch = None
+        source = "full"
+        if full and self.frame == "centred" and not force:
+            centre, ending = self._predict_centre(positions, scale)
+            refresh, curvature, features = self._centred_refresh(centre, scale)
+            reference_energy = refresh[2]
+            energy, forces = self._evaluate_surrogate(positions, scale)
+            if self._guard_trips(forces):
+                reference_energy = None
+                energy, forces, features = self._reference_step()
+            switch = (energy - ending[0], ending[1])
+        elif full:
+            surrogate = None
             if not force and self._steps_since_reference > 0:
-                surrogate_energy, surrogate_forces, curvature = self._surrogate_refresh(
-                    positions, scale
-                )
+                surrogate = self._surrogate_refresh(positions, scale)
+                curvature = surrogate[2]
             energy, forces, features = self._reference_step()
+            if surrogate is not None:
+                refresh = (surrogate[0], surrogate[1], energy, forces)
         else:
             energy, forces = self._surrogate_step(positions, scale)
             if self._guard_trips(forces):
                 surrogate_energy, surrogate_forces = energy, forces
                 energy, forces, features = self._reference_step()
+                refresh = (surrogate_energy, surrogate_forces, energy, forces)
             else:
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
@@ -393,19 +463,75 @@ class BoostMDCalculator(Calculator):
         }
         if features is not None:
             self.results["node_features"] = features
-        if surrogate_energy is not None:
-            error = energy - surrogate_energy
-            force_error = float(np.sqrt(np.mean((forces - surrogate_forces) ** 2)))
-            self.results["refresh_energy_error"] = error
-            self.results["refresh_force_error"] = force_error
-            self.results["refresh_surrogate_forces"] = surrogate_forces
-            self.refresh_errors.append(error)
-            self.refresh_force_errors.append(force_error)
-            report_error = getattr(self.schedule, "report_error", None)
-            if report_error is not None:
-                report_error(error, window_length)
-            if curvature is not None and self.calibration is not None:
-                self._calibrate(error, curvature, scale)
+        if reference_energy is not None:
+            self.results["boostmd_reference_energy"] = reference_energy
+        if centre is not None:
+            self.results["refresh_frame_positions"] = centre
+        if switch is not None:
+            self.results["frame_switch_energy"] = switch[0]
+            self.results["frame_switch_surrogate_forces"] = switch[1]
+        if refresh is not None:
+            self._report_refresh(refresh, window_length, curvature, scale)
+
+    def _report_refresh(
+        self,
+        refresh: tuple[float, np.ndarray, float, np.ndarray],
+        window_length: int,
+        curvature: float | None,
+        scale: float,
+    ) -> None:
+        """Record a window's refresh errors from its surrogate and the reference there."""
+        surrogate_energy, surrogate_forces, reference_energy, reference_forces = refresh
+        error = reference_energy - surrogate_energy
+        force_error = float(np.sqrt(np.mean((reference_forces - surrogate_forces) ** 2)))
+        self.results["refresh_energy_error"] = error
+        self.results["refresh_force_error"] = force_error
+        self.results["refresh_surrogate_forces"] = surrogate_forces
+        self.refresh_errors.append(error)
+        self.refresh_force_errors.append(force_error)
+        report_error = getattr(self.schedule, "report_error", None)
+        if report_error is not None:
+            report_error(error, window_length)
+        if curvature is not None and self.calibration is not None:
+            self._calibrate(error, curvature, scale)
+
+    def _centred_refresh(
+        self, centre: np.ndarray, scale: float
+    ) -> tuple[tuple[float, np.ndarray, float, np.ndarray], float, np.ndarray]:
+        """Frame the next window at ``centre``; the ending window's errors there."""
+        surrogate_energy, surrogate_forces, curvature = self._surrogate_refresh(centre, scale)
+        atoms = self.atoms.copy()
+        atoms.positions = centre
+        energy, forces, features = self._reference_step(atoms)
+        return (surrogate_energy, surrogate_forces, energy, forces), curvature, features
+
+    def _predict_centre(
+        self, positions: np.ndarray, scale: float
+    ) -> tuple[np.ndarray, tuple[float, np.ndarray]]:
+        """Return the predicted window centre and the current frame's energy and forces here.
+
+        The centre is where velocity Verlet with the current frame puts the atoms
+        ``(N - 1) / 2`` steps on.
+        """
+        ahead = (self.schedule.every - 1) / 2
+        masses = self.atoms.get_masses()[:, None]
+        velocities = self.atoms.get_momenta() / masses
+        timestep = self.timestep_fs * units.fs
+        x = positions.copy()
+        path = [x]
+        here = self._evaluate_surrogate(x, scale)
+        forces = here[1]
+        for _ in range(math.ceil(ahead)):
+            velocities = velocities + 0.5 * timestep * forces / masses
+            x = x + timestep * velocities
+            forces = self._evaluate_surrogate(x, scale)[1]
+            velocities = velocities + 0.5 * timestep * forces / masses
+            path.append(x)
+        low = math.floor(ahead)
+        fraction = ahead - low
+        if fraction == 0:
+            return path[low], here
+        return (1 - fraction) * path[low] + fraction * path[low + 1], here
 
     def _calibrate(self, error: float, curvature: float, scale: float) -> None:
         self.calibration.update(error, curvature, scale)
@@ -419,8 +545,9 @@ class BoostMDCalculator(Calculator):
                 self.calibration.bounds,
             )
 
-    def _reference_step(self) -> tuple[float, np.ndarray, np.ndarray]:
-        atoms = self.atoms
+    def _reference_step(self, atoms: Atoms | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+        """Run the reference at ``atoms`` (default: the current ones) and frame there."""
+        atoms = self.atoms if atoms is None else atoms
         result = self.reference(atoms)
         edges = shifts = None
         if atoms.pbc.any():
@@ -475,9 +602,12 @@ class BoostMDCalculator(Calculator):
         forces = -gradient.cpu().numpy().astype(np.float64)
         return float(energy.detach()), forces, float(curvature[0].detach())
 
-    def _surrogate_step(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
+    def _evaluate_surrogate(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
         energy, forces = self.surrogate.energy_and_forces(
             self._frame, positions, curvature_scale=scale
         )
-        self._steps_since_reference += 1
         return float(energy[0]), forces.cpu().numpy().astype(np.float64)
+
+    def _surrogate_step(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
+        self._steps_since_reference += 1
+        return self._evaluate_surrogate(positions, scale)

@@ -33,7 +33,7 @@ from ase.calculators.calculator import Calculator
 from ase.io import write
 from tqdm import tqdm
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.calculator import FRAMES, BoostMDCalculator, ReferenceCalculator
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.md import boost_langevin, langevin, thermal_momenta, window_schedule
 from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
@@ -56,6 +56,7 @@ class DemoConfig:
     friction_per_ps: float = 1.0
     checked: bool = True
     energy_consistent: bool = True
+    frame: str = "start"
     force_samples: int = 100
     write_every: int = 10
     seed: int = 0
@@ -169,7 +170,11 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
         atoms, ReferenceCalculator(reference), config, "reference MD"
     )
     boost = BoostMDCalculator(
-        reference, surrogate, schedule=window_schedule(config.interval, config.target_error_meV)
+        reference,
+        surrogate,
+        schedule=window_schedule(config.interval, config.target_error_meV),
+        frame=config.frame,
+        timestep_fs=config.timestep_fs,
     )
     boost_positions, _, surrogate_forces, boost_seconds, rollbacks = _run(
         atoms, boost, config, "BoostMD"
@@ -280,6 +285,13 @@ def main(argv: list[str] | None = None) -> None:
         help="BoostLangevin gives each accepted window's refresh energy error back along "
         "the force error (default on)",
     )
+    parser.add_argument(
+        "--frame",
+        choices=FRAMES,
+        default=defaults.frame,
+        help="frame each window at its start or at its predicted time centre "
+        "(BoostMDCalculator(frame=...))",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--overwrite", action="store_true")
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         friction_per_ps=args.friction,
         checked=not args.unchecked,
         energy_consistent=args.energy_consistent,
+        frame=args.frame,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,

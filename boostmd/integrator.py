@@ -134,6 +134,13 @@ class BoostLangevin(Langevin):
     for a window ended by a force-guard fallback (the surrogate's forces there are
     wrong), ``dF = 0`` and only the rescaling is used.
 
+    With a calculator whose frames are centred (``BoostMDCalculator(frame="centred")``),
+    the window is checked with the refresh error at the new frame (the predicted centre
+    of the next window, where the reference ran), and the energy-consistent refresh
+    removes the jump of the surrogate potential at the current positions instead,
+    ``frame_switch_energy``, along ``F_sur,new(x_N) - F_sur,ending(x_N)``: the energy a
+    trajectory conserves then carries on across windows.
+
     ===========  ==============================  ==============================================
     symbol       variable                        meaning
     ===========  ==============================  ==============================================
@@ -376,7 +383,10 @@ class BoostLangevin(Langevin):
                     rerun.append(self._snapshot(calc))
             return rerun
         if self.energy_consistent:
-            self._remove_from_kinetic_energy(error, calc, calc.fallbacks == fallbacks)
+            # with centred frames the potential jumps at the current positions, where the
+            # new window's surrogate replaces the ending one's
+            jump = calc.results.get("frame_switch_energy", error)
+            self._remove_from_kinetic_energy(jump, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
         return states
 
@@ -393,7 +403,9 @@ class BoostLangevin(Langevin):
         momenta = atoms.get_momenta()
         if not scheduled or atoms.constraints:
             return momenta, np.zeros_like(momenta)
-        error = calc.results["forces"] - calc.results["refresh_surrogate_forces"]
+        results = calc.results
+        ending = results.get("frame_switch_surrogate_forces", results["refresh_surrogate_forces"])
+        error = results["forces"] - ending
         if not np.isfinite(error).all():
             return momenta, np.zeros_like(momenta)
         return momenta - self.c1 * error, error

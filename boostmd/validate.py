@@ -46,6 +46,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
+from boostmd.calculator import FRAMES
 from boostmd.dihedrals import backbone_dihedrals
 from boostmd.validation.report import summary_markdown, system_report
 from boostmd.validation.runs import INTEGRATORS, Job, MDSettings, roles, run_job
@@ -119,9 +120,15 @@ class ValidationConfig:
     integrator: str = "both"
     energy_consistent: bool = True
     calibrate: bool = False
+    frame: str = "start"
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
+        if self.frame == "centred" and (self.target_refresh_error_meV or self.calibrate):
+            raise ValueError(
+                "--frame centred runs BoostMD at a fixed --interval with the surrogate as "
+                "trained: leave out --target-error and --calibrate"
+            )
         if self.checkpoint_every % self.interval:
             raise ValueError(
                 f"--checkpoint-every ({self.checkpoint_every}) must be a multiple of "
@@ -141,6 +148,7 @@ class ValidationConfig:
             seed=self.seed,
             energy_consistent=self.energy_consistent,
             calibrate=self.calibrate,
+            frame=self.frame,
         )
 
 
@@ -350,6 +358,13 @@ def _parser() -> argparse.ArgumentParser:
         help="BoostMD calculators fit the scale of the surrogate's curvature to the refresh "
         "errors as they run (BoostMDCalculator(calibration=True))",
     )
+    parser.add_argument(
+        "--frame",
+        choices=FRAMES,
+        default=defaults.frame,
+        help="where BoostMD frames each window: at its start (default) or at its predicted "
+        "time centre (BoostMDCalculator(frame='centred'))",
+    )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     parser.add_argument("--interval", type=int, default=defaults.interval)
@@ -410,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         integrator=args.integrator,
         energy_consistent=args.energy_consistent,
         calibrate=args.calibrate,
+        frame=args.frame,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

@@ -16,7 +16,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
-from boostmd import BoostMDCalculator, MACEReference, Surrogate
+from boostmd import BoostLangevin, BoostMDCalculator, MACEReference, Surrogate
 from boostmd.calibration import CurvatureCalibration
 from boostmd.testing import build_mace
 from integrators import ErrorControlled, Threshold
@@ -692,3 +692,101 @@ def test_thermal_momenta_draw_what_maxwell_boltzmann_draws_without_a_warning(eth
         warnings.simplefilter("error", DeprecationWarning)
         thermal_momenta(ethanol, 300, np.random.default_rng(4))
     np.testing.assert_array_equal(ethanol.get_momenta(), expected.get_momenta())
+
+
+def predicted_centre(surrogate, frame, atoms, ahead, timestep_fs):
+    """Velocity Verlet with ``frame``'s surrogate from ``atoms``, ``ahead`` steps on."""
+    masses = atoms.get_masses()[:, None]
+    velocities = atoms.get_momenta() / masses
+    dt = timestep_fs * units.fs
+    x = atoms.positions.copy()
+    path = [x]
+    forces = surrogate.energy_and_forces(frame, x)[1].numpy()
+    for _ in range(int(np.ceil(ahead))):
+        velocities = velocities + 0.5 * dt * forces / masses
+        x = x + dt * velocities
+        forces = surrogate.energy_and_forces(frame, x)[1].numpy()
+        velocities = velocities + 0.5 * dt * forces / masses
+        path.append(x)
+    low = int(np.floor(ahead))
+    return path[low] + (ahead - low) * (path[min(low + 1, len(path) - 1)] - path[low])
+
+
+@pytest.mark.parametrize("interval", [4, 5])
+def test_centred_frame_sits_at_the_predicted_window_centre(reference, surrogate, ethanol, interval):
+    atoms = ethanol.copy()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, interval=interval, frame="centred", timestep_fs=0.5
+    )
+    first = atoms.copy()
+    seen = walk(atoms, calc, interval)
+    # the first window frames at its start; the next one at its predicted centre
+    assert "refresh_frame_positions" not in seen[0]
+    _, frame = frame_for(reference, surrogate, first)
+    centre = predicted_centre(surrogate, frame, atoms, (interval - 1) / 2, 0.5)
+    last = seen[-1]
+    np.testing.assert_allclose(last["refresh_frame_positions"], centre, atol=1e-9)
+    assert last["boostmd_source"] == "reference" and last["boostmd_scheduled"]
+    # the reference ran at the centre, the ending window is checked there ...
+    at_centre = reference.compute(atoms.numbers, centre)
+    assert last["boostmd_reference_energy"] == pytest.approx(float(at_centre.energy), abs=1e-10)
+    expected = float(at_centre.energy) - surrogate_energy(surrogate, frame, centre)
+    assert last["refresh_energy_error"] == pytest.approx(expected, abs=1e-10)
+    # ... and the step itself gets the surrogate expanded about the centre
+    new_frame = surrogate.prepare(
+        atoms.numbers, at_centre.node_features, centre, at_centre.energy, at_centre.forces
+    )
+    energy, forces = surrogate.energy_and_forces(new_frame, atoms.positions)
+    assert last["energy"] == pytest.approx(float(energy[0]), abs=1e-10)
+    np.testing.assert_allclose(last["forces"], forces.numpy(), atol=1e-10)
+    assert not np.allclose(centre, atoms.positions)
+    assert (calc.stats.full_steps, calc.stats.reuse_steps) == (2, interval - 1)
+
+
+def test_centred_frames_need_a_timestep_a_fixed_interval_and_no_calibration(reference, surrogate):
+    with pytest.raises(ValueError, match="timestep_fs"):
+        BoostMDCalculator(reference, surrogate, frame="centred")
+    with pytest.raises(ValueError, match="fixed window length"):
+        BoostMDCalculator(
+            reference, surrogate, frame="centred", timestep_fs=1.0, schedule=Threshold(0.3)
+        )
+    with pytest.raises(ValueError, match="calibration"):
+        BoostMDCalculator(reference, surrogate, frame="centred", timestep_fs=1.0, calibration=True)
+    with pytest.raises(ValueError, match="frame must be one of"):
+        BoostMDCalculator(reference, surrogate, frame="middle", timestep_fs=1.0)
+
+
+def test_boost_langevin_carries_the_energy_across_centred_frame_switches(
+    reference, surrogate, ethanol
+):
+    """NVE: the energy-consistent refresh removes each frame switch's potential jump."""
+
+    def total_energies(energy_consistent):
+        atoms = ethanol.copy()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
+        calc = BoostMDCalculator(
+            reference, surrogate, force_guard=1e9, interval=4, frame="centred", timestep_fs=0.25
+        )
+        atoms.calc = calc
+        dynamics = BoostLangevin(
+            atoms,
+            0.25 * units.fs,
+            temperature_K=300,
+            friction=0.0,
+            tolerance=1e9,
+            energy_consistent=energy_consistent,
+            rng=np.random.default_rng(2),
+        )
+        energies, jumps = [], []
+        dynamics.attach(lambda: energies.append(atoms.get_total_energy()))
+        dynamics.attach(lambda: jumps.append(calc.results.get("frame_switch_energy", 0.0)))
+        dynamics.run(24)
+        return np.array(energies), np.array(jumps)
+
+    kept, jumps = total_energies(True)
+    drifting, _ = total_energies(False)
+    assert np.abs(jumps).max() > 1e-4  # the surrogate potential does jump at switches
+    # with the jumps removed, only the integrator's O(dt^2) wobble is left
+    assert np.ptp(kept) < 0.1 * np.abs(jumps).sum()
+    assert np.ptp(kept) < np.ptp(drifting)

@@ -60,6 +60,13 @@ def test_demo_runs_end_to_end_with_small_models(tmp_path):
     summary = run_demo(adaptive, reference, surrogate)
     assert summary["rollbacks"] == 0
     assert (summary["reference_calls"], summary["surrogate_calls"]) == (4, 4 + 6 + 9)
+    # centred frames: the same calls (the predictions count in the reference steps' time)
+    centred = replace(config, frame="centred", out=tmp_path / "centred")
+    summary = run_demo(centred, reference, surrogate)
+    assert (summary["reference_calls"], summary["surrogate_calls"]) == (5, 16)
+    assert json.loads((tmp_path / "centred" / "summary.json").read_text())["config"]["frame"] == (
+        "centred"
+    )
 
 
 def test_missing_pretrained_models_name_the_fix(monkeypatch, tmp_path):

@@ -476,3 +476,25 @@ def test_quick_preset_with_the_shipped_models(tmp_path):
         )
         assert details["verdict"] == ("pass" if passed else "fail")
     assert (tmp_path / "summary.md").is_file() and (tmp_path / "ALA-pmf.png").is_file()
+
+
+def test_centred_frames_compare_the_reference_energy_at_the_frames(models, tmp_path):
+    config = _config(models, tmp_path, integrator="ase", replicas=1, frame="centred")
+    (report,) = validate(config, command="test")
+    run = np.load(tmp_path / "checkpoints" / "ALA-boostmd-0.npz")
+    scheduled = np.flatnonzero(run["scheduled_reference"])
+    assert scheduled.tolist() == list(range(0, 31, 5))
+    # after the first window the reference runs at predicted centres, not at the steps
+    energy, at_frame = run["potential_energy"], run["reference_energy"]
+    assert energy[0] == at_frame[0]
+    assert not np.isclose(energy[scheduled[1:]], at_frame[scheduled[1:]]).any()
+    surrogate_steps = np.setdiff1d(np.arange(len(energy)), scheduled)
+    np.testing.assert_array_equal(energy[surrogate_steps], at_frame[surrogate_steps])
+    assert np.isfinite(report["vs_reference"]["boostmd"]["reference_energy_w1_meV"])
+
+
+def test_centred_frames_need_a_fixed_interval_and_no_calibration(models, tmp_path):
+    for overrides in ({"target_refresh_error_meV": 13.0}, {"calibrate": True}):
+        with pytest.raises(ValueError, match="--frame centred"):
+            _config(models, tmp_path, frame="centred", **overrides).settings()
+    assert _parser().parse_args(["--frame", "centred"]).frame == "centred"

@@ -111,7 +111,8 @@ def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
     ``scheduled_reference`` flag existed use that rule); the extra reference frames of
     rerun windows and force-guard fallbacks are left out, as they are picked by the
     surrogate's error and would weight the states where it errs. For the reference runs,
-    every ``interval``-th frame.
+    every ``interval``-th frame. With centred frames the reference ran at the predicted
+    centre of each window, and its energy there (``reference_energy``) is used.
     """
     energies = []
     for run in runs:
@@ -122,7 +123,10 @@ def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
             keep = (frames % interval == 0) & (frames >= skip)
             if run["job"].uses_boostmd:
                 keep &= np.asarray(run["is_reference"], dtype=bool)
-        energies.append(run["potential_energy"][keep])
+        energy = run["potential_energy"]
+        if len(run.get("reference_energy", ())) == len(energy):  # centred frames: at the frame
+            energy = run["reference_energy"]
+        energies.append(energy[keep])
     return np.concatenate(energies) if energies else np.zeros(0)
 
 

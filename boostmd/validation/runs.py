@@ -88,6 +88,7 @@ class MDSettings:
     calibrate: bool = False
     equilibration_friction_per_ps: float | None = None
     target_refresh_error_meV: float | None = None
+    frame: str = "start"
 
     @property
     def equilibration_friction(self) -> float:
@@ -141,7 +142,12 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calcula
     if job.uses_boostmd:
         schedule = window_schedule(settings.interval, settings.target_refresh_error_meV)
         return BoostMDCalculator(
-            reference, surrogate, schedule=schedule, calibration=settings.calibrate
+            reference,
+            surrogate,
+            schedule=schedule,
+            calibration=settings.calibrate,
+            frame=settings.frame,
+            timestep_fs=settings.timestep_fs,
         )
     return ReferenceCalculator(reference)
 
@@ -188,8 +194,9 @@ class _Recorder:
         "is_reference",
         "refresh_energy_error",
     )
-    # absent from checkpoints of older versions (the report then falls back on the interval)
-    OPTIONAL = ("scheduled_reference",)
+    # absent from checkpoints of older versions (the report then falls back on the interval
+    # and on the potential energy)
+    OPTIONAL = ("scheduled_reference", "reference_energy")
     BONDS = ("bonds_xh", "bonds_heavy")
     KEYS = SCALARS + BONDS
 
@@ -223,6 +230,9 @@ class _Recorder:
             source == "reference" and bool(results.get("boostmd_scheduled", True))
         )
         values["refresh_energy_error"].append(float(results.get("refresh_energy_error", np.nan)))
+        # the reference's energy at this step's frame: with centred frames it ran at the
+        # window's predicted centre, and the step's own energy is the surrogate's
+        values["reference_energy"].append(float(results.get("boostmd_reference_energy", potential)))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
