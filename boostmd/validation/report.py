@@ -484,8 +484,17 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         f"{settings.equilibration_steps} of equilibration at friction "
         f"{settings.equilibration_friction:g}/ps; BoostMD interval "
         f"N = {settings.interval}{adaptive}. Samplers: {', '.join(samplers)}"
-        + (" (checked: energy-consistent refresh)" if settings.energy_consistent else "")
+        + (
+            " (checked: energy-consistent refresh)"
+            if settings.energy_consistent and "boostmd-checked" in samplers
+            else ""
+        )
         + ("; curvature calibrated online" if settings.calibrate else "")
+        + (
+            "; each window framed at its predicted time centre"
+            if settings.frame == "centred"
+            else ""
+        )
         + ". Noise floor: a second, "
         "independent reference run of the same length from the same starts, compared with "
         "the reference by the same function (replicas pooled per role); for mean "
