@@ -17,6 +17,7 @@ Targets (issue 11): no collapse in 20,000 steps; dE RMS <= 13 meV (0.5 kT), mean
     python benchmarks/boostmd_sampling.py                 # 20,000 steps per run
     python benchmarks/boostmd_sampling.py --steps 2000 --peptides ALA   # a quick look
     python benchmarks/boostmd_sampling.py --integrators checked --nve-steps 0   # BoostMD only
+    python benchmarks/boostmd_sampling.py --frame centred   # windows framed at their centre
 """
 
 import argparse
@@ -56,7 +57,12 @@ def _counts(calc, dynamics):
 
 def run(code, models, integrator, steps, friction, seed, equilibration=0, **options):
     atoms = capped_dipeptide(code)
-    calc = BoostMDCalculator(*models, interval=options.pop("interval", 10))
+    calc = BoostMDCalculator(
+        *models,
+        interval=options.pop("interval", 10),
+        frame=options.pop("frame", "start"),
+        timestep_fs=1.0,
+    )
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE, rng=np.random.default_rng(seed))
     make = boost_langevin if integrator == "checked" else langevin
@@ -135,6 +141,7 @@ def main():
     parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
     parser.add_argument("--equilibration-steps", type=int, default=300, help="at 20/ps")
     parser.add_argument("--interval", type=int, default=10)
+    parser.add_argument("--frame", choices=["start", "centred"], default="start")
     parser.add_argument(
         "--integrators", nargs="+", choices=["ase", "checked"], default=["ase", "checked"]
     )
@@ -144,6 +151,7 @@ def main():
         "temperature_K": TEMPERATURE,
         "friction_per_ps": args.friction,
         "interval": args.interval,
+        "frame": args.frame,
         "equilibration_steps": args.equilibration_steps,
     }
     for code in args.peptides:
@@ -158,6 +166,7 @@ def main():
                 seed=11,
                 equilibration=args.equilibration_steps,
                 interval=args.interval,
+                frame=args.frame,
                 **options,
             )[0]
     if args.nve_steps:
