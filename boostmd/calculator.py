@@ -197,7 +197,7 @@ class BoostMDCalculator(Calculator):
         expanded about that point. A frame at the start makes each window's map expand
         phase space along every vibration the surrogate gets too soft (and contract along
         the too-stiff ones) at a rate proportional to the curvature error, which at low
-        friction breaks equipartition (``benchmarks/window_pumping.py``); a centred frame
+        friction can break equipartition (``benchmarks/window_pumping.py``); a centred frame
         cancels that first-order term by symmetry. The prediction is velocity Verlet with
         the ending window's surrogate from the positions and momenta of the atoms
         (``(interval - 1) / 2`` rounded up surrogate evaluations, counted in the reference
