@@ -200,10 +200,11 @@ class BoostMDCalculator(Calculator):
         friction can break equipartition (``benchmarks/window_pumping.py``); a centred frame
         cancels that first-order term by symmetry. The prediction is velocity Verlet with
         the ending window's surrogate from the positions and momenta of the atoms
-        (``(interval - 1) / 2`` rounded up surrogate evaluations, counted in the reference
-        step's time; a fractional point is interpolated). Needs a fixed ``interval`` and
-        ``timestep_fs``; the first window of a run (or after :meth:`reset` or a change of
-        system) and force-guard fallbacks frame at the current positions.
+        (``(interval - 1) / 2`` rounded up, plus three, surrogate evaluations per window,
+        counted in the reference step's time; a fractional point is interpolated). Needs
+        a fixed ``interval`` and ``timestep_fs``; the first window of a run (or after
+        :meth:`reset` or a change of system) and force-guard fallbacks frame at the
+        current positions.
     timestep_fs
         The MD timestep in fs, for ``frame="centred"``'s prediction.
     **kwargs
