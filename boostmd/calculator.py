@@ -219,9 +219,13 @@ class BoostMDCalculator(Calculator):
     ``curvature_scale`` (of the window the call belongs to; on a refresh, of the window it
     ends), on reference calls the reference's ``node_features`` (as in
     :class:`ReferenceCalculator`) and, on calls that end a window,
-    ``refresh_energy_error`` (eV), ``refresh_force_error`` (eV/Å) and
-    ``refresh_surrogate_forces`` (the ending window's surrogate forces there, eV/Å, which
-    :class:`~boostmd.BoostLangevin` reuses). ``stats`` counts
+    ``refresh_energy_error`` (eV), ``refresh_force_error`` (eV/Å),
+    ``frame_switch_energy`` (eV: this step's energy minus the ending window's surrogate
+    energy at the same positions, the jump of the potential the trajectory feels; with
+    start frames it equals the refresh energy error) and
+    ``frame_switch_surrogate_forces`` (the ending window's surrogate forces at these
+    positions, eV/Å), which :class:`~boostmd.BoostLangevin`'s energy-consistent refresh
+    uses. ``stats`` counts
     every reference (full) and surrogate (reuse) call, reruns included, and the time
     spent in each (a full step's time includes its refresh-error evaluation).
     ``refresh_errors`` lists the refresh energy error (eV) of every window ended so far,
@@ -232,11 +236,9 @@ class BoostMDCalculator(Calculator):
     forces at the current positions (expanded about the new, predicted frame): the
     reference's own energy at the frame is ``results["boostmd_reference_energy"]``, and
     the refresh errors are those of the ending window's surrogate at the new frame's
-    positions (``refresh_frame_positions``), the reference's values there being known.
-    The potential the trajectory feels jumps at the switch, by ``frame_switch_energy`` =
-    the step's energy minus the ending window's surrogate energy at the same positions
-    (whose forces are ``frame_switch_surrogate_forces``); :class:`~boostmd.BoostLangevin`
-    removes it from the kinetic energy (``energy_consistent=True``).
+    positions (``refresh_frame_positions``), the reference's values there being known;
+    ``frame_switch_energy`` is then the difference of the two surrogates at the current
+    positions.
 
     Examples
     --------
@@ -444,12 +446,14 @@ class BoostMDCalculator(Calculator):
             energy, forces, features = self._reference_step()
             if surrogate is not None:
                 refresh = (surrogate[0], surrogate[1], energy, forces)
+                switch = (energy - surrogate[0], surrogate[1])
         else:
             energy, forces = self._surrogate_step(positions, scale)
             if self._guard_trips(forces):
                 surrogate_energy, surrogate_forces = energy, forces
                 energy, forces, features = self._reference_step()
                 refresh = (surrogate_energy, surrogate_forces, energy, forces)
+                switch = (energy - surrogate_energy, surrogate_forces)
             else:
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
@@ -487,7 +491,6 @@ class BoostMDCalculator(Calculator):
         force_error = float(np.sqrt(np.mean((reference_forces - surrogate_forces) ** 2)))
         self.results["refresh_energy_error"] = error
         self.results["refresh_force_error"] = force_error
-        self.results["refresh_surrogate_forces"] = surrogate_forces
         self.refresh_errors.append(error)
         self.refresh_force_errors.append(force_error)
         report_error = getattr(self.schedule, "report_error", None)

@@ -129,17 +129,18 @@ class BoostLangevin(Langevin):
     atoms: rescaling every momentum instead cools the rest of the molecule while the
     pumped vibration keeps its energy. ``s`` is limited so that at least a fraction ``f``
     of ``K`` is kept (with a warning).
-    ``F_sur(x_N)`` is the calculator's ``results["refresh_surrogate_forces"]``, evaluated
-    with the ending window's frame for the refresh errors anyway. With constraints, or
+    ``F_sur(x_N)`` is the calculator's ``results["frame_switch_surrogate_forces"]``,
+    evaluated with the ending window's frame for the refresh errors anyway. With constraints, or
     for a window ended by a force-guard fallback (the surrogate's forces there are
     wrong), ``dF = 0`` and only the rescaling is used.
 
     With a calculator whose frames are centred (``BoostMDCalculator(frame="centred")``),
     the window is checked with the refresh error at the new frame (the predicted centre
     of the next window, where the reference ran), and the energy-consistent refresh
-    removes the jump of the surrogate potential at the current positions instead,
-    ``frame_switch_energy``, along ``F_sur,new(x_N) - F_sur,ending(x_N)``: the energy a
-    trajectory conserves then carries on across windows.
+    removes the jump of the surrogate potential at the current positions instead, along
+    ``F_sur,new(x_N) - F_sur,ending(x_N)``: the energy a trajectory conserves then
+    carries on across windows. Both cases are the calculator's ``frame_switch_energy``
+    and ``frame_switch_surrogate_forces``.
 
     ===========  ==============================  ==============================================
     symbol       variable                        meaning
@@ -383,9 +384,7 @@ class BoostLangevin(Langevin):
                     rerun.append(self._snapshot(calc))
             return rerun
         if self.energy_consistent:
-            # with centred frames the potential jumps at the current positions, where the
-            # new window's surrogate replaces the ending one's
-            jump = calc.results.get("frame_switch_energy", error)
+            jump = calc.results["frame_switch_energy"]  # dE itself with start frames
             self._remove_from_kinetic_energy(jump, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
         return states
@@ -403,9 +402,7 @@ class BoostLangevin(Langevin):
         momenta = atoms.get_momenta()
         if not scheduled or atoms.constraints:
             return momenta, np.zeros_like(momenta)
-        results = calc.results
-        ending = results.get("frame_switch_surrogate_forces", results["refresh_surrogate_forces"])
-        error = results["forces"] - ending
+        error = calc.results["forces"] - calc.results["frame_switch_surrogate_forces"]
         if not np.isfinite(error).all():
             return momenta, np.zeros_like(momenta)
         return momenta - self.c1 * error, error

@@ -592,6 +592,9 @@ def test_refresh_energy_error_is_reference_minus_old_frame_surrogate(reference, 
     assert seen[3]["refresh_force_error"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
     assert seen[3]["refresh_force_error"] > 1e-6
     assert calc.refresh_force_errors == [seen[3]["refresh_force_error"]]
+    # with start frames the potential's jump at the refresh is the refresh error itself
+    assert seen[3]["frame_switch_energy"] == error
+    np.testing.assert_allclose(seen[3]["frame_switch_surrogate_forces"], forces_sur.numpy())
     # the extra surrogate energy call is part of the reference step, not a step of its own
     assert (calc.stats.full_steps, calc.stats.reuse_steps) == (2, 2)
 
