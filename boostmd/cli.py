@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+
+from boostmd._mace import import_mace
+from integrators.console import known_prints_dropped, start_tool
 
 COMMANDS = {
     "demo": ("boostmd.demo", "BoostMD against the reference alone on a dipeptide"),
@@ -13,6 +17,18 @@ COMMANDS = {
     "make-reference": ("boostmd.make_reference", "make the dipeptide reference MACE"),
     "xtb-data": ("boostmd.xtb_data", "generate GFN2-xTB data for the reference"),
 }
+
+
+def start(level: int = logging.INFO, *, mace: bool = True) -> None:
+    """Start a BoostMD tool: logging at ``level``, known third-party noise dropped.
+
+    With ``mace`` the reference's packages are imported here, so that what they print at
+    import is filtered (:func:`integrators.console.known_prints_dropped`).
+    """
+    start_tool(level)
+    if mace:
+        with known_prints_dropped():
+            import_mace()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from ase.io import read, write
 from tqdm import tqdm
 
 from boostmd.calculator import ReferenceCalculator
+from boostmd.cli import start
 from boostmd.graph import pair_forces, radius_graph
 from boostmd.md import langevin, thermal_momenta
 from boostmd.reference import MACEReference
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=12, help="surrogate steps per window")
     parser.add_argument("--every", type=int, default=12, help="a window every this many frames")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    start(logging.INFO)
     reference = MACEReference.load(args.reference)
     if (args.surrogate is None) != (args.windows_from is None):
         raise SystemExit("on-policy windows need both --surrogate and --windows-from")

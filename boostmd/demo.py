@@ -34,6 +34,7 @@ from ase.io import write
 from tqdm import tqdm
 
 from boostmd.calculator import FRAMES, BoostMDCalculator, ReferenceCalculator
+from boostmd.cli import start
 from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.md import boost_langevin, langevin, thermal_momenta, window_schedule
 from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    start(logging.WARNING)
     config = DemoConfig(
         peptide=args.peptide,
         steps=args.steps,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from ase.io import read, write
 
+from boostmd.cli import start
 from boostmd.xtb_data import ENERGY_KEY, FORCES_KEY, XTBDataConfig, generate
 
 __all__ = ["ReferenceRecipe", "evaluate", "make_reference"]
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-train", type=int, default=ReferenceRecipe.max_train)
     parser.add_argument("--overwrite", action="store_true", help="replace shipped weights")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    start(logging.INFO)
     recipe = ReferenceRecipe(
         epochs=args.epochs, max_train=args.max_train, data=XTBDataConfig(out=args.work / "xtb")
     )

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from boostmd.calculator import check_compatible
+from boostmd.cli import start
 from boostmd.data import Trajectory, load_trajectories
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
@@ -504,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         "--init", type=Path, default=None, help="fine-tune this surrogate instead of a new one"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    start(logging.INFO)
     for directory in args.data:
         if not directory.is_dir():
             raise SystemExit(

@@ -47,6 +47,7 @@ from ase import Atoms
 from ase.io import read
 
 from boostmd.calculator import FRAMES
+from boostmd.cli import start
 from boostmd.dihedrals import backbone_dihedrals
 from boostmd.validation.report import summary_markdown, system_report
 from boostmd.validation.runs import INTEGRATORS, Job, MDSettings, roles, run_job
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: map arguments onto :class:`ValidationConfig` and validate."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    start(logging.WARNING)
     preset = dict(PRESETS["quick" if args.quick else args.preset])
     preset.update(
         {

@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.io import read, write
 from tqdm import tqdm
 
+from boostmd.cli import start
 from boostmd.md import langevin, thermal_momenta
 from boostmd.peptides import capped_dipeptide, residue_code
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-interval", type=int, default=defaults.sample_interval)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    start(logging.INFO, mace=False)
     config = XTBDataConfig(
         out=args.out,
         peptides=args.peptides,

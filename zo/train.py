@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from integrators.console import start_tool
 from zo.cge import CGE
 from zo.data import DATASETS, ImageData, load_dataset
 from zo.estimator import FirstOrder, GradientEstimator
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
+    start_tool(logging.INFO if rank == 0 else logging.WARNING)
     try:
         config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     except ValueError as error:

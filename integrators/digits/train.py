@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from integrators.console import start_tool
 from integrators.digits.data import NUM_CLASSES, digits
 from integrators.digits.models import (
     MODELS_DIR,
@@ -176,7 +177,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Train both models, save them under ``--out`` and return the metadata written."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    start_tool(logging.INFO, "%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     images, labels = digits()
