@@ -106,6 +106,51 @@ def test_batched_equals_sequential(dtype):
     assert_same_gradients(sequential, batched, TOLERANCE[dtype])
 
 
+def tune(tuner, key, per_query, largest=16):
+    """Feed ``tuner`` calls for ``key`` timed by ``per_query(size)``; return the choice."""
+    for _ in range(20):
+        size = tuner.size(key, largest)
+        if not tuner.measuring(key):
+            return size
+        tuner.record(key, size, size * per_query(size), size)
+    raise AssertionError("the tuner did not settle")
+
+
+def test_tuner_grows_while_faster_and_keeps_one_unless_clearly_faster():
+    tuner = zo.QueryBatchTuner(margin=0.9)
+    assert tune(tuner, "gpu-like", lambda size: 1 / size) == 16  # faster up to the cap
+    assert tune(tuner, "cpu-like", lambda size: 1 + 0.1 * size) == 1  # slower at 2: stop
+    assert tune(tuner, "saturates", lambda size: max(1 / size, 0.25)) == 4  # 8 no faster
+    assert tune(tuner, "within noise", lambda size: 0.95 if size > 1 else 1.0) == 1
+    assert tuner.measurements["cpu-like"] == {1: pytest.approx(1.1), 2: pytest.approx(1.2)}
+    assert tuner.settled and tune(tuner, "tiny", lambda size: 1.0, largest=1) == 1
+    tuner.record("cpu-like", 2, 1e-9, 2)  # decided keys ignore later calls
+    assert tuner.chosen["cpu-like"] == 1
+
+
+class FavoursBatches(zo.QueryBatchTuner):
+    """Times every call as if per-query cost fell with the batch, to exercise batching."""
+
+    def record(self, key, size, seconds, count):
+        super().record(key, size, count / size**0.5, count)
+
+
+def test_measured_query_batch_equals_one_query_at_a_time():
+    model, mask = resnet_with_subset(torch.float64, total=300)
+    inputs, targets = batch(torch.float64, (3, 3, 8, 8))
+    single = estimated_gradients(
+        zo.CGE(model, F.cross_entropy, sparsity=mask, query_batch=1), inputs, targets
+    )[1]
+    estimator = zo.CGE(model, F.cross_entropy, sparsity=mask)
+    estimator._tuner = FavoursBatches()
+    for _ in range(3):  # tuning goes on over estimates, with chunks of every tried size
+        assert_same_gradients(estimated_gradients(estimator, inputs, targets)[1], single, 1e-9)
+        assert estimator.queries == 300
+    assert estimator.query_batches and max(estimator.query_batches.values()) > 1
+    measured = zo.CGE(model, F.cross_entropy, sparsity=mask)  # real clock: any choice is fine
+    assert_same_gradients(estimated_gradients(measured, inputs, targets)[1], single, 1e-9)
+
+
 @pytest.mark.parametrize("query_batch", [1, 5])
 def test_parameters_bit_identical_and_statistics_updated_once(query_batch):
     model, mask = resnet_with_subset(torch.float32, total=40)

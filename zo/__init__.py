@@ -17,7 +17,7 @@ Gaussian directions; :class:`FirstOrder` is backpropagation behind the same inte
 ``python -m zo.train`` trains the bundled models (also under ``torchrun``).
 """
 
-from zo.cge import CGE, auto_query_batch
+from zo.cge import CGE
 from zo.estimator import FirstOrder, GradientEstimator
 from zo.models import MLP, ResNet20, SmallCNN, build_model
 from zo.rge import RGE, random_gradient
@@ -30,6 +30,7 @@ from zo.stages import (
     stage_inputs,
     stage_times,
 )
+from zo.tuning import QueryBatchTuner
 
 __all__ = [
     "CGE",
@@ -37,10 +38,10 @@ __all__ = [
     "RGE",
     "FirstOrder",
     "GradientEstimator",
+    "QueryBatchTuner",
     "ResNet20",
     "SmallCNN",
     "SparseMask",
-    "auto_query_batch",
     "build_model",
     "check_stages",
     "frozen_running_stats",

@@ -42,31 +42,9 @@ from zo.stages import (
     stage_times,
     state_numel,
 )
+from zo.tuning import QueryBatchTuner, device_clock, largest_query_batch
 
-__all__ = ["CGE", "auto_query_batch"]
-
-_ELEMENTS_PER_CALL = 2**24
-_MAX_QUERY_BATCH = 64
-
-
-def auto_query_batch(state_size: int, device: torch.device) -> int:
-    """Perturbed copies per call when none is given.
-
-    On a CPU, 1: a query's forward is compute-bound already at small batches, so
-    batching saves only per-call overhead, which ``vmap``'s own overhead and the larger
-    working set (cache misses) outweigh. On an accelerator, enough copies that one call
-    holds about 2**24 activation elements (at most 64), to fill the device.
-
-    Parameters
-    ----------
-    state_size
-        Elements of the largest stage input of one query.
-    device
-        Where the model runs.
-    """
-    if device.type == "cpu":
-        return 1
-    return max(1, min(_MAX_QUERY_BATCH, _ELEMENTS_PER_CALL // max(state_size, 1)))
+__all__ = ["CGE"]
 
 
 class CGE(GradientEstimator):
@@ -94,7 +72,9 @@ class CGE(GradientEstimator):
         :attr:`mask`; re-draw it with ``mask.redraw(seed)``.
     query_batch
         Perturbed copies evaluated per call; 1 evaluates queries one at a time in place.
-        None chooses by device and activation size (:func:`auto_query_batch`).
+        None measures: per parameter and input shape the first query chunks are timed
+        at sizes 1, 2, 4, ... and the fastest is kept (:mod:`zo.tuning`; the choices are in
+        :attr:`query_batches`).
     seed
         Seeds the first draw of the sparse mask.
     group
@@ -143,6 +123,7 @@ class CGE(GradientEstimator):
         self._where = locate_parameters(model, self.stages)
         self.mask = self._make_mask(sparsity, seed)
         self._costs: dict[tuple, list[float]] = {}
+        self._tuner = QueryBatchTuner()
 
     def _make_mask(
         self, sparsity: float | Mapping[str, float] | SparseMask | None, seed: int
@@ -163,20 +144,51 @@ class CGE(GradientEstimator):
         with torch.no_grad():
             states = stage_inputs(self.stages, inputs)
             loss = self.loss_fn(states[-1], targets)
-            batch = self.query_batch or auto_query_batch(
-                max(state_numel(state) for state in states), loss.device
-            )
             gradient = {name: torch.zeros_like(p) for name, p in self.trainable.items()}
-            query = self._batched if batch > 1 else self._one_by_one
             with frozen_running_stats(self.stages):
                 for name, indices in self._share(states):
-                    for chunk in indices.split(batch) if len(indices) else ():
-                        losses, steps = query(name, chunk, states, targets)
-                        gradient[name].view(-1)[chunk] = (losses - loss) / steps
-                        self.queries += len(chunk)
+                    self._query_all(name, indices, states, targets, loss, gradient[name])
         sum_over_group(gradient, self.group)
         self._accumulate(gradient)
         return loss
+
+    def _query_all(
+        self,
+        name: str,
+        indices: torch.Tensor,
+        states: list,
+        targets: torch.Tensor,
+        loss: torch.Tensor,
+        gradient: torch.Tensor,
+    ) -> None:
+        """Write the forward differences of coordinates ``indices`` of ``name``."""
+        stage = self._where[name][0]
+        key = (name, tuple(states[0].shape), states[0].dtype, states[0].device)
+        largest = min(largest_query_batch(state_numel(states[stage])), len(indices))
+        clock = device_clock(loss.device)
+        start = 0
+        while start < len(indices):
+            size = self.query_batch or self._tuner.size(key, largest)
+            measuring = self.query_batch is None and self._tuner.measuring(key)
+            chunk = indices[start : start + size]
+            began = clock() if measuring else 0.0
+            query = self._batched if size > 1 else self._one_by_one
+            losses, steps = query(name, chunk, states, targets)
+            gradient.view(-1)[chunk] = (losses - loss) / steps
+            if measuring:
+                self._tuner.record(key, size, clock() - began, len(chunk))
+            self.queries += len(chunk)
+            start += len(chunk)
+
+    @property
+    def query_batch_settled(self) -> bool:
+        """Whether no query batch is still measured (fixed, or decided for all seen)."""
+        return self.query_batch is not None or self._tuner.settled
+
+    @property
+    def query_batches(self) -> dict[tuple, int]:
+        """Query batch chosen so far per ``(parameter name, input shape, dtype, device)``."""
+        return self._tuner.chosen
 
     def _coordinates(self) -> list[tuple[str, torch.Tensor]]:
         names = sorted(self.trainable, key=lambda name: self._where[name][0])

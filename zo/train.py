@@ -57,7 +57,7 @@ class TrainConfig:
     """Settings of a training run; the command line maps onto these fields.
 
     ``q`` is the number of random directions of RGE and of ZO-GraSP. ``query_batch``
-    None lets CGE choose (see :func:`zo.cge.auto_query_batch`).
+    None lets CGE measure and choose (see :mod:`zo.tuning`).
     """
 
     out: Path
