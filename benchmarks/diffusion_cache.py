@@ -17,8 +17,13 @@ than uncached and at least as fast as every diffusers method reaching that PSNR.
 Prints one JSON line per method and a summary line; writes them to ``OUT/results.jsonl``
 and the Pareto plot (PSNR against speedup) to ``OUT/pareto.png``.
 
+Timings: each method's generations alternate with uncached ones (``--repeats`` pairs,
+medians), after ``--warmup`` untimed pairs (default 1 on a GPU, whose clocks and kernel
+caches need it, 0 on a CPU); on a GPU the clock is read after ``torch.cuda.synchronize``.
+
     python benchmarks/diffusion_cache.py                 # the README's figures
     python benchmarks/diffusion_cache.py --quick         # a short check of the script
+    python benchmarks/diffusion_cache.py --device cuda   # on a GPU
 """
 
 import argparse
@@ -45,7 +50,7 @@ from diffusers.hooks import (
     apply_taylorseer_cache,
 )
 from diffusers.models.cache_utils import CacheMixin
-from timing import median_ms
+from timing import device_sync, median_ms
 from torch.utils.flop_counter import FlopCounterMode
 
 from integrators.diffusers import apply_cache, cache_stats, find_blocks, remove_cache
@@ -106,6 +111,7 @@ class Run:
     labels: torch.Tensor
     timesteps: list
     scale: float
+    sync: Callable | None = None
 
     def generate(self, cache=None):
         HookRegistry.check_if_exists_or_initialize(self.denoiser.transformer).reset_stateful_hooks()
@@ -134,10 +140,12 @@ class Method:
 
 
 def make_run(transformer, samples, steps, scale, seed):
-    labels = torch.arange(samples) % NUM_CLASSES
+    device = next(transformer.parameters()).device
+    labels = (torch.arange(samples) % NUM_CLASSES).to(device)
     size = transformer.config.sample_size
     x_T = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(seed))
-    return Run(Denoiser(transformer), x_T, labels, spaced_timesteps(steps), scale)
+    timesteps = spaced_timesteps(steps)
+    return Run(Denoiser(transformer), x_T.to(device), labels, timesteps, scale, device_sync(device))
 
 
 def mag_ratios(calibration):
@@ -355,19 +363,23 @@ def cached_generation(method, run):
         if method.ours_hooks:
             result["stats"] = cache_stats(run.denoiser.transformer)[CONTEXT]
 
-    milliseconds = median_ms(generate, repeats=1)
+    milliseconds = median_ms(generate, repeats=1, sync=run.sync)
     return milliseconds, result["images"], result["stats"]
 
 
-def timed(method, run, repeats):
-    """Median wall times of generations without and with the method, interleaved."""
+def timed(method, run, repeats, warmup=0):
+    """Median wall times of generations without and with the method, interleaved.
+
+    The first ``warmup`` pairs are run and not counted.
+    """
     plain, cached = [], []
-    for _ in range(repeats):
-        plain.append(median_ms(run.generate, repeats=1))
+    for _ in range(warmup + repeats):
+        plain.append(median_ms(run.generate, repeats=1, sync=run.sync))
         milliseconds, images, stats = with_method(
             method, run, lambda: cached_generation(method, run)
         )
         cached.append(milliseconds)
+    plain, cached = plain[warmup:], cached[warmup:]
     return statistics.median(plain), statistics.median(cached), images, stats
 
 
@@ -379,6 +391,7 @@ class Quality:
     real_features: torch.Tensor = field(repr=False)
 
     def __call__(self, images):
+        images = images.float().cpu()
         with torch.no_grad():
             logits = self.classifier(images)
             features = self.classifier.features(images)
@@ -393,7 +406,7 @@ class Quality:
 
 def measure(method, run, quality, baseline_flops, args):
     used = with_method(method, run, lambda: flops(run, method.cache)) if args.flops else math.nan
-    plain_ms, cached_ms, images, stats = timed(method, run, args.repeats)
+    plain_ms, cached_ms, images, stats = timed(method, run, args.repeats, args.warmup)
     return {
         "method": method.name,
         "family": method.family,
@@ -488,8 +501,14 @@ def parse():
     parser.add_argument("--target-speedup", type=float, default=2.5)
     parser.add_argument("--no-flops", dest="flops", action="store_false")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed pairs per method (1 on GPUs, 0 on CPUs)"
+    )
     parser.add_argument("--quick", action="store_true", help="few samples, steps and methods")
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = 1 if torch.device(args.device).type == "cuda" else 0
     if args.quick:
         args.steps, args.samples, args.calibration_samples, args.repeats = 10, 10, 4, 1
     return args
@@ -499,21 +518,23 @@ def main():
     args = parse()
     if args.threads:
         torch.set_num_threads(args.threads)
-    transformer = load_dit(args.model)
-    classifier = load_classifier(args.classifier)
+    transformer = load_dit(args.model).to(args.device)
+    classifier = load_classifier(args.classifier)  # quality is scored on the CPU
     run = make_run(transformer, args.samples, args.steps, args.guidance, seed=0)
     calibration = make_run(transformer, args.calibration_samples, args.steps, args.guidance, seed=1)
     real_images, _ = digits()
     with torch.no_grad():
         real_features = classifier.features(real_images)
     reference, _ = run.generate()
-    quality = Quality(reference, classifier, run.labels, real_features)
+    reference = reference.float().cpu()
+    quality = Quality(reference, classifier, run.labels.cpu(), real_features)
     baseline_flops = flops(run, None) if args.flops else math.nan
     calibrated = calibrate(calibration)
     methods = our_methods(calibrated, args.quick) + diffusers_methods(
         calibrated, run, args.steps, args.quick
     )
     settings = {
+        "device": args.device,
         "sampler": "DDIM",
         "steps": args.steps,
         "samples": args.samples,
