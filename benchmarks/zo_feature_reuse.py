@@ -8,10 +8,10 @@ reuse with the default ``query_batch=None`` (each parameter's query batch measur
 first query chunks, :mod:`zo.tuning`; timed once settled, after warm-up estimates) and
 fixed query batches, which show what batching would do here. "Never slower" allows 5%
 of timing noise: the default either runs queries one at a time (then it is the reuse
-variant's code) or a batch measured to be at least 10% faster. Beside
+variant's code) or a batch measured to be at least 20% faster. Beside
 the measured speedup: the theoretical saving of reuse for the same coordinates from the
 per-stage cost profile (measured stage times, and FLOP counts). Variants are
-interleaved in rounds; medians. Prints one JSON line.
+interleaved in rounds, in reversed order every other round; medians. Prints one JSON line.
 
     python benchmarks/zo_feature_reuse.py                  # this CPU, 1 thread
     python benchmarks/zo_feature_reuse.py --device cuda    # a GPU
@@ -72,8 +72,9 @@ def measure(batch_size, args, device, sync):
     for estimator in variants.values():  # warm-up: first calls of vmap are slow
         run(estimator)
     times = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, estimator in variants.items():
+    for round_ in range(args.rounds):  # the order flips each round: no variant always follows
+        order = list(variants.items())
+        for name, estimator in order[::-1] if round_ % 2 else order:
             times[name].append(median_ms(lambda e=estimator: run(e), args.repeats) / 1000)
     seconds = {name: statistics.median(values) for name, values in times.items()}
     stage_ms = [1000 * t for t in zo.stage_times(stages, states, repeats=5)]

@@ -108,7 +108,7 @@ def test_batched_equals_sequential(dtype):
 
 def tune(tuner, key, per_query, largest=16):
     """Feed ``tuner`` calls for ``key`` timed by ``per_query(size)``; return the choice."""
-    for _ in range(20):
+    for _ in range(40):
         size = tuner.size(key, largest)
         if not tuner.measuring(key):
             return size
@@ -117,7 +117,7 @@ def tune(tuner, key, per_query, largest=16):
 
 
 def test_tuner_grows_while_faster_and_keeps_one_unless_clearly_faster():
-    tuner = zo.QueryBatchTuner(margin=0.9)
+    tuner = zo.QueryBatchTuner(margin=0.9, samples=2)
     assert tune(tuner, "gpu-like", lambda size: 1 / size) == 16  # faster up to the cap
     assert tune(tuner, "cpu-like", lambda size: 1 + 0.1 * size) == 1  # slower at 2: stop
     assert tune(tuner, "saturates", lambda size: max(1 / size, 0.25)) == 4  # 8 no faster
@@ -143,9 +143,12 @@ def test_measured_query_batch_equals_one_query_at_a_time():
     )[1]
     estimator = zo.CGE(model, F.cross_entropy, sparsity=mask)
     estimator._tuner = FavoursBatches()
-    for _ in range(3):  # tuning goes on over estimates, with chunks of every tried size
+    for _ in range(12):  # tuning goes on over estimates, with chunks of every tried size
         assert_same_gradients(estimated_gradients(estimator, inputs, targets)[1], single, 1e-9)
         assert estimator.queries == 300
+        if estimator.query_batch_settled:
+            break
+    assert estimator.query_batch_settled
     assert estimator.query_batches and max(estimator.query_batches.values()) > 1
     measured = zo.CGE(model, F.cross_entropy, sparsity=mask)  # real clock: any choice is fine
     assert_same_gradients(estimated_gradients(measured, inputs, targets)[1], single, 1e-9)

@@ -400,7 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
     parser.add_argument("--estimator", choices=ESTIMATORS, default=defaults.estimator)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
-    parser.add_argument("--query-batch", type=int, help="perturbed copies per call (CGE)")
+    parser.add_argument(
+        "--query-batch", type=int, help="perturbed copies per call (CGE; default: measured)"
+    )
     typed = {int: ("q", "mask_shuffle_interval", "epochs", "batch_size", "warmup_epochs", "seed")}
     typed[float] = ("mu", "sparsity", "lr", "momentum", "weight_decay")
     for kind, names in typed.items():

@@ -6,15 +6,16 @@ batches slower; on a GPU the small late stages are bound by launch latency and l
 batches win, while the early stages of a large input batch fill the device alone. So the
 batch is measured, as cuDNN's benchmark mode measures algorithms: for each parameter (its
 stage sets the cost) and input shape, the estimator runs its first query chunks at sizes
-1, 2, 4, ... (each size once to warm up, once timed; these are real queries, and their
-results are used), stops growing at the first size that is not faster per query, and
-keeps the fastest. A size above 1 is kept only when it is faster than one query at a time
-by a margin, so that the choice is never slower than one query at a time beyond the
-timing noise.
+1, 2, 4, ... (each size once to warm up, then three timed calls whose median counts;
+these are real queries, and their results are used), stops growing at the first size
+that is not faster per query, and keeps the fastest. A size above 1 is kept only when it
+is at least 20% faster than one query at a time, so that timing noise cannot make the
+choice slower than one query at a time.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class _Trial:
     candidates: list[int]
     index: int = 0
     warmed: bool = False
+    samples: list[float] = field(default_factory=list)
     per_query: dict[int, float] = field(default_factory=dict)
     chosen: int | None = None
 
@@ -57,6 +59,8 @@ class QueryBatchTuner:
     margin
         A batch above 1 is kept only if its time per query is at most ``margin`` times
         that of one query at a time.
+    samples
+        Timed calls per size (after one warm-up call); their median counts.
 
     Examples
     --------
@@ -65,10 +69,13 @@ class QueryBatchTuner:
     1
     """
 
-    def __init__(self, margin: float = 0.9) -> None:
+    def __init__(self, margin: float = 0.8, samples: int = 3) -> None:
         if not 0 < margin <= 1:
             raise ValueError(f"margin must be in (0, 1], got {margin}")
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
         self.margin = margin
+        self.samples = samples
         self._trials: dict[Hashable, _Trial] = {}
 
     def size(self, key: Hashable, largest: int) -> int:
@@ -101,7 +108,11 @@ class QueryBatchTuner:
         if not trial.warmed:
             trial.warmed = True
             return
-        trial.per_query[size] = seconds / count
+        trial.samples.append(seconds / count)
+        if len(trial.samples) < self.samples:
+            return
+        trial.per_query[size] = statistics.median(trial.samples)
+        trial.samples = []
         previous = [trial.per_query[s] for s in trial.candidates[: trial.index]]
         grows = not previous or trial.per_query[size] < min(previous)
         if grows and trial.index + 1 < len(trial.candidates):
