@@ -5,10 +5,12 @@ fills in from what the full steps stored. A *schedule* decides which steps are f
 *predictor* fills reuse steps, and a :class:`Cache` ties them to a function. Pure torch:
 nothing here knows about atoms or images.
 
-The diffusion uses build on it: :mod:`integrators.samplers` (DDIM, flow-matching Euler,
+The generative uses build on it: :mod:`integrators.samplers` (DDIM, flow-matching Euler,
 DPM-Solver++ taking a cache), :mod:`integrators.methods` (the published caching methods
 as configs), :mod:`integrators.diffusers` (attaching them to diffusers transformers; needs
-the ``diffusion`` extra) and :mod:`integrators.digits` (a small model to measure them on).
+the ``diffusion`` extra) and :mod:`integrators.masked` (MaskGIT decoding with ReCAP's
+cheap steps). :mod:`integrators.digits` holds the test beds they are measured on (digits
+models and their training commands); the core modules never import it.
 """
 
 from integrators.cache import Cache, CacheStats, Predictor, Schedule
