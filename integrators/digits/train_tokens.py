@@ -47,7 +47,7 @@ class TokenTrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
-    max_minutes: float = 12.0
+    max_minutes: float = 25.0
     seed: int = 0
 
 
