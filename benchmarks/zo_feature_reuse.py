@@ -24,7 +24,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from timing import median_ms
+from timing import device_sync, median_ms
 
 import zo
 from zo.stages import frozen_running_stats, locate_parameters, stage_inputs
@@ -111,7 +111,7 @@ def main():
         args.rounds = args.repeats = 1
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync = device_sync(device) or (lambda: None)
     results = {f"batch_{n}": measure(n, args, device, sync) for n in args.batch_sizes}
     speedups = [r["reuse_speedup"] for r in results.values()]
     gains = [r["default_gain"] for r in results.values()]

@@ -41,7 +41,7 @@ def largest_query_batch(state_size: int) -> int:
 
 @dataclass
 class _Trial:
-    """The measurements of one stage and input shape."""
+    """The measurements of one key (parameter, input shape, dtype, device)."""
 
     candidates: list[int]
     index: int = 0

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from integrators.digits.models import (
 )
 from integrators.samplers import DDIM, spaced_timesteps
 
-__all__ = ["TrainConfig", "evaluate_samples", "main", "train_classifier", "train_dit"]
+__all__ = ["TrainConfig", "evaluate_samples", "fit", "main", "train_classifier", "train_dit"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,50 @@ def _learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def fit(
+    optimizer: torch.optim.Optimizer,
+    loss_at: Callable[[int], torch.Tensor],
+    lr_at: Callable[[int], float],
+    steps: int,
+    max_minutes: float,
+    log_every: int,
+    after_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Run ``steps`` optimiser steps on ``loss_at(step)`` within ``max_minutes``.
+
+    Each step sets the learning rate to ``lr_at(step)``, backpropagates and steps, then
+    calls ``after_step(step)``; the mean loss is logged every ``log_every`` steps.
+
+    Returns
+    -------
+    dict
+        ``steps_done``, ``final_loss`` (mean of the last 200 steps) and ``minutes``.
+    """
+    start, losses = time.perf_counter(), []
+    for step in range(steps):
+        if time.perf_counter() - start > 60 * max_minutes:
+            logger.warning("stopping at step %d: the %.1f min budget is spent", step, max_minutes)
+            break
+        loss = loss_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(step)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            recent = sum(losses[-log_every:]) / log_every
+            logger.info("step %d  loss %.4f  %.1f s", step + 1, recent, time.perf_counter() - start)
+    window = losses[-min(len(losses), 200) :]
+    return {
+        "steps_done": len(losses),
+        "final_loss": sum(window) / max(1, len(window)),
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+
+
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for average, current in zip(ema.parameters(), model.parameters()):
@@ -79,35 +124,27 @@ def train_dit(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     alphas = noise_schedule().float()
-    start, losses, step = time.perf_counter(), [], 0
-    for step in range(config.steps):
-        if time.perf_counter() - start > 60 * config.max_minutes:
-            logger.warning(
-                "stopping at step %d: the %.1f min budget is spent", step, config.max_minutes
-            )
-            break
+
+    def loss_at(step: int) -> torch.Tensor:
         index = torch.randint(len(images), (config.batch_size,), generator=generator)
         t = torch.randint(len(alphas), (config.batch_size,), generator=generator)
         noise = torch.randn(images[index].shape, generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * images[index] + (1 - a).sqrt() * noise
-        loss = F.mse_loss(model(noisy, timestep=t, class_labels=labels[index]).sample, noise)
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return F.mse_loss(model(noisy, timestep=t, class_labels=labels[index]).sample, noise)
+
+    def average(step: int) -> None:
         _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
-        losses.append(loss.item())
-        if (step + 1) % config.log_every == 0:
-            recent = sum(losses[-config.log_every :]) / config.log_every
-            logger.info("step %d  loss %.4f  %.1f s", step + 1, recent, time.perf_counter() - start)
-    window = losses[-min(len(losses), 200) :]
-    log = {
-        "steps_done": len(losses),
-        "final_loss": sum(window) / max(1, len(window)),
-        "minutes": (time.perf_counter() - start) / 60,
-    }
+
+    log = fit(
+        optimizer,
+        loss_at,
+        lambda step: _learning_rate(config, step),
+        config.steps,
+        config.max_minutes,
+        config.log_every,
+        after_step=average,
+    )
     return ema, log
 
 

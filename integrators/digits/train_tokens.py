@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from integrators.digits.tokens import (
     save_masked_model,
     tokenise,
 )
+from integrators.digits.train import fit
 from integrators.masked import MaskGIT
 
 __all__ = ["TokenTrainConfig", "main", "sample_accuracy", "train_masked"]
@@ -69,36 +69,19 @@ def train_masked(
     model = MaskedTokenModel(recipe)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     tokens = tokenise(images, recipe.levels)
-    start, losses = time.perf_counter(), []
-    for step in range(config.steps):
-        if time.perf_counter() - start > 60 * config.max_minutes:
-            logger.info("stopping at step %d: %.1f minutes spent", step, config.max_minutes)
-            break
-        warm = min(1.0, (step + 1) / config.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+
+    def loss_at(step: int) -> torch.Tensor:
         index = torch.randint(len(tokens), (config.batch_size,), generator=generator)
         target = tokens[index]
         masked = _mask(target, generator)
         logits = model(target.masked_fill(masked, model.mask_id), labels[index])
-        loss = F.cross_entropy(logits[masked], target[masked])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (step + 1) % 250 == 0:
-            logger.info(
-                "step %d  loss %.4f  %.1f s",
-                step + 1,
-                sum(losses[-250:]) / 250,
-                time.perf_counter() - start,
-            )
-    window = losses[-min(len(losses), 200) :]
-    log = {
-        "steps_done": len(losses),
-        "final_loss": sum(window) / max(1, len(window)),
-        "minutes": (time.perf_counter() - start) / 60,
-    }
+        return F.cross_entropy(logits[masked], target[masked])
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / config.warmup_steps)
+        return config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+
+    log = fit(optimizer, loss_at, lr_at, config.steps, config.max_minutes, log_every=250)
     return model.eval(), log
 
 
