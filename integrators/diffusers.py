@@ -1,10 +1,12 @@
-"""Attach the caching methods to diffusers transformers through diffusers' own hooks.
+"""Attach the caching methods to diffusers models through diffusers' own hooks.
 
-``apply_cache(transformer, config)`` registers a hook on the transformer (and, for
-block-level methods, one on each transformer block) in diffusers' ``HookRegistry``;
-``remove_cache(transformer)`` takes them off and restores the original forward. It works
-on any diffusers transformer whose blocks sit in ``transformer_blocks`` /
-``single_transformer_blocks`` (DiT, PixArt, SD3, Flux, ...) and inside pipeline calls.
+``apply_cache(model, config)`` registers a hook on the model (and, for block-level and
+low-resolution methods, hooks on its blocks) in diffusers' ``HookRegistry``;
+``remove_cache(model)`` takes them off and restores the original forward. It works on
+any diffusers transformer whose blocks sit in ``transformer_blocks`` /
+``single_transformer_blocks`` (DiT, PixArt, SD3, Flux, ...), on diffusers' UNets
+(``UNet2DModel``, ``UNet2DConditionModel``: low-resolution methods) and inside pipeline
+calls.
 
 State is kept per cache context: calls wrapped in ``transformer.cache_context("cond")``
 and ``("uncond")`` (as diffusers pipelines do for separate guidance passes) each have
@@ -21,6 +23,8 @@ output         FORA, ABCache, TaylorSeer, TeaCache, ERTACache, HyCa,          tr
 blocks         BWCache, FirstBlockCache, Sortblock, ProfilingDiT,             each block
                BlockRecorder
 guidance       CFGCache (the two branches batched in one call)                transformer
+lowres         Clockwork, DeepCache, LowResRecorder                           UNet blocks
+                                                                              (:mod:`integrators.unet`)
 =============  =============================================================  =============
 
 Examples
@@ -56,6 +60,7 @@ import torch
 
 from integrators.cache import CacheStats
 from integrators.methods.blocks import Streams
+from integrators.unet import LOWRES_HOOK, inner_levels, register_lowres_hooks
 
 try:
     from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
@@ -281,10 +286,28 @@ class _GuidanceRuntime:
         return wrap(torch.cat([uncond, cond] if self.uncond_first else [cond, uncond]))
 
 
+class _LowResLevel:
+    """Brackets a UNet's forward with the low-resolution runtime's steps; block hooks skip."""
+
+    def __init__(self, config: Any) -> None:
+        self.lowres = config.make_runtime()
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.lowres.stats
+
+    def forward(self, original: Callable, bound: inspect.BoundArguments, t: float) -> Any:
+        self.lowres.begin_step(t)
+        output = _call(original, bound)
+        self.lowres.end_step()
+        return output
+
+
 _LEVELS: dict[str, Callable[[Any, int], Callable[[], Any]]] = {
     "output": lambda config, num_blocks: lambda: _OutputRuntime(config),
     "blocks": lambda config, num_blocks: lambda: _BlocksRuntime(config, num_blocks),
     "guidance": lambda config, num_blocks: lambda: _GuidanceRuntime(config),
+    "lowres": lambda config, num_blocks: lambda: _LowResLevel(config),
 }
 
 
@@ -343,7 +366,7 @@ class _RootHook(ModelHook):
             generation.runtime = generation.factory()
         generation.last_t = t
         self.stats[name] = generation.runtime.stats
-        self.active = getattr(generation.runtime, "blocks", None)
+        self.active = generation.runtime
         try:
             return generation.runtime.forward(self.fn_ref.original_forward, bound, t)
         finally:
@@ -365,7 +388,7 @@ class _BlockHook(ModelHook):
         self.io = _BlockIO(block)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        runtime = self.root.active
+        runtime = getattr(self.root.active, "blocks", None)
         if runtime is None:
             return self.fn_ref.original_forward(*args, **kwargs)
 
@@ -385,23 +408,27 @@ def _root(transformer: torch.nn.Module) -> _RootHook | None:
 
 
 def apply_cache(transformer: torch.nn.Module, config: Any) -> None:
-    """Attach a caching method to a diffusers transformer.
+    """Attach a caching method to a diffusers transformer or UNet.
 
     Parameters
     ----------
     transformer
         A diffusers transformer (or any module whose forward takes ``hidden_states`` and
-        ``timestep``, with blocks in a ``transformer_blocks`` ``ModuleList``).
+        ``timestep``, with blocks in a ``transformer_blocks`` ``ModuleList``); for
+        low-resolution methods, a diffusers UNet (``UNet2DModel``,
+        ``UNet2DConditionModel``).
     config
-        An output-, block- or guidance-level method from :mod:`integrators.methods`
-        (or a :class:`~integrators.samplers.Recorder` / ``BlockRecorder``).
+        An output-, block-, guidance- or low-resolution method from
+        :mod:`integrators.methods` (or a :class:`~integrators.samplers.Recorder`,
+        ``BlockRecorder`` or ``LowResRecorder``).
 
     Raises
     ------
     TypeError
         If ``config`` is not a method.
     ValueError
-        If the transformer already has a cache, or has no blocks for a block-level one.
+        If the model already has a cache, has no blocks for a block-level one, or is not
+        a UNet this low-resolution method can split.
     """
     level = getattr(config, "level", None)
     if level not in _LEVELS:
@@ -417,6 +444,8 @@ def apply_cache(transformer: torch.nn.Module, config: Any) -> None:
             f"{type(transformer).__name__} has no blocks in any of {BLOCK_LISTS}; "
             "block-level methods need them"
         )
+    if level == "lowres":
+        inner_levels(transformer, config.depth)
     root = _RootHook(_LEVELS[level](config, len(blocks)))
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.register_hook(root, ROOT_HOOK)
@@ -424,6 +453,8 @@ def apply_cache(transformer: torch.nn.Module, config: Any) -> None:
         for index, (_, block) in enumerate(blocks):
             block_registry = HookRegistry.check_if_exists_or_initialize(block)
             block_registry.register_hook(_BlockHook(root, index, block), BLOCK_HOOK)
+    if level == "lowres":
+        register_lowres_hooks(transformer, root, config.depth)
     _invalidate_child_cache(registry)
     logger.debug("applied %r to %s (%d blocks)", config, type(transformer).__name__, len(blocks))
 
@@ -436,6 +467,7 @@ def remove_cache(transformer: torch.nn.Module) -> None:
     registry = transformer._diffusers_hook
     registry.remove_hook(ROOT_HOOK, recurse=False)
     registry.remove_hook(BLOCK_HOOK, recurse=True)
+    registry.remove_hook(LOWRES_HOOK, recurse=True)
     _invalidate_child_cache(registry)
 
 

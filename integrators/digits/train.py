@@ -38,7 +38,15 @@ from integrators.digits.models import (
 )
 from integrators.samplers import DDIM, spaced_timesteps
 
-__all__ = ["TrainConfig", "evaluate_samples", "fit", "main", "train_classifier", "train_dit"]
+__all__ = [
+    "TrainConfig",
+    "evaluate_samples",
+    "fit",
+    "main",
+    "train_classifier",
+    "train_denoiser",
+    "train_dit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +122,23 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             average.lerp_(current, 1 - decay)
 
 
-def train_dit(
-    images: torch.Tensor, labels: torch.Tensor, recipe: DiTRecipe, config: TrainConfig
+def train_denoiser(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    label_dropout: float = 0.0,
 ) -> tuple[nn.Module, dict]:
-    """Train a DiT to predict noise; return its moving average (eval mode) and a log."""
+    """Train a class-conditional model to predict noise; return its moving average and a log.
+
+    ``model(noisy, timestep=t, class_labels=labels).sample`` must predict the noise.
+    With ``label_dropout > 0`` that fraction of labels is replaced by :data:`NULL_CLASS`
+    (the unconditional branch for guidance; the DiT drops labels itself). Seed torch's
+    global generator before building ``model``: initialisation and any randomness inside
+    the model draw from it.
+    """
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = recipe.build().train()
+    model = model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     alphas = noise_schedule().float()
@@ -131,7 +149,12 @@ def train_dit(
         noise = torch.randn(images[index].shape, generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * images[index] + (1 - a).sqrt() * noise
-        return F.mse_loss(model(noisy, timestep=t, class_labels=labels[index]).sample, noise)
+        batch_labels = labels[index]
+        if label_dropout > 0:
+            dropped = torch.rand(config.batch_size, generator=generator) < label_dropout
+            batch_labels = batch_labels.masked_fill(dropped, NULL_CLASS)
+        prediction = model(noisy, timestep=t, class_labels=batch_labels).sample
+        return F.mse_loss(prediction, noise)
 
     def average(step: int) -> None:
         _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
@@ -146,6 +169,14 @@ def train_dit(
         after_step=average,
     )
     return ema, log
+
+
+def train_dit(
+    images: torch.Tensor, labels: torch.Tensor, recipe: DiTRecipe, config: TrainConfig
+) -> tuple[nn.Module, dict]:
+    """Train a DiT to predict noise; return its moving average (eval mode) and a log."""
+    torch.manual_seed(config.seed)
+    return train_denoiser(recipe.build(), images, labels, config)
 
 
 def train_classifier(
@@ -178,7 +209,7 @@ def train_classifier(
 def evaluate_samples(
     dit: nn.Module, classifier: nn.Module, samples: int = 100, steps: int = 50, scale: float = 3.0
 ) -> float:
-    """Classifier accuracy on DDIM samples of the DiT (classes in turn, fixed seed)."""
+    """Classifier accuracy on DDIM samples of a digits denoiser (classes in turn, fixed seed)."""
     labels = torch.arange(samples) % NUM_CLASSES
     size = dit.config.sample_size
     x_T = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(1234))

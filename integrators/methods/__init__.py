@@ -19,13 +19,18 @@ method                  level        what it does
                                      blocks (the final layer runs every step)
 :class:`CFGCache`       guidance     reuse ``uncond - cond`` to skip the unconditional
                                      pass
+:class:`DeepCache`      lowres       skip a UNet's inner levels, reuse their last output
+:class:`Clockwork`      lowres       skip a UNet's inner levels, a distilled adaptor
+                                     (:class:`ClockworkAdaptor`) predicts their output
 ======================  ===========  ===================================================
 
 Output- and guidance-level methods go to a sampler's ``cache=`` argument
 (:mod:`integrators.samplers`) or to :func:`integrators.diffusers.apply_cache`; block-level
-methods attach to a diffusers transformer with ``apply_cache``.
+methods attach to a diffusers transformer, and low-resolution methods to a diffusers
+UNet, with ``apply_cache``.
 """
 
+from integrators.methods.adaptor import AdaptorRecipe, ClockworkAdaptor, distill
 from integrators.methods.blocks import (
     BlockRecorder,
     BlockRuntime,
@@ -36,6 +41,14 @@ from integrators.methods.blocks import (
     Sortblock,
 )
 from integrators.methods.guidance import CFGCache, DifferenceCache
+from integrators.methods.lowres import (
+    Clockwork,
+    DeepCache,
+    LowResFeatures,
+    LowResMethod,
+    LowResRecorder,
+    LowResRuntime,
+)
 from integrators.methods.output import (
     FORA,
     ABCache,
@@ -51,20 +64,29 @@ from integrators.methods.output import (
 __all__ = [
     "FORA",
     "ABCache",
+    "AdaptorRecipe",
     "BWCache",
     "BlockRecorder",
     "BlockRuntime",
     "BlockStack",
     "CFGCache",
+    "Clockwork",
+    "ClockworkAdaptor",
+    "DeepCache",
     "DifferenceCache",
     "ERTACache",
     "FirstBlockCache",
     "HyCa",
     "InputChange",
+    "LowResFeatures",
+    "LowResMethod",
+    "LowResRecorder",
+    "LowResRuntime",
     "OutputCache",
     "OutputMethod",
     "ProfilingDiT",
     "Sortblock",
     "TaylorSeer",
     "TeaCache",
+    "distill",
 ]
