@@ -7,10 +7,11 @@ nothing here knows about atoms or images.
 
 The generative uses build on it: :mod:`integrators.samplers` (DDIM, flow-matching Euler,
 DPM-Solver++ taking a cache), :mod:`integrators.methods` (the published caching methods
-as configs), :mod:`integrators.diffusers` (attaching them to diffusers transformers; needs
-the ``diffusion`` extra) and :mod:`integrators.masked` (MaskGIT decoding with ReCAP's
-cheap steps). :mod:`integrators.digits` holds the test beds they are measured on (digits
-models and their training commands); the core modules never import it.
+as configs), :mod:`integrators.diffusers` (attaching them to diffusers transformers and,
+through :mod:`integrators.unet`, UNets; needs the ``diffusion`` extra) and
+:mod:`integrators.masked` (MaskGIT decoding with ReCAP's cheap steps).
+:mod:`integrators.digits` holds the test beds they are measured on (digits models and
+their training commands); the core modules never import it.
 """
 
 from integrators.cache import Cache, CacheStats, Predictor, Schedule

@@ -4,8 +4,11 @@
 class-conditional DiT (:func:`load_dit`, trained by ``python -m integrators.digits.train``)
 generates them for the diffusion caches; the shipped masked token model
 (:mod:`integrators.digits.tokens`, trained by ``python -m integrators.digits.train_tokens``)
-generates them for ReCAP; :class:`DigitsClassifier` (:func:`load_classifier`) scores
-samples by accuracy and by the Fréchet distance of its features
+generates them for ReCAP; the shipped class-conditional UNet
+(:mod:`integrators.digits.unet`, trained by ``python -m integrators.digits.train_unet``)
+and its Clockwork adaptor (``python -m integrators.digits.distill_clockwork``) are the
+test bed of the low-resolution caches; :class:`DigitsClassifier` (:func:`load_classifier`)
+scores samples by accuracy and by the Fréchet distance of its features
 (:mod:`integrators.digits.metrics`). Needs the ``diffusion`` extra (diffusers,
 scikit-learn).
 

@@ -77,7 +77,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampler-steps", type=int, default=SAMPLER_STEPS)
     parser.add_argument("--max-gap", type=int, default=3, help="interval - 1 of the schedule")
     parser.add_argument("--depth", type=int, default=1, help="outer levels that always run")
-    parser.add_argument("--width", type=int, default=64, help="adaptor channels")
+    parser.add_argument("--width", type=int, default=32, help="adaptor channels")
     parser.add_argument("--distill-steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)

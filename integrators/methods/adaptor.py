@@ -63,14 +63,14 @@ class AdaptorRecipe:
     exit_channels: int
     embedding_dim: int
     depth: int = 1
-    width: int = 64
+    width: int = 32
 
     def __post_init__(self) -> None:
         for name in ("entry_channels", "exit_channels", "embedding_dim", "depth", "width"):
             check_int(getattr(self, name), f"AdaptorRecipe({name}=...)", 1)
 
     @classmethod
-    def for_unet(cls, unet: nn.Module, depth: int = 1, width: int = 64) -> AdaptorRecipe:
+    def for_unet(cls, unet: nn.Module, depth: int = 1, width: int = 32) -> AdaptorRecipe:
         """Return the recipe matching a diffusers ``UNet2DModel`` / ``UNet2DConditionModel``."""
         channels = list(unet.config.block_out_channels)
         if not 1 <= depth < len(channels):

@@ -1,0 +1,173 @@
+"""Claim: Clockwork's distilled adaptor beats plain low-resolution reuse at equal full steps.
+
+The shipped digits UNet (``python -m integrators.digits.train_unet``) samples
+class-conditionally with guided DDIM (the steps its adaptor was distilled for), in three
+ways, all from the same starting noise:
+
+- uncached: every step runs the whole UNet;
+- DeepCache(k): every ``k``-th step runs the whole UNet; the others run only the outer
+  level, with the inner levels' output of the last full step;
+- Clockwork(k): the same full steps; the others run the outer level with the shipped
+  adaptor (``python -m integrators.digits.distill_clockwork``) predicting the inner
+  levels' output.
+
+Per setting: wall-clock speedup over uncached (runs interleaved with uncached ones,
+medians), PSNR and SSIM of the samples against the uncached ones, classifier accuracy,
+and the Fréchet distance of the classifier's features to the real digits (lower is
+better). The summary gives Clockwork's best setting (the fastest whose accuracy is within
+0.05 of uncached) with DeepCache at the same interval beside it. Prints one JSON line per
+setting and a summary line.
+
+    python benchmarks/clockwork.py            # the README's figures
+    python benchmarks/clockwork.py --quick    # a few minutes
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from timing import median_ms
+
+from integrators.diffusers import apply_cache, cache_stats, remove_cache
+from integrators.digits import (
+    NULL_CLASS,
+    NUM_CLASSES,
+    denoiser,
+    digits,
+    frechet_distance,
+    load_classifier,
+    noise_schedule,
+    psnr,
+    ssim,
+)
+from integrators.digits.distill_clockwork import CLOCKWORK_DIR, GUIDANCE, SAMPLER_STEPS
+from integrators.digits.unet import UNET_DIR, load_unet
+from integrators.methods import Clockwork, DeepCache
+from integrators.methods.adaptor import load_adaptor
+from integrators.samplers import DDIM, spaced_timesteps
+
+
+def generate(unet, labels, x_T, steps, method):
+    """One guided DDIM generation, with ``method`` attached to the UNet (or none)."""
+    if method is not None:
+        apply_cache(unet, method)
+    try:
+        with torch.no_grad():
+            images = DDIM(noise_schedule()).sample(
+                denoiser(unet),
+                x_T,
+                spaced_timesteps(steps),
+                cond=labels,
+                uncond=torch.full_like(labels, NULL_CLASS),
+                guidance_scale=GUIDANCE,
+            )
+        stats = cache_stats(unet)["default"] if method is not None else None
+    finally:
+        if method is not None:
+            remove_cache(unet)
+    return images.clamp(-1, 1), stats
+
+
+def quality(images, reference, labels, classifier, real_features):
+    to_unit = lambda z: (z + 1) / 2  # noqa: E731
+    with torch.no_grad():
+        accuracy = float((classifier(images).argmax(1) == labels).float().mean())
+        features = classifier.features(images)
+    return {
+        "psnr_db": round(min(100.0, psnr(to_unit(images), to_unit(reference))), 2),
+        "ssim": round(ssim(to_unit(images), to_unit(reference)), 4),
+        "accuracy": round(accuracy, 4),
+        "frechet_distance": round(frechet_distance(features, real_features), 2),
+    }
+
+
+def measure(name, method, context, args, scoring):
+    """Interleaved timings against uncached, and the quality of the setting's samples."""
+    unet, labels, x_T = context
+    plain, timed = [], []
+    for _ in range(args.repeats):
+        plain.append(median_ms(lambda: generate(unet, labels, x_T, args.steps, None), 1))
+        timed.append(median_ms(lambda: generate(unet, labels, x_T, args.steps, method), 1))
+    images, stats = generate(unet, labels, x_T, args.steps, method)
+    speedup = statistics.median(plain) / statistics.median(timed)
+    record = {"setting": name, "speedup": round(speedup, 3)}
+    if stats is not None:
+        record["full_steps"], record["cheap_steps"] = stats.full_steps, stats.reuse_steps
+    return record | quality(images, *scoring)
+
+
+def parse():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=SAMPLER_STEPS, help="DDIM steps")
+    parser.add_argument("--intervals", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--unet", type=Path, default=UNET_DIR)
+    parser.add_argument("--adaptor", type=Path, default=CLOCKWORK_DIR)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and settings")
+    args = parser.parse_args()
+    if args.quick:
+        args.samples, args.intervals, args.repeats = 50, [2, 3], 1
+    return args
+
+
+def summarise(records):
+    by_name = {r["setting"]: r for r in records}
+    uncached = by_name["uncached"]
+    clockworks = [r for r in records if r["setting"].startswith("Clockwork")]
+
+    def deepcache(clockwork):
+        return by_name[clockwork["setting"].replace("Clockwork", "DeepCache")]
+
+    good = [r for r in clockworks if r["accuracy"] >= uncached["accuracy"] - 0.05] or clockworks
+    best = max(good, key=lambda r: r["speedup"])
+    plain = deepcache(best)
+    wins = sum(r["psnr_db"] > deepcache(r)["psnr_db"] for r in clockworks)
+    return {
+        "summary": "clockwork",
+        "best": best["setting"],
+        "speedup": best["speedup"],
+        "psnr_db": best["psnr_db"],
+        "ssim": best["ssim"],
+        "accuracy": best["accuracy"],
+        "frechet_distance": best["frechet_distance"],
+        "uncached_accuracy": uncached["accuracy"],
+        "uncached_frechet_distance": uncached["frechet_distance"],
+        "deepcache_speedup": plain["speedup"],
+        "deepcache_psnr_db": plain["psnr_db"],
+        "deepcache_accuracy": plain["accuracy"],
+        "deepcache_frechet_distance": plain["frechet_distance"],
+        "settings_beating_deepcache_on_psnr": f"{wins} of {len(clockworks)}",
+    }
+
+
+def main():
+    args = parse()
+    torch.set_num_threads(args.threads)
+    unet = load_unet(args.unet)
+    adaptor = load_adaptor(args.adaptor, unet)
+    classifier = load_classifier()
+    labels = torch.arange(args.samples) % NUM_CLASSES
+    x_T = torch.randn(args.samples, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        real_features = classifier.features(digits()[0])
+    context = (unet, labels, x_T)
+    reference, _ = generate(unet, labels, x_T, args.steps, None)
+    scoring = (reference, labels, classifier, real_features)
+    record = measure("uncached", None, context, args, scoring)
+    records = [record]
+    print(json.dumps(record), flush=True)
+    for k in args.intervals:
+        methods = {f"DeepCache({k})": DeepCache(k), f"Clockwork({k})": Clockwork(adaptor, k)}
+        for name, method in methods.items():
+            record = measure(name, method, context, args, scoring)
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    print(json.dumps(summarise(records)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
