@@ -2,11 +2,12 @@
 
 The adaptor predicts the inner levels' output at the current step from the output at
 the last full step, the entry features now and then, and both steps' embeddings. It
-works at the entry resolution (half the exit resolution): the last exit is folded into
-channels by pixel-unshuffling, mixed with the entry features and their change by a 1x1
-convolution, modulated by the embeddings, passed through one 3x3 residual convolution,
-and unfolded back by pixel-shuffling into a *correction* of the last exit. The final
-layer starts at zero, so an untrained adaptor is exactly DeepCache's plain reuse.
+works at the entry resolution (half the exit resolution): the last exit, read by a 2x2
+stride-2 convolution, is mixed with the entry features and their change (a 1x1
+convolution), modulated by the embeddings, passed through one 3x3 residual convolution,
+and brought back by a 1x1 convolution and pixel shuffling as a *correction* of the last
+exit. The final layer starts at zero, so an untrained adaptor is exactly DeepCache's
+plain reuse.
 
 It is distilled from the full UNet on features recorded along the sampler's own
 trajectories (:class:`~integrators.methods.lowres.LowResRecorder`): pairs of steps ``i``
@@ -109,14 +110,17 @@ class ClockworkAdaptor(nn.Module):
     def __init__(self, recipe: AdaptorRecipe) -> None:
         super().__init__()
         self.recipe = recipe
-        folded = 2 * recipe.entry_channels + 4 * recipe.exit_channels
-        self.mix = nn.Conv2d(folded, recipe.width, 1)
+        self.entry_mix = nn.Conv2d(2 * recipe.entry_channels, recipe.width, 1)
+        self.exit_mix = nn.Conv2d(recipe.exit_channels, recipe.width, 2, stride=2)
         self.norm = nn.GroupNorm(_groups(recipe.width), recipe.width)
         self.modulation = nn.Linear(2 * recipe.embedding_dim, 2 * recipe.width)
         self.conv = nn.Conv2d(recipe.width, recipe.width, 3, padding=1)
         self.out = nn.Conv2d(recipe.width, 4 * recipe.exit_channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # oneDNN runs these convolutions without layout conversions when the weights are
+        # channels-last: 31 -> 18 ms at batch 100 on one CPU thread here.
+        self.to(memory_format=torch.channels_last)
 
     def forward(
         self,
@@ -128,11 +132,11 @@ class ClockworkAdaptor(nn.Module):
     ) -> torch.Tensor:
         """Return the predicted exit features, shaped like ``last_exit``."""
         self._check(last_exit, entry)
-        folded = torch.cat([entry, entry - last_entry, F.pixel_unshuffle(last_exit, 2)], dim=1)
+        mixed = self.entry_mix(torch.cat([entry, entry - last_entry], 1)) + self.exit_mix(last_exit)
         scale, shift = self.modulation(F.silu(torch.cat([embedding, last_embedding], 1))).chunk(
             2, dim=1
         )
-        h = F.silu(self.norm(self.mix(folded)))
+        h = F.silu(self.norm(mixed))
         h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         h = h + self.conv(F.silu(h))
         return last_exit + F.pixel_shuffle(self.out(F.silu(h)), 2)
