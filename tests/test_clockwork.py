@@ -18,7 +18,7 @@ from integrators.methods import (
     LowResRecorder,
     distill,
 )
-from integrators.methods.adaptor import load_adaptor, save_adaptor
+from integrators.methods.adaptor import load_adaptor, save_adaptor, unet_fingerprint
 from integrators.unet import inner_levels
 
 TIMES = (900, 700, 500, 300)
@@ -228,6 +228,14 @@ def test_adaptor_files_round_trip_and_refuse_another_unet(tmp_path):
         load_adaptor(tmp_path, small_unet(seed=1))
     with pytest.raises(FileNotFoundError, match="distill_clockwork"):
         load_adaptor(tmp_path / "missing")
+
+
+def test_fingerprint_does_not_depend_on_the_folder_a_unet_was_loaded_from(tmp_path):
+    unet = small_unet()
+    for name in ("a", "b"):
+        unet.save_pretrained(tmp_path / name, safe_serialization=True)
+    first, second = (load_unet(tmp_path / name) for name in ("a", "b"))
+    assert unet_fingerprint(first) == unet_fingerprint(second) == unet_fingerprint(unet)
 
 
 def test_an_adaptor_for_other_shapes_is_refused_with_the_fix():

@@ -163,8 +163,13 @@ def _groups(width: int) -> int:
 
 
 def unet_fingerprint(unet: nn.Module) -> str:
-    """Return a short hash of a UNet's configuration and weights (which UNet an adaptor is for)."""
-    digest = hashlib.sha256(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
+    """Return a short hash of a UNet's configuration and weights (which UNet an adaptor is for).
+
+    Private configuration entries (diffusers' ``_name_or_path``, versions) are left out,
+    so the same model loaded from another folder has the same fingerprint.
+    """
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in unet.state_dict().items():
         digest.update(name.encode())
         digest.update(f"{float(tensor.double().sum()):.6e}".encode())
