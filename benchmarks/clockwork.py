@@ -15,8 +15,9 @@ Per setting: wall-clock speedup over uncached (runs interleaved with uncached on
 medians), PSNR and SSIM of the samples against the uncached ones, classifier accuracy,
 and the Fréchet distance of the classifier's features to the real digits (lower is
 better). The summary gives Clockwork's best setting (the fastest whose accuracy is within
-0.05 of uncached) with DeepCache at the same interval beside it. Prints one JSON line per
-setting and a summary line.
+0.05 of uncached) with DeepCache at the same interval beside it, and the Fréchet distance
+of uncached samples from other starting noise (how far two equally good sample sets lie
+apart at this sample size). Prints one JSON line per setting and a summary line.
 
     python benchmarks/clockwork.py            # the README's figures
     python benchmarks/clockwork.py --quick    # a few minutes
@@ -42,8 +43,8 @@ from integrators.digits import (
     psnr,
     ssim,
 )
-from integrators.digits.distill_clockwork import CLOCKWORK_DIR, GUIDANCE, SAMPLER_STEPS
-from integrators.digits.unet import UNET_DIR, load_unet
+from integrators.digits.distill_clockwork import GUIDANCE, SAMPLER_STEPS
+from integrators.digits.unet import CLOCKWORK_DIR, UNET_DIR, load_unet
 from integrators.methods import Clockwork, DeepCache
 from integrators.methods.adaptor import load_adaptor
 from integrators.samplers import DDIM, spaced_timesteps
@@ -114,7 +115,7 @@ def parse():
     return args
 
 
-def summarise(records):
+def summarise(records, other_seed_frechet):
     by_name = {r["setting"]: r for r in records}
     uncached = by_name["uncached"]
     clockworks = [r for r in records if r["setting"].startswith("Clockwork")]
@@ -136,6 +137,7 @@ def summarise(records):
         "frechet_distance": best["frechet_distance"],
         "uncached_accuracy": uncached["accuracy"],
         "uncached_frechet_distance": uncached["frechet_distance"],
+        "uncached_frechet_distance_other_noise": other_seed_frechet,
         "deepcache_speedup": plain["speedup"],
         "deepcache_psnr_db": plain["psnr_db"],
         "deepcache_accuracy": plain["accuracy"],
@@ -166,7 +168,10 @@ def main():
             record = measure(name, method, context, args, scoring)
             records.append(record)
             print(json.dumps(record), flush=True)
-    print(json.dumps(summarise(records)), flush=True)
+    other_x_T = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(1))
+    other, _ = generate(unet, labels, other_x_T, args.steps, None)
+    other_seed = quality(other, *scoring)["frechet_distance"]
+    print(json.dumps(summarise(records, other_seed)), flush=True)
 
 
 if __name__ == "__main__":

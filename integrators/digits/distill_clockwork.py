@@ -21,17 +21,16 @@ from tqdm import tqdm
 from integrators.console import start_tool
 from integrators.diffusers import apply_cache, remove_cache
 from integrators.digits.data import NUM_CLASSES
-from integrators.digits.models import MODELS_DIR, NULL_CLASS, denoiser, noise_schedule
-from integrators.digits.unet import UNET_DIR, load_unet
+from integrators.digits.models import NULL_CLASS, denoiser, noise_schedule
+from integrators.digits.unet import CLOCKWORK_DIR, UNET_DIR, load_unet
 from integrators.methods import AdaptorRecipe, ClockworkAdaptor, LowResRecorder, distill
 from integrators.methods.adaptor import save_adaptor
 from integrators.samplers import DDIM, spaced_timesteps
 
-__all__ = ["CLOCKWORK_DIR", "GUIDANCE", "SAMPLER_STEPS", "main", "record"]
+__all__ = ["GUIDANCE", "SAMPLER_STEPS", "main", "record"]
 
 logger = logging.getLogger(__name__)
 
-CLOCKWORK_DIR = MODELS_DIR / "digits_clockwork"
 SAMPLER_STEPS = 20
 """DDIM steps of the generations the adaptor is distilled on (and benchmarked with)."""
 GUIDANCE = 3.0

@@ -17,9 +17,12 @@ from torch import nn
 from integrators.digits.data import IMAGE_SIZE, NUM_CLASSES, require
 from integrators.digits.models import MODELS_DIR
 
-__all__ = ["UNET_DIR", "UNetRecipe", "load_unet"]
+__all__ = ["CLOCKWORK_DIR", "UNET_DIR", "UNetRecipe", "load_unet"]
 
 UNET_DIR = MODELS_DIR / "digits_unet"
+CLOCKWORK_DIR = MODELS_DIR / "digits_clockwork"
+"""The shipped Clockwork adaptor of the digits UNet
+(:func:`integrators.methods.adaptor.load_adaptor`)."""
 
 
 @dataclass(frozen=True)
