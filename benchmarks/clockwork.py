@@ -12,7 +12,8 @@ ways, all from the same starting noise:
   levels' output.
 
 Per setting: wall-clock speedup over uncached (runs interleaved with uncached ones,
-medians), PSNR and SSIM of the samples against the uncached ones, classifier accuracy,
+medians), the fraction of uncached FLOPs (``torch.utils.flop_counter``, adaptor
+included), PSNR and SSIM of the samples against the uncached ones, classifier accuracy,
 and the Fréchet distance of the classifier's features to the real digits (lower is
 better). The summary gives Clockwork's best setting (the fastest whose accuracy is within
 0.05 of uncached) with DeepCache at the same interval beside it, and the Fréchet distance
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 from timing import median_ms
+from torch.utils.flop_counter import FlopCounterMode
 
 from integrators.diffusers import apply_cache, cache_stats, remove_cache
 from integrators.digits import (
@@ -84,6 +86,13 @@ def quality(images, reference, labels, classifier, real_features):
     }
 
 
+def generation_flops(unet, labels, x_T, steps, method):
+    """FLOPs of one generation of the first ten samples (they scale with the batch)."""
+    with FlopCounterMode(display=False) as counter:
+        generate(unet, labels[:10], x_T[:10], steps, method)
+    return counter.get_total_flops()
+
+
 def measure(name, method, context, args, scoring):
     """Interleaved timings against uncached, and the quality of the setting's samples."""
     unet, labels, x_T = context
@@ -93,7 +102,10 @@ def measure(name, method, context, args, scoring):
         timed.append(median_ms(lambda: generate(unet, labels, x_T, args.steps, method), 1))
     images, stats = generate(unet, labels, x_T, args.steps, method)
     speedup = statistics.median(plain) / statistics.median(timed)
-    record = {"setting": name, "speedup": round(speedup, 3)}
+    flops = generation_flops(*context, args.steps, method) / generation_flops(
+        *context, args.steps, None
+    )
+    record = {"setting": name, "speedup": round(speedup, 3), "flops_fraction": round(flops, 4)}
     if stats is not None:
         record["full_steps"], record["cheap_steps"] = stats.full_steps, stats.reuse_steps
     return record | quality(images, *scoring)
@@ -131,6 +143,7 @@ def summarise(records, other_seed_frechet):
         "summary": "clockwork",
         "best": best["setting"],
         "speedup": best["speedup"],
+        "flops_fraction": best["flops_fraction"],
         "psnr_db": best["psnr_db"],
         "ssim": best["ssim"],
         "accuracy": best["accuracy"],
@@ -139,6 +152,7 @@ def summarise(records, other_seed_frechet):
         "uncached_frechet_distance": uncached["frechet_distance"],
         "uncached_frechet_distance_other_noise": other_seed_frechet,
         "deepcache_speedup": plain["speedup"],
+        "deepcache_flops_fraction": plain["flops_fraction"],
         "deepcache_psnr_db": plain["psnr_db"],
         "deepcache_accuracy": plain["accuracy"],
         "deepcache_frechet_distance": plain["frechet_distance"],
