@@ -361,7 +361,7 @@ class Surrogate(nn.Module):
             shifts = torch.as_tensor(image_shifts, **as_float)
         shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts
         if pair_force is None:
-            pair_force = pair_forces(positions, forces, edge_index, shifts, batch=batch)
+            pair_force = pair_forces(positions, forces, edge_index, shifts)
         src, dst = edge_index
         lengths = (positions[dst] - positions[src] + shifts).norm(dim=1)
 
@@ -392,7 +392,7 @@ class Surrogate(nn.Module):
             positions, edge_index, shifts, body_weights, body_context, graphs
         )
         # The many-body term's own first-order term is cancelled along the edges.
-        body_pair_force = pair_forces(positions, -body_gradient, edge_index, shifts, batch=batch)
+        body_pair_force = pair_forces(positions, -body_gradient, edge_index, shifts)
         return ReferenceFrame(
             positions=positions,
             energy=energy,

@@ -1,0 +1,117 @@
+"""Central pair-force decomposition by sparse conjugate gradients: exactness, gradient, cost."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from boostmd.graph import pair_forces, radius_graph, solve_pair_forces
+from boostmd.peptides import capped_dipeptide
+
+
+def copies(side, spacing=12.0):
+    """``side**3`` alanine dipeptides on a cubic grid (close enough to share edges)."""
+    base = capped_dipeptide("ALA").get_positions()
+    base = base - base.mean(0)
+    grid = np.array([(i, j, k) for i in range(side) for j in range(side) for k in range(side)])
+    return torch.tensor(np.concatenate([base + spacing * cell for cell in grid]))
+
+
+def graph(positions):
+    edges, _ = radius_graph(positions.numpy(), 5.0)
+    edge_index = torch.as_tensor(edges)
+    return edge_index, torch.zeros(edge_index.shape[1], 3, dtype=torch.float64)
+
+
+def units(positions, edge_index):
+    src, dst = edge_index
+    vectors = positions[dst] - positions[src]
+    return vectors / vectors.norm(dim=1, keepdim=True)
+
+
+def pair_potential_forces(positions, edge_index, seed=0):
+    """Forces of random central pair forces: exactly decomposable."""
+    src, dst = edge_index
+    g = torch.randn(len(src), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    weighted = g[:, None] * units(positions, edge_index)
+    forces = torch.zeros_like(positions)
+    return forces.index_add_(0, dst, -weighted).index_add_(0, src, weighted)
+
+
+def dense_jacobian(positions, edge_index):
+    src, dst = edge_index
+    unit = units(positions, edge_index)
+    jacobian = torch.zeros(len(src), len(positions), 3, dtype=torch.float64)
+    rows = torch.arange(len(src))
+    jacobian[rows, dst] += unit
+    jacobian[rows, src] -= unit
+    return jacobian.reshape(len(src), -1)
+
+
+def test_decomposition_is_the_minimum_norm_solution():
+    positions = copies(1)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index)
+    solution = solve_pair_forces(positions, forces, edge_index, shifts)
+    jacobian = dense_jacobian(positions, edge_index)
+    minimum_norm = -torch.linalg.pinv(jacobian.T) @ forces.reshape(-1)
+    torch.testing.assert_close(solution.pair_force, minimum_norm, atol=1e-9, rtol=0)
+    assert solution.residual < 1e-11
+
+
+def test_gradient_with_respect_to_forces_is_the_transposed_linear_map():
+    positions = copies(1)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index).requires_grad_(True)
+    weights = torch.randn(edge_index.shape[1], dtype=torch.float64)
+    (weights * pair_forces(positions, forces, edge_index, shifts)).sum().backward()
+    jacobian = dense_jacobian(positions, edge_index)
+    expected = -torch.linalg.pinv(jacobian.T).T @ weights
+    torch.testing.assert_close(forces.grad.reshape(-1), expected, atol=1e-9, rtol=0)
+
+
+def test_connected_copies_are_decomposed_exactly_and_warm_starts_save_iterations():
+    positions = copies(3)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index)
+    cold = solve_pair_forces(positions, forces, edge_index, shifts)
+    assert cold.residual < 1e-11
+    again = solve_pair_forces(positions, forces, edge_index, shifts, initial=cold.displacement)
+    assert again.iterations == 0
+    torch.testing.assert_close(again.pair_force, cold.pair_force, atol=1e-12, rtol=0)
+    nearby = pair_potential_forces(positions, edge_index, seed=0) * 1.05
+    warm = solve_pair_forces(positions, nearby, edge_index, shifts, initial=cold.displacement)
+    assert warm.residual < 1e-11 and warm.iterations < cold.iterations
+
+
+def test_separate_molecules_in_one_solve_equal_their_own_solves():
+    positions = copies(2, spacing=30.0)  # far apart: no shared edges
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index)
+    together = pair_forces(positions, forces, edge_index, shifts)
+    first = (edge_index < 22).all(0)
+    alone = pair_forces(positions[:22], forces[:22], edge_index[:, first], shifts[first])
+    torch.testing.assert_close(together[first], alone, atol=1e-9, rtol=0)
+
+
+def test_forces_with_a_net_torque_are_decomposed_approximately_with_a_warning(caplog):
+    positions = copies(1)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index)
+    twist = torch.cross(
+        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(positions), positions, dim=1
+    )
+    with caplog.at_level(logging.WARNING, logger="boostmd.graph"):
+        solution = solve_pair_forces(positions, forces + 0.1 * twist, edge_index, shifts)
+    assert "approximately central pair forces" in caplog.text
+    assert 1e-4 < solution.residual < 1.0
+    assert torch.isfinite(solution.pair_force).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pair_forces_come_back_in_the_dtype_of_the_forces(dtype):
+    positions = copies(1)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index).to(dtype)
+    assert pair_forces(positions, forces, edge_index, shifts).dtype == dtype
