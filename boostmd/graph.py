@@ -118,7 +118,7 @@ def solve_pair_forces(
     edge_index: torch.Tensor,
     shifts: torch.Tensor,
     initial: torch.Tensor | None = None,
-    rtol: float = 1e-12,
+    rtol: float | None = None,
     tolerance: float = 1e-4,
 ) -> PairForceSolution:
     """Minimum-norm central pair forces by preconditioned conjugate gradients, in float64.
@@ -140,8 +140,12 @@ def solve_pair_forces(
     initial
         A previous solution's ``displacement`` on the same atoms (a warm start).
     rtol
-        Relative residual at which the solve stops.
+        Relative residual at which the solve stops (default: ``1e-12`` for float64
+        forces; ``1e-5`` for lower precision, whose forces are central only to about
+        ``1e-7`` and would otherwise stall the solve at that floor).
     """
+    if rtol is None:
+        rtol = 1e-12 if forces.dtype == torch.float64 else 1e-5
     with torch.no_grad():
         operators = _Operators(positions, edge_index, shifts, rtol)
         target = forces.detach().double().reshape(-1)
