@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,23 @@ def model_fingerprint(model: torch.nn.Module) -> str:
             value = value.to(torch.float32)
         digest.update(value.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _collate(graphs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Join single-graph MACE inputs into one batch (edge indices offset, one cell each)."""
+    offsets = np.cumsum([0] + [len(g["positions"]) for g in graphs])
+    device = graphs[0]["positions"].device
+    joined = {
+        key: torch.cat([g[key] for g in graphs])
+        for key in ("positions", "node_attrs", "shifts", "unit_shifts", "cell", "head")
+    }
+    joined["edge_index"] = torch.cat(
+        [g["edge_index"] + int(offset) for g, offset in zip(graphs, offsets)], dim=1
+    )
+    sizes = torch.as_tensor(np.diff(offsets), device=device)
+    joined["batch"] = torch.repeat_interleave(torch.arange(len(graphs), device=device), sizes)
+    joined["ptr"] = torch.as_tensor(offsets, device=device)
+    return joined
 
 
 class MACEReference:
@@ -282,6 +300,27 @@ class MACEReference:
         pbc
             Periodicity along each cell vector (default: a molecule, no periodicity).
         """
+        return self._forward([self._system_graph(numbers, positions, cell, pbc)])[0]
+
+    def compute_many(self, systems: Sequence) -> list[ReferenceResult]:
+        """Run one forward pass over several systems (one batch of graphs).
+
+        Parameters
+        ----------
+        systems
+            :class:`ase.Atoms` objects (any sizes and elements the model knows).
+
+        Returns
+        -------
+        list of ReferenceResult
+            One per system, equal to :meth:`compute` on each up to rounding.
+        """
+        if not len(systems):
+            raise ValueError("compute_many needs at least one system")
+        graphs = [self._system_graph(a.numbers, a.positions, a.cell.array, a.pbc) for a in systems]
+        return self._forward(graphs)
+
+    def _system_graph(self, numbers, positions, cell, pbc) -> dict[str, torch.Tensor]:
         positions = np.asarray(positions, dtype=np.float64)
         if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) != len(numbers):
             raise ValueError(
@@ -291,17 +330,23 @@ class MACEReference:
             raise ValueError("positions contain NaN or infinite values")
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell)
         pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
-        data = self._graph(self.species_index(numbers), positions, cell, pbc)
+        return self._graph(self.species_index(numbers), positions, cell, pbc)
+
+    def _forward(self, graphs: list[dict[str, torch.Tensor]]) -> list[ReferenceResult]:
+        data = graphs[0] if len(graphs) == 1 else _collate(graphs)
         # Models from load() have no TorchScript (boostmd._mace.eager_e3nn); a pickled
         # model's e3nn modules do, and unoptimised execution keeps their first call's
         # result equal to later ones' there too, at the same speed.
         with torch.enable_grad(), torch.jit.optimized_execution(False):
             out = self.model(data, training=False, compute_force=True, compute_stress=False)
-        return ReferenceResult(
-            energy=out["energy"].detach()[0],
-            forces=out["forces"].detach(),
-            node_features=out["node_feats"].detach().index_select(1, self._columns),
-        )
+        sizes = [len(graph["positions"]) for graph in graphs]
+        forces = out["forces"].detach().split(sizes)
+        features = out["node_feats"].detach().index_select(1, self._columns).split(sizes)
+        energies = out["energy"].detach()
+        return [
+            ReferenceResult(energy=energies[i], forces=forces[i], node_features=features[i])
+            for i in range(len(graphs))
+        ]
 
     def __call__(self, atoms) -> ReferenceResult:
         """Run one forward pass on an :class:`ase.Atoms`."""
