@@ -7,6 +7,7 @@ pytest.importorskip("diffusers")
 
 from diffusers import UNet2DConditionModel
 
+from integrators import Profiled
 from integrators.diffusers import apply_cache, cache_stats, remove_cache
 from integrators.digits.unet import UNetRecipe, load_unet
 from integrators.methods import (
@@ -153,6 +154,21 @@ def test_untrained_adaptor_is_plain_reuse_and_a_trained_one_is_used_as_is():
 
     expected = substituted(unet, x, kwargs, TIMES[1], TIMES[0], predict)
     assert torch.equal(adapted[1], expected) and not torch.allclose(adapted[1], reused[1])
+
+
+def test_a_core_schedule_decides_the_full_steps_of_each_generation():
+    unet, (x, kwargs) = small_unet(), unet_inputs()
+    plain = trajectory(unet, x, kwargs)
+    mask = Profiled([True, False, False, True])
+    apply_cache(unet, DeepCache(schedule=mask))
+    for _ in range(2):  # a fresh copy of the schedule per generation
+        cached = trajectory(unet, x, kwargs)
+        stats = cache_stats(unet)["default"]
+        assert (stats.full_steps, stats.reuse_steps) == (2, 2)
+        assert torch.equal(cached[3], plain[3]) and not torch.allclose(cached[2], plain[2])
+    remove_cache(unet)
+    with pytest.raises(TypeError, match=r"integrators\.schedules"):
+        Clockwork(ClockworkAdaptor(AdaptorRecipe(1, 1, 1)), schedule=[True, False])
 
 
 def test_a_rising_timestep_starts_a_new_generation_with_a_full_step():

@@ -21,6 +21,7 @@ cheap step only the outer levels run and a predictor stands in for it:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from integrators.cache import CacheStats
+from integrators.cache import CacheStats, Schedule
 from integrators.methods.output import check_int, interval_schedule
 from integrators.schedules import Periodic, decide
 
@@ -165,6 +166,26 @@ class LowResMethod:
         raise NotImplementedError
 
 
+def _check_schedule(method: object) -> None:
+    """Fail early on a bad interval, warm-up or schedule of a low-resolution method."""
+    name = type(method).__name__
+    interval_schedule(method.interval, method.warmup, name)
+    if method.schedule is not None and not isinstance(method.schedule, Schedule):
+        raise TypeError(
+            f"{name}(schedule=...) takes a schedule from integrators.schedules, got "
+            f"{type(method.schedule).__name__}"
+        )
+
+
+def _fresh_schedule(method: object) -> object:
+    """Return a copy of the schedule, or ``Periodic(interval)`` after ``warmup`` steps."""
+    if method.schedule is not None:
+        schedule = copy.deepcopy(method.schedule)
+        schedule.reset()
+        return schedule
+    return interval_schedule(method.interval, method.warmup, type(method).__name__)
+
+
 def _reuse(reference: LowResFeatures, current: LowResFeatures) -> torch.Tensor:
     return reference.exit
 
@@ -186,21 +207,23 @@ class DeepCache(LowResMethod):
         The first ``warmup`` steps are always full.
     depth
         Outer levels that run on every step (DeepCache's branch; 1 is the shallowest).
+    schedule
+        Any schedule of the core that needs no indicator (``Periodic``, ``Warmup``,
+        ``Profiled``), copied for each generation; replaces ``interval`` and ``warmup``.
     """
 
     interval: int = 2
     warmup: int = 0
     depth: int = 1
+    schedule: object | None = None
 
     def __post_init__(self) -> None:
-        interval_schedule(self.interval, self.warmup, "DeepCache")
+        _check_schedule(self)
         check_int(self.depth, "DeepCache(depth=...)", 1)
 
     def make_runtime(self) -> LowResRuntime:
         """Return fresh per-generation state."""
-        return LowResRuntime(
-            interval_schedule(self.interval, self.warmup, "DeepCache"), _reuse, self.depth
-        )
+        return LowResRuntime(_fresh_schedule(self), _reuse, self.depth)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,14 +245,19 @@ class Clockwork(LowResMethod):
         One full step every ``interval`` steps.
     warmup
         The first ``warmup`` steps are always full.
+    schedule
+        Any schedule of the core that needs no indicator (``Periodic``, ``Warmup``,
+        ``Profiled``), copied for each generation; replaces ``interval`` and ``warmup``.
+        Keep the cheap steps within the gap the adaptor was distilled for.
     """
 
     adaptor: nn.Module
     interval: int = 2
     warmup: int = 0
+    schedule: object | None = None
 
     def __post_init__(self) -> None:
-        interval_schedule(self.interval, self.warmup, "Clockwork")
+        _check_schedule(self)
         if not hasattr(self.adaptor, "recipe"):
             raise TypeError(
                 "Clockwork(adaptor=...) takes a ClockworkAdaptor, got "
@@ -248,8 +276,7 @@ class Clockwork(LowResMethod):
 
     def make_runtime(self) -> LowResRuntime:
         """Return fresh per-generation state."""
-        schedule = interval_schedule(self.interval, self.warmup, "Clockwork")
-        return LowResRuntime(schedule, self._predict, self.depth)
+        return LowResRuntime(_fresh_schedule(self), self._predict, self.depth)
 
 
 @dataclass(eq=False)
