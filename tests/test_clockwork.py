@@ -64,14 +64,14 @@ def trajectory(unet, x, kwargs, times=TIMES):
         return [unet(x, timestep=torch.tensor(t), **kwargs).sample for t in times]
 
 
-def substituted(unet, x, kwargs, replace_at, source_at, predict=None):
+def substituted(unet, x, kwargs, replace_at, source_at, predict=None, depth=1):
     """Output at ``replace_at`` with the inner levels' output taken from ``source_at``.
 
     An independent reference built from plain torch forward hooks: the exit block's
     output at ``source_at`` (optionally mapped by ``predict(stored, entry, embedding)``)
     replaces its output at ``replace_at``; everything else runs normally.
     """
-    levels = inner_levels(unet, 1)
+    levels = inner_levels(unet, depth)
     stored = {}
 
     def grab_entry(module, args, kwargs_, output):
@@ -132,6 +132,19 @@ def test_cheap_step_runs_the_outer_levels_on_the_last_inner_output(make, inputs)
     assert torch.equal(cached[1], substituted(unet, x, kwargs, TIMES[1], TIMES[0]))
     assert torch.equal(cached[3], substituted(unet, x, kwargs, TIMES[3], TIMES[2]))
     assert not torch.allclose(cached[1], plain[1])
+
+
+def test_deeper_split_keeps_two_outer_levels_running():
+    unet, (x, kwargs) = small_unet(), unet_inputs()
+    levels = inner_levels(unet, 2)
+    assert levels.entry is unet.down_blocks[1] and levels.exit is unet.up_blocks[0]
+    assert levels.skipped == (unet.down_blocks[2], unet.mid_block)
+    apply_cache(unet, DeepCache(interval=2, depth=2))
+    cached = trajectory(unet, x, kwargs)
+    remove_cache(unet)
+    expected = substituted(unet, x, kwargs, TIMES[1], TIMES[0], depth=2)
+    assert torch.equal(cached[1], expected)
+    assert not torch.equal(cached[1], substituted(unet, x, kwargs, TIMES[1], TIMES[0]))
 
 
 def test_untrained_adaptor_is_plain_reuse_and_a_trained_one_is_used_as_is():
