@@ -301,6 +301,8 @@ def test_training_and_distillation_commands_write_models_that_load_back(tmp_path
     metadata = train_main(["--steps", "2", "--eval-samples", "2", "--out", str(tmp_path), *small])
     assert metadata["steps_done"] == 2 and 0 <= metadata["sample_accuracy"] <= 1
     unet = load_unet(tmp_path / "digits_unet")
+    with pytest.raises(SystemExit, match="--force"):
+        train_main(["--out", str(tmp_path), *small])
     options = ["--unet", str(tmp_path / "digits_unet"), "--out", str(tmp_path / "cw")]
     quick = ["--generations", "2", "--batch", "2", "--sampler-steps", "4", "--distill-steps", "3"]
     log = distill_main([*options, *quick, "--width", "8"])

@@ -5,7 +5,7 @@ the benchmark uses), then fits the adaptor to predict a step's inner-level outpu
 the output ``1..max_gap`` steps earlier (:func:`integrators.methods.adaptor.distill`).
 Reports the adaptor's relative error on held-out generations next to plain reuse's.
 
-    python -m integrators.digits.distill_clockwork                 # the shipped adaptor
+    python -m integrators.digits.distill_clockwork --force         # the shipped adaptor
     python -m integrators.digits.distill_clockwork --generations 3 --distill-steps 20 --out /tmp/cw
 """
 
@@ -22,6 +22,7 @@ from integrators.console import start_tool
 from integrators.diffusers import apply_cache, remove_cache
 from integrators.digits.data import NUM_CLASSES
 from integrators.digits.models import NULL_CLASS, denoiser, noise_schedule
+from integrators.digits.train import refuse_to_overwrite
 from integrators.digits.unet import CLOCKWORK_DIR, UNET_DIR, load_unet
 from integrators.methods import AdaptorRecipe, ClockworkAdaptor, LowResRecorder, distill
 from integrators.methods.adaptor import save_adaptor
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Record, distil, save under ``--out`` and return the metadata written."""
     args = _parse(argv)
     start_tool(logging.INFO, "%(asctime)s %(message)s")
-    if (args.out / "adaptor.safetensors").exists() and not args.force:
-        raise SystemExit(f"an adaptor already exists at {args.out}; pass --force to replace it")
+    refuse_to_overwrite([args.out / "adaptor.safetensors"], args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

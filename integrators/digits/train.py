@@ -5,7 +5,7 @@ schedule, AdamW with warm-up and cosine decay, an exponential moving average of 
 weights), within a wall-clock budget. The classifier gives the sample-quality metrics
 (accuracy on generated digits, Fréchet distance in its features).
 
-    python -m integrators.digits.train                          # the shipped recipe
+    python -m integrators.digits.train --force                  # the shipped recipe
     python -m integrators.digits.train --steps 20 --classifier-epochs 1 --out /tmp/digits
 """
 
@@ -43,6 +43,7 @@ __all__ = [
     "evaluate_samples",
     "fit",
     "main",
+    "refuse_to_overwrite",
     "train_classifier",
     "train_denoiser",
     "train_dit",
@@ -114,6 +115,17 @@ def fit(
         "final_loss": sum(window) / max(1, len(window)),
         "minutes": (time.perf_counter() - start) / 60,
     }
+
+
+def refuse_to_overwrite(paths: list[Path], force: bool) -> None:
+    """Stop (``SystemExit``) if any of ``paths`` exists, unless ``force``.
+
+    The training commands call this before training, so nothing saved is replaced
+    without ``--force`` and no minutes are spent on a run that could not be saved.
+    """
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not force:
+        raise SystemExit(f"{', '.join(existing)} already exists; pass --force to replace it")
 
 
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -239,6 +251,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="replace existing models")
     return parser.parse_args(argv)
 
 
@@ -246,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Train both models, save them under ``--out`` and return the metadata written."""
     args = _parse(argv)
     start_tool(logging.INFO, "%(asctime)s %(message)s")
+    refuse_to_overwrite(
+        [args.out / "digits_dit", args.out / "digits_classifier.safetensors"], args.force
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     images, labels = digits()

@@ -5,7 +5,7 @@ tokens and trains the transformer to predict them (cross-entropy on the masked
 positions), AdamW with warm-up and cosine decay, within a wall-clock budget. The shipped
 digits classifier then scores MaskGIT samples.
 
-    python -m integrators.digits.train_tokens                     # the shipped recipe
+    python -m integrators.digits.train_tokens --force             # the shipped recipe
     python -m integrators.digits.train_tokens --steps 20 --out /tmp/masked
 """
 
@@ -31,7 +31,7 @@ from integrators.digits.tokens import (
     save_masked_model,
     tokenise,
 )
-from integrators.digits.train import fit
+from integrators.digits.train import fit, refuse_to_overwrite
 from integrators.masked import MaskGIT
 
 __all__ = ["TokenTrainConfig", "main", "sample_accuracy", "train_masked"]
@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", type=int, default=recipe.layers)
     parser.add_argument("--eval-samples", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="replace an existing model")
     args = parser.parse_args(argv)
     start_tool(logging.INFO, "%(asctime)s %(message)s")
+    refuse_to_overwrite([args.out / "model.safetensors"], args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = TokenRecipe(width=args.width, layers=args.layers)

@@ -5,7 +5,7 @@ probability 0.1 for guidance, AdamW with warm-up and cosine decay and a moving a
 of the weights, within a wall-clock budget; the shipped classifier
 (``python -m integrators.digits.train``) scores its samples.
 
-    python -m integrators.digits.train_unet                       # the shipped recipe
+    python -m integrators.digits.train_unet --force               # the shipped recipe
     python -m integrators.digits.train_unet --steps 20 --out /tmp/digits
 """
 
@@ -22,7 +22,12 @@ import torch
 from integrators.console import start_tool
 from integrators.digits.data import digits
 from integrators.digits.models import MODELS_DIR, load_classifier
-from integrators.digits.train import TrainConfig, evaluate_samples, train_denoiser
+from integrators.digits.train import (
+    TrainConfig,
+    evaluate_samples,
+    refuse_to_overwrite,
+    train_denoiser,
+)
 from integrators.digits.unet import UNetRecipe
 
 __all__ = ["LABEL_DROPOUT", "SHIPPED_CONFIG", "main"]
@@ -49,6 +54,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--classifier", type=Path, default=None, help="default: the shipped one")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="replace an existing UNet")
     return parser.parse_args(argv)
 
 
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Train the UNet, save it under ``--out/digits_unet`` and return the metadata written."""
     args = _parse(argv)
     start_tool(logging.INFO, "%(asctime)s %(message)s")
+    refuse_to_overwrite([args.out / "digits_unet"], args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     classifier = load_classifier(*([args.classifier] if args.classifier else []))
