@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["PairForceSolution", "pair_forces", "radius_graph", "solve_pair_forces"]
+__all__ = [
+    "PairForceSolution",
+    "pair_forces",
+    "radius_graph",
+    "radius_graph_per_graph",
+    "solve_pair_forces",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,32 @@ def radius_graph(
         positions=np.asarray(positions, dtype=np.float64), cutoff=cutoff, pbc=pbc, cell=cell
     )
     return edge_index.astype(np.int64), shifts
+
+
+def radius_graph_per_graph(
+    positions: np.ndarray, cutoff: float, batch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`radius_graph` of each molecule of a batch, in the batch's atom numbering.
+
+    Atoms of different graphs are never joined, wherever they are (replicas of one
+    molecule overlap in space).
+
+    Parameters
+    ----------
+    positions
+        Cartesian positions in Å, shape ``(n, 3)``.
+    cutoff
+        Radius in Å.
+    batch
+        Graph index of each atom, shape ``(n,)``.
+    """
+    edges, shifts = [], []
+    for graph in np.unique(batch):
+        atoms = np.flatnonzero(batch == graph)
+        local, local_shifts = radius_graph(positions[atoms], cutoff)
+        edges.append(atoms[local])
+        shifts.append(local_shifts)
+    return np.concatenate(edges, axis=1), np.concatenate(shifts)
 
 
 @dataclass(frozen=True)

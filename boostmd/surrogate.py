@@ -68,7 +68,7 @@ from torch import nn
 
 from boostmd.elements import element_indices
 from boostmd.files import read_payload, write_payload
-from boostmd.graph import pair_forces, radius_graph
+from boostmd.graph import pair_forces, radius_graph_per_graph
 from boostmd.many_body import ManyBodyTerm
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
@@ -333,7 +333,8 @@ class Surrogate(nn.Module):
         batch
             Graph index of each atom for several graphs (default: one graph).
         edge_index, shifts
-            Edges and image shifts (default: all pairs within the cutoff of a molecule).
+            Edges and image shifts (default: all pairs within the cutoff, each graph of
+            the batch on its own, as molecules).
         pair_force
             Precomputed :func:`~boostmd.graph.pair_forces` (default: computed here).
         """
@@ -356,7 +357,9 @@ class Surrogate(nn.Module):
         num_graphs = int(batch.max()) + 1 if n else 0
         energy = torch.as_tensor(energy, **as_float).detach().reshape(num_graphs)
         if edge_index is None:
-            edges, image_shifts = radius_graph(positions.cpu().numpy(), self.config.cutoff)
+            edges, image_shifts = radius_graph_per_graph(
+                positions.cpu().numpy(), self.config.cutoff, batch.cpu().numpy()
+            )
             edge_index = torch.as_tensor(edges, device=device)
             shifts = torch.as_tensor(image_shifts, **as_float)
         shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts

@@ -5,7 +5,7 @@ import pytest
 import torch
 from ase.build import molecule
 
-from boostmd import MACEReference
+from boostmd import MACEReference, Surrogate
 from boostmd.peptides import capped_dipeptide
 from boostmd.testing import build_mace
 
@@ -33,6 +33,33 @@ def test_one_system_batch_is_the_single_call_bit_for_bit(reference):
     (batched,) = reference.compute_many([peptide])
     single = reference(peptide)
     assert torch.equal(batched.forces, single.forces) and torch.equal(batched.energy, single.energy)
+
+
+def test_overlapping_replicas_prepared_as_one_batch_equal_their_own_frames(reference):
+    torch.manual_seed(0)
+    surrogate = Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
+    peptide = capped_dipeptide("ALA")
+    replicas = [peptide.copy(), peptide.copy()]  # on top of each other, as replicas are
+    replicas[1].positions += np.random.default_rng(1).normal(0, 0.05, (len(peptide), 3))
+    results = reference.compute_many(replicas)
+    batch = torch.repeat_interleave(torch.arange(2), len(peptide))
+    joined = surrogate.prepare(
+        np.concatenate([a.numbers for a in replicas]),
+        torch.cat([r.node_features for r in results]),
+        np.concatenate([a.positions for a in replicas]),
+        torch.stack([r.energy for r in results]),
+        torch.cat([r.forces for r in results]),
+        batch=batch,
+    )
+    moved = [a.positions + 0.02 * np.sin(np.arange(3 * len(a))).reshape(-1, 3) for a in replicas]
+    energies, forces = surrogate.energy_and_forces(joined, np.concatenate(moved))
+    for i, (atoms, result) in enumerate(zip(replicas, results)):
+        frame = surrogate.prepare(
+            atoms.numbers, result.node_features, atoms.positions, result.energy, result.forces
+        )
+        energy, force = surrogate.energy_and_forces(frame, moved[i])
+        assert float(energies[i]) == pytest.approx(float(energy[0]), abs=1e-9)
+        torch.testing.assert_close(forces[batch == i], force, atol=1e-9, rtol=0)
 
 
 def test_bad_batches_are_refused(reference):
