@@ -37,25 +37,16 @@ def replicas(count, seed=0):
     return systems
 
 
-def prepare(surrogate, systems, results, batch=None):
+def prepare(surrogate, systems, results):
     with torch.no_grad():
-        return surrogate.prepare(
-            np.concatenate([a.numbers for a in systems]),
-            torch.cat([r.node_features for r in results]),
-            np.concatenate([a.positions for a in systems]),
-            torch.stack([r.energy for r in results]),
-            torch.cat([r.forces for r in results]),
-            batch=batch,
-        )
+        return surrogate.prepare_many(systems, results)
 
 
 def measure(reference, surrogate, count, repeats):
     systems = replicas(count)
     results = reference.compute_many(systems)
-    sizes = torch.tensor([len(a) for a in systems])
-    batch = torch.repeat_interleave(torch.arange(count), sizes)
     frames = [prepare(surrogate, [a], [r]) for a, r in zip(systems, results)]
-    joined = prepare(surrogate, systems, results, batch)
+    joined = prepare(surrogate, systems, results)
     moved = [a.positions + 0.01 for a in systems]
     moved_all = np.concatenate(moved)
     timings = {
@@ -65,7 +56,7 @@ def measure(reference, surrogate, count, repeats):
         ),
         "prepare": (
             lambda: [prepare(surrogate, [a], [r]) for a, r in zip(systems, results)],
-            lambda: prepare(surrogate, systems, results, batch),
+            lambda: prepare(surrogate, systems, results),
         ),
         "step": (
             lambda: [surrogate.energy_and_forces(f, p) for f, p in zip(frames, moved)],

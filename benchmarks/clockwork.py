@@ -34,22 +34,13 @@ from timing import median_ms
 from torch.utils.flop_counter import FlopCounterMode
 
 from integrators.diffusers import apply_cache, cache_stats, remove_cache
-from integrators.digits import (
-    NULL_CLASS,
-    NUM_CLASSES,
-    denoiser,
-    digits,
-    frechet_distance,
-    load_classifier,
-    noise_schedule,
-    psnr,
-    ssim,
-)
+from integrators.digits import NUM_CLASSES, digits, load_classifier
 from integrators.digits.distill_clockwork import GUIDANCE, SAMPLER_STEPS
+from integrators.digits.metrics import score_samples
+from integrators.digits.models import guided_ddim
 from integrators.digits.unet import CLOCKWORK_DIR, UNET_DIR, load_unet
 from integrators.methods import Clockwork, DeepCache
 from integrators.methods.adaptor import load_adaptor
-from integrators.samplers import DDIM, spaced_timesteps
 
 
 def generate(unet, labels, x_T, steps, method):
@@ -57,32 +48,21 @@ def generate(unet, labels, x_T, steps, method):
     if method is not None:
         apply_cache(unet, method)
     try:
-        with torch.no_grad():
-            images = DDIM(noise_schedule()).sample(
-                denoiser(unet),
-                x_T,
-                spaced_timesteps(steps),
-                cond=labels,
-                uncond=torch.full_like(labels, NULL_CLASS),
-                guidance_scale=GUIDANCE,
-            )
+        images = guided_ddim(unet, labels, x_T, steps, GUIDANCE)
         stats = cache_stats(unet)["default"] if method is not None else None
     finally:
         if method is not None:
             remove_cache(unet)
-    return images.clamp(-1, 1), stats
+    return images, stats
 
 
 def quality(images, reference, labels, classifier, real_features):
-    to_unit = lambda z: (z + 1) / 2  # noqa: E731
-    with torch.no_grad():
-        accuracy = float((classifier(images).argmax(1) == labels).float().mean())
-        features = classifier.features(images)
+    scores = score_samples(images, labels, classifier, real_features, reference)
     return {
-        "psnr_db": round(min(100.0, psnr(to_unit(images), to_unit(reference))), 2),
-        "ssim": round(ssim(to_unit(images), to_unit(reference)), 4),
-        "accuracy": round(accuracy, 4),
-        "frechet_distance": round(frechet_distance(features, real_features), 2),
+        "psnr_db": round(min(100.0, scores["psnr_db"]), 2),
+        "ssim": round(scores["ssim"], 4),
+        "accuracy": round(scores["accuracy"], 4),
+        "frechet_distance": round(scores["frechet_distance"], 2),
     }
 
 
@@ -93,7 +73,7 @@ def generation_flops(unet, labels, x_T, steps, method):
     return counter.get_total_flops()
 
 
-def measure(name, method, context, args, scoring):
+def measure(name, method, context, args, scoring, uncached_flops):
     """Interleaved timings against uncached, and the quality of the setting's samples."""
     unet, labels, x_T = context
     plain, timed = [], []
@@ -102,9 +82,7 @@ def measure(name, method, context, args, scoring):
         timed.append(median_ms(lambda: generate(unet, labels, x_T, args.steps, method), 1))
     images, stats = generate(unet, labels, x_T, args.steps, method)
     speedup = statistics.median(plain) / statistics.median(timed)
-    flops = generation_flops(*context, args.steps, method) / generation_flops(
-        *context, args.steps, None
-    )
+    flops = generation_flops(*context, args.steps, method) / uncached_flops
     record = {"setting": name, "speedup": round(speedup, 3), "flops_fraction": round(flops, 4)}
     if stats is not None:
         record["full_steps"], record["cheap_steps"] = stats.full_steps, stats.reuse_steps
@@ -173,13 +151,14 @@ def main():
     context = (unet, labels, x_T)
     reference, _ = generate(unet, labels, x_T, args.steps, None)
     scoring = (reference, labels, classifier, real_features)
-    record = measure("uncached", None, context, args, scoring)
+    uncached_flops = generation_flops(*context, args.steps, None)
+    record = measure("uncached", None, context, args, scoring, uncached_flops)
     records = [record]
     print(json.dumps(record), flush=True)
     for k in args.intervals:
         methods = {f"DeepCache({k})": DeepCache(k), f"Clockwork({k})": Clockwork(adaptor, k)}
         for name, method in methods.items():
-            record = measure(name, method, context, args, scoring)
+            record = measure(name, method, context, args, scoring, uncached_flops)
             records.append(record)
             print(json.dumps(record), flush=True)
     other_x_T = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(1))

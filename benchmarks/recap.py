@@ -29,7 +29,8 @@ import statistics
 import torch
 from timing import median_ms
 
-from integrators.digits import NUM_CLASSES, digits, frechet_distance, load_classifier
+from integrators.digits import NUM_CLASSES, digits, load_classifier
+from integrators.digits.metrics import score_samples
 from integrators.digits.tokens import detokenise, load_masked_model
 from integrators.masked import MaskGIT
 from integrators.schedules import Periodic
@@ -46,12 +47,10 @@ def generate(model, labels, steps, every, seed):
 
 
 def quality(images, labels, classifier, real_features):
-    with torch.no_grad():
-        accuracy = float((classifier(images).argmax(1) == labels).float().mean())
-        features = classifier.features(images)
+    scores = score_samples(images, labels, classifier, real_features)
     return {
-        "accuracy": round(accuracy, 4),
-        "frechet_distance": round(frechet_distance(features, real_features), 2),
+        "accuracy": round(scores["accuracy"], 4),
+        "frechet_distance": round(scores["frechet_distance"], 2),
     }
 
 

@@ -11,6 +11,7 @@ import torch
 
 __all__ = [
     "PairForceSolution",
+    "PairForceSolver",
     "pair_forces",
     "radius_graph",
     "radius_graph_per_graph",
@@ -155,90 +156,126 @@ def solve_pair_forces(
 ) -> PairForceSolution:
     """Minimum-norm central pair forces by preconditioned conjugate gradients, in float64.
 
-    The minimum-norm ``g`` with ``J^T g = -F`` is ``g = J s`` where ``J^T J s = -F``.
-    ``J^T J`` (``3n x 3n``, singular along rigid motions, which ``J`` maps to zero) is a
-    sparse matrix with a 3x3 block per atom and per edge; conjugate gradients with its
-    inverted diagonal blocks as preconditioner solve it in time and memory linear in the
-    number of edges per iteration. The solve stops when ``|J^T g + F| <= rtol |F|``, or
-    when the residual has not improved for 500 iterations (forces with a net force or
-    torque, whose rigid-motion part no ``g`` can produce); the best iterate is kept.
-    ``g`` is differentiable with respect to ``forces`` (the backward pass is one more
-    solve with the same matrix).
+    One :meth:`PairForceSolver.solve`; build a :class:`PairForceSolver` yourself to
+    decompose several force fields on the same graph.
 
     Parameters
     ----------
     positions, forces, edge_index, shifts, tolerance
         As for :func:`pair_forces`.
-    initial
-        A previous solution's ``displacement`` on the same atoms (a warm start).
-    rtol
-        Relative residual at which the solve stops (default: ``1e-12`` for float64
-        forces; ``1e-5`` for lower precision, whose forces are central only to about
-        ``1e-7`` and would otherwise stall the solve at that floor).
+    initial, rtol
+        As for :meth:`PairForceSolver.solve`.
     """
-    if rtol is None:
-        rtol = 1e-12 if forces.dtype == torch.float64 else 1e-5
-    with torch.no_grad():
-        operators = _Operators(positions, edge_index, shifts, rtol)
-        target = forces.detach().double().reshape(-1)
-        start = initial.detach().double().reshape(-1) if initial is not None else None
-        s, iterations = operators.solve(-target, start)
-        residual = float(
-            (_spmv(operators.gram, s) + target).norm() / target.norm().clamp_min(1e-300)
-        )
-    if residual > tolerance:
-        logger.warning(
-            "reference forces are only approximately central pair forces (relative residual "
-            "%.1e): net force or torque is not zero, or the graph is not rigid",
-            residual,
-        )
-    g = _PairForce.apply(forces.double().reshape(-1), operators, s)
-    return PairForceSolution(g, s.reshape(-1, 3), iterations, residual)
+    solver = PairForceSolver(positions, edge_index, shifts)
+    return solver.solve(forces, initial=initial, rtol=rtol, tolerance=tolerance)
 
 
-class _Operators:
-    """``J``, ``J^T``, ``J^T J`` (compressed sparse rows) and the block preconditioner."""
+class PairForceSolver:
+    """Central pair-force decompositions on one graph: ``g = J s`` with ``J^T J s = -F``.
 
-    def __init__(self, positions, edge_index, shifts, rtol):
-        pos = positions.detach().double()
-        n, (src, dst) = len(pos), edge_index
-        vectors = pos[dst] - pos[src] + shifts.detach().double()
-        unit = vectors / vectors.norm(dim=1, keepdim=True)
-        coordinates = _length_jacobian(unit, src, dst, n)
-        transpose = coordinates.t().coalesce()
-        self.jacobian, self.transpose = _csr(coordinates), _csr(transpose)
-        self.gram = _csr(torch.sparse.mm(transpose, coordinates).coalesce())
-        self.precondition = _block_jacobi(unit, src, dst, n)
-        self.rtol = rtol
+    The minimum-norm ``g`` with ``J^T g = -F`` (``J`` the Jacobian of the edge lengths) is
+    ``g = J s`` where ``J^T J s = -F``. ``J^T J`` (``3n x 3n``, singular along rigid
+    motions, which ``J`` maps to zero) is a sparse matrix with a 3x3 block per atom and
+    per edge; conjugate gradients with its inverted diagonal blocks as preconditioner
+    solve it in time and memory linear in the number of edges per iteration. The matrices
+    are built once here and serve every :meth:`solve` on this graph.
 
-    def solve(self, rhs: torch.Tensor, start: torch.Tensor | None = None):
-        return _conjugate_gradient(self.gram, rhs, self.precondition, start, self.rtol)
+    Parameters
+    ----------
+    positions
+        Positions in Å, shape ``(n, 3)``.
+    edge_index
+        Directed edges, shape ``(2, n_edges)``.
+    shifts
+        Image shifts in Å, shape ``(n_edges, 3)``.
+    """
 
-    def solve_in_range(self, rhs: torch.Tensor):
-        """Solve from zero without preconditioner: the minimum-norm solution.
+    def __init__(
+        self, positions: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor
+    ) -> None:
+        with torch.no_grad():
+            pos = positions.detach().double()
+            n, (src, dst) = len(pos), edge_index
+            vectors = pos[dst] - pos[src] + shifts.detach().double()
+            unit = vectors / vectors.norm(dim=1, keepdim=True)
+            coordinates = _length_jacobian(unit, src, dst, n)
+            self._transpose_coordinates = coordinates.t().coalesce()
+            self._transpose: torch.Tensor | None = None
+            self.jacobian = _csr(coordinates)
+            self.gram = _csr(torch.sparse.mm(self._transpose_coordinates, coordinates).coalesce())
+            self.precondition = _block_jacobi(unit, src, dst, n)
 
-        The iterates stay in the range of ``J^T J``, so they have no rigid-motion part.
+    @property
+    def transpose(self) -> torch.Tensor:
+        """``J^T`` in compressed rows, built on first use (only backward passes need it)."""
+        if self._transpose is None:
+            self._transpose = _csr(self._transpose_coordinates)
+        return self._transpose
+
+    def solve(
+        self,
+        forces: torch.Tensor,
+        initial: torch.Tensor | None = None,
+        rtol: float | None = None,
+        tolerance: float = 1e-4,
+    ) -> PairForceSolution:
+        """Decompose ``forces`` (shape ``(n, 3)``) into pair forces on this graph.
+
+        The solve stops when ``|J^T g + F| <= rtol |F|``, or when the residual has not
+        improved for 500 iterations (forces with a net force or torque, whose rigid-motion
+        part no ``g`` can produce); the best iterate is kept, and a warning is logged if
+        its relative residual exceeds ``tolerance``. ``g`` is differentiable with respect
+        to ``forces`` (the backward pass is one more solve with the same matrix).
+
+        Parameters
+        ----------
+        forces
+            Forces in eV/Å.
+        initial
+            A previous solution's ``displacement`` on the same atoms (a warm start).
+        rtol
+            Relative residual at which the solve stops (default: ``1e-12`` for float64
+            forces; ``1e-5`` for lower precision, whose forces are central only to about
+            ``1e-7`` and would otherwise stall the solve at that floor).
+        tolerance
+            Relative residual above which a warning is logged.
         """
-        return _conjugate_gradient(self.gram, rhs, lambda r: r, None, self.rtol)
+        if rtol is None:
+            rtol = 1e-12 if forces.dtype == torch.float64 else 1e-5
+        with torch.no_grad():
+            target = forces.detach().double().reshape(-1)
+            start = initial.detach().double().reshape(-1) if initial is not None else None
+            s, iterations = _conjugate_gradient(self.gram, -target, self.precondition, start, rtol)
+            residual = float((self.gram @ s + target).norm() / target.norm().clamp_min(1e-300))
+        if residual > tolerance:
+            logger.warning(
+                "reference forces are only approximately central pair forces (relative "
+                "residual %.1e): net force or torque is not zero, or the graph is not rigid",
+                residual,
+            )
+        g = _PairForce.apply(forces.double().reshape(-1), self, s, rtol)
+        return PairForceSolution(g, s.reshape(-1, 3), iterations, residual)
 
 
 class _PairForce(torch.autograd.Function):
     """``g = J s`` with ``J^T J s = -F``, differentiable in ``F``.
 
     Backward: ``dL/dF = -y``, ``y`` the minimum-norm solution of ``J^T J y = J^T dL/dg``
-    (that is, ``-pinv(J) dL/dg``).
+    (that is, ``-pinv(J) dL/dg``): conjugate gradients from zero without preconditioner
+    stay in the range of ``J^T J``, so ``y`` has no rigid-motion part.
     """
 
     @staticmethod
-    def forward(ctx, target, operators, displacement):
-        ctx.operators = operators
-        return _spmv(operators.jacobian, displacement)
+    def forward(ctx, target, solver, displacement, rtol):
+        ctx.solver, ctx.rtol = solver, rtol
+        return solver.jacobian @ displacement
 
     @staticmethod
     def backward(ctx, grad_pair_force):
-        operators = ctx.operators
-        y, _ = operators.solve_in_range(_spmv(operators.transpose, grad_pair_force.contiguous()))
-        return -y, None, None
+        solver = ctx.solver
+        rhs = solver.transpose @ grad_pair_force.contiguous()
+        y, _ = _conjugate_gradient(solver.gram, rhs, lambda r: r, None, ctx.rtol)
+        return -y, None, None, None
 
 
 def _length_jacobian(
@@ -261,10 +298,6 @@ def _csr(matrix: torch.Tensor) -> torch.Tensor:
         return matrix.to_sparse_csr()
 
 
-def _spmv(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    return matrix @ vector
-
-
 def _block_jacobi(unit: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, n: int):
     """Return ``r -> B^-1 r`` for the 3x3 diagonal blocks ``B`` of ``J^T J``."""
     outer = unit[:, :, None] * unit[:, None, :]
@@ -274,21 +307,22 @@ def _block_jacobi(unit: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, n: i
     # for isolated atoms) keeps the preconditioner positive definite.
     trace = blocks.diagonal(dim1=1, dim2=2).sum(-1)
     ridge = torch.where(trace > 0, 1e-6 * trace, torch.ones_like(trace))
-    inverse = torch.linalg.inv(blocks + ridge[:, None, None] * torch.eye(3, dtype=unit.dtype))
+    eye = torch.eye(3, dtype=unit.dtype, device=unit.device)
+    inverse = torch.linalg.inv(blocks + ridge[:, None, None] * eye)
     return lambda r: (inverse @ r.reshape(n, 3, 1)).reshape(-1)
 
 
 def _conjugate_gradient(matrix, rhs, precondition, start, rtol, patience=500):
     """Preconditioned CG on a symmetric positive semi-definite sparse ``matrix``."""
     x = torch.zeros_like(rhs) if start is None else start.clone()
-    r = rhs - _spmv(matrix, x) if start is not None else rhs.clone()
+    r = rhs - matrix @ x if start is not None else rhs.clone()
     z = precondition(r)
     p, rz = z.clone(), torch.dot(r, z)
     goal = rtol * float(rhs.norm())
     best, best_x, since_best, iteration = float(r.norm()), x.clone(), 0, 0
     while best > goal and since_best < patience and iteration < 10 * len(rhs) + 100:
         iteration += 1
-        matrix_p = _spmv(matrix, p)
+        matrix_p = matrix @ p
         curvature = torch.dot(p, matrix_p)
         if curvature <= 0:
             break

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,7 @@ from torch import nn
 
 from boostmd.elements import element_indices
 from boostmd.files import read_payload, write_payload
-from boostmd.graph import pair_forces, radius_graph_per_graph
+from boostmd.graph import PairForceSolver, radius_graph_per_graph
 from boostmd.many_body import ManyBodyTerm
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
@@ -303,6 +304,34 @@ class Surrogate(nn.Module):
         index = element_indices(numbers, self.config.atomic_numbers, "the surrogate")
         return torch.as_tensor(index, device=self.feature_in.weight.device)
 
+    def prepare_many(self, systems: Sequence, results: Sequence) -> ReferenceFrame:
+        """Prepare one frame for several systems (replicas), one graph each.
+
+        Parameters
+        ----------
+        systems
+            :class:`ase.Atoms` objects.
+        results
+            Their reference results, in the same order
+            (:meth:`~boostmd.reference.MACEReference.compute_many`).
+        """
+        if len(systems) != len(results) or not len(systems):
+            raise ValueError(
+                f"prepare_many needs one reference result per system, got {len(systems)} "
+                f"systems and {len(results)} results"
+            )
+        sizes = torch.tensor([len(atoms) for atoms in systems])
+        return self.prepare(
+            np.concatenate([atoms.numbers for atoms in systems]),
+            torch.cat([result.node_features for result in results]),
+            np.concatenate([atoms.positions for atoms in systems]),
+            torch.stack([torch.as_tensor(result.energy) for result in results]),
+            torch.cat([result.forces for result in results]),
+            batch=torch.repeat_interleave(torch.arange(len(systems)), sizes).to(
+                self.feature_in.weight.device
+            ),
+        )
+
     def prepare(
         self,
         numbers: torch.Tensor | np.ndarray,
@@ -363,8 +392,10 @@ class Surrogate(nn.Module):
             edge_index = torch.as_tensor(edges, device=device)
             shifts = torch.as_tensor(image_shifts, **as_float)
         shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts
+        # One solver serves both decompositions on this graph (forces, many-body term).
+        solver = PairForceSolver(positions, edge_index, shifts)
         if pair_force is None:
-            pair_force = pair_forces(positions, forces, edge_index, shifts)
+            pair_force = solver.solve(forces).pair_force.to(forces.dtype)
         src, dst = edge_index
         lengths = (positions[dst] - positions[src] + shifts).norm(dim=1)
 
@@ -395,7 +426,7 @@ class Surrogate(nn.Module):
             positions, edge_index, shifts, body_weights, body_context, graphs
         )
         # The many-body term's own first-order term is cancelled along the edges.
-        body_pair_force = pair_forces(positions, -body_gradient, edge_index, shifts)
+        body_pair_force = solver.solve(-body_gradient).pair_force.to(body_gradient.dtype)
         return ReferenceFrame(
             positions=positions,
             energy=energy,

@@ -298,9 +298,7 @@ class _LowResLevel:
 
     def forward(self, original: Callable, bound: inspect.BoundArguments, t: float) -> Any:
         self.lowres.begin_step(t)
-        output = _call(original, bound)
-        self.lowres.end_step()
-        return output
+        return _call(original, bound)
 
 
 _LEVELS: dict[str, Callable[[Any, int], Callable[[], Any]]] = {

@@ -43,14 +43,9 @@ def test_overlapping_replicas_prepared_as_one_batch_equal_their_own_frames(refer
     replicas[1].positions += np.random.default_rng(1).normal(0, 0.05, (len(peptide), 3))
     results = reference.compute_many(replicas)
     batch = torch.repeat_interleave(torch.arange(2), len(peptide))
-    joined = surrogate.prepare(
-        np.concatenate([a.numbers for a in replicas]),
-        torch.cat([r.node_features for r in results]),
-        np.concatenate([a.positions for a in replicas]),
-        torch.stack([r.energy for r in results]),
-        torch.cat([r.forces for r in results]),
-        batch=batch,
-    )
+    joined = surrogate.prepare_many(replicas, results)
+    with pytest.raises(ValueError, match="one reference result per system"):
+        surrogate.prepare_many(replicas, results[:1])
     moved = [a.positions + 0.02 * np.sin(np.arange(3 * len(a))).reshape(-1, 3) for a in replicas]
     energies, forces = surrogate.energy_and_forces(joined, np.concatenate(moved))
     for i, (atoms, result) in enumerate(zip(replicas, results)):

@@ -19,12 +19,13 @@ tests that load them can all reach.
 """
 
 from integrators.digits.data import IMAGE_SIZE, NUM_CLASSES, digits
-from integrators.digits.metrics import frechet_distance, psnr, ssim
+from integrators.digits.metrics import frechet_distance, psnr, score_samples, ssim
 from integrators.digits.models import (
     NULL_CLASS,
     DigitsClassifier,
     DiTRecipe,
     denoiser,
+    guided_ddim,
     load_classifier,
     load_dit,
     noise_schedule,
@@ -39,9 +40,11 @@ __all__ = [
     "denoiser",
     "digits",
     "frechet_distance",
+    "guided_ddim",
     "load_classifier",
     "load_dit",
     "noise_schedule",
     "psnr",
+    "score_samples",
     "ssim",
 ]

@@ -21,12 +21,11 @@ from tqdm import tqdm
 from integrators.console import start_tool
 from integrators.diffusers import apply_cache, remove_cache
 from integrators.digits.data import NUM_CLASSES
-from integrators.digits.models import NULL_CLASS, denoiser, noise_schedule
+from integrators.digits.models import guided_ddim
 from integrators.digits.train import refuse_to_overwrite
 from integrators.digits.unet import CLOCKWORK_DIR, UNET_DIR, load_unet
 from integrators.methods import AdaptorRecipe, ClockworkAdaptor, LowResRecorder, distill
 from integrators.methods.adaptor import save_adaptor
-from integrators.samplers import DDIM, spaced_timesteps
 
 __all__ = ["GUIDANCE", "SAMPLER_STEPS", "main", "record"]
 
@@ -48,21 +47,13 @@ def record(
     """Record the inner-level features of ``generations`` full guided DDIM generations."""
     recorder = LowResRecorder(depth=depth)
     generator = torch.Generator().manual_seed(seed)
-    sampler, size = DDIM(noise_schedule()), unet.config.sample_size
+    size = unet.config.sample_size
     apply_cache(unet, recorder)
     try:
         for _ in tqdm(range(generations), desc="recording", unit="generation"):
             labels = torch.randint(NUM_CLASSES, (batch,), generator=generator)
             x_T = torch.randn(batch, 1, size, size, generator=generator)
-            with torch.no_grad():
-                sampler.sample(
-                    denoiser(unet),
-                    x_T,
-                    spaced_timesteps(steps),
-                    cond=labels,
-                    uncond=torch.full_like(labels, NULL_CLASS),
-                    guidance_scale=GUIDANCE,
-                )
+            guided_ddim(unet, labels, x_T, steps, GUIDANCE)
     finally:
         remove_cache(unet)
     return recorder

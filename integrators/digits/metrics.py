@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-__all__ = ["frechet_distance", "psnr", "ssim"]
+__all__ = ["frechet_distance", "psnr", "score_samples", "ssim"]
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> float:
@@ -86,3 +86,28 @@ def frechet_distance(features: torch.Tensor, reference: torch.Tensor) -> float:
     if np.iscomplexobj(root):
         root = root.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def score_samples(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classifier: torch.nn.Module,
+    real_features: torch.Tensor,
+    reference: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Score generated digits in ``[-1, 1]`` with the digits classifier.
+
+    Returns ``accuracy`` (the classifier names the digit asked for, ``labels``) and
+    ``frechet_distance`` (of its features to ``real_features``); with ``reference``
+    samples (the uncached ones from the same noise), also ``psnr_db`` and ``ssim`` on the
+    ``[0, 1]`` scale.
+    """
+    with torch.no_grad():
+        accuracy = float((classifier(images).argmax(1) == labels).float().mean())
+        features = classifier.features(images)
+    scores = {"accuracy": accuracy, "frechet_distance": frechet_distance(features, real_features)}
+    if reference is not None:
+        unit, unit_reference = (images + 1) / 2, (reference + 1) / 2
+        scores["psnr_db"] = psnr(unit, unit_reference)
+        scores["ssim"] = ssim(unit, unit_reference)
+    return scores

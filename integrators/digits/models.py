@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from integrators.digits.data import IMAGE_SIZE, NUM_CLASSES, require
-from integrators.samplers import linear_alphas_cumprod
+from integrators.samplers import DDIM, linear_alphas_cumprod, spaced_timesteps
 
 __all__ = [
     "CLASSIFIER_FILE",
@@ -26,6 +26,7 @@ __all__ = [
     "DiTRecipe",
     "DigitsClassifier",
     "denoiser",
+    "guided_ddim",
     "load_classifier",
     "load_dit",
     "noise_schedule",
@@ -88,15 +89,22 @@ def load_dit(path: str | Path = DIT_DIR) -> nn.Module:
     FileNotFoundError
         If no model is there; ``python -m integrators.digits.train`` makes one.
     """
+    return load_diffusers_model("DiTTransformer2DModel", path, "integrators.digits.train")
+
+
+def load_diffusers_model(class_name: str, path: str | Path, command: str) -> nn.Module:
+    """Load a diffusers model saved with ``save_pretrained`` (safetensors), in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` holds no model, naming ``python -m command``, which makes one.
+    """
     path = Path(path)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"no digits DiT at {path}; train one with `python -m integrators.digits.train`"
-        )
-    diffusers = require("diffusers")
-    model = diffusers.DiTTransformer2DModel.from_pretrained(
-        path, use_safetensors=True, low_cpu_mem_usage=False
-    )
+        raise FileNotFoundError(f"no {class_name} at {path}; train one with `python -m {command}`")
+    model_class = getattr(require("diffusers"), class_name)
+    model = model_class.from_pretrained(path, use_safetensors=True, low_cpu_mem_usage=False)
     return model.eval()
 
 
@@ -109,6 +117,27 @@ def denoiser(transformer: nn.Module) -> Any:
         return out[:, : x.shape[1]]
 
     return model_fn
+
+
+def guided_ddim(
+    model: nn.Module, labels: torch.Tensor, x_T: torch.Tensor, steps: int = 50, scale: float = 3.0
+) -> torch.Tensor:
+    """Class-conditional DDIM samples of a digits denoiser (DiT or UNet), in ``[-1, 1]``.
+
+    Classifier-free guidance with ``scale`` against :data:`NULL_CLASS`, ``steps`` evenly
+    spaced timesteps, no gradients. Caches attached to ``model`` with
+    :func:`integrators.diffusers.apply_cache` act on its calls.
+    """
+    with torch.no_grad():
+        images = DDIM(noise_schedule()).sample(
+            denoiser(model),
+            x_T,
+            spaced_timesteps(steps),
+            cond=labels,
+            uncond=torch.full_like(labels, NULL_CLASS),
+            guidance_scale=scale,
+        )
+    return images.clamp(-1, 1)
 
 
 class DigitsClassifier(nn.Module):

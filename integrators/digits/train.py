@@ -32,11 +32,10 @@ from integrators.digits.models import (
     NULL_CLASS,
     DigitsClassifier,
     DiTRecipe,
-    denoiser,
+    guided_ddim,
     noise_schedule,
     save_classifier,
 )
-from integrators.samplers import DDIM, spaced_timesteps
 
 __all__ = [
     "TrainConfig",
@@ -225,16 +224,9 @@ def evaluate_samples(
     labels = torch.arange(samples) % NUM_CLASSES
     size = dit.config.sample_size
     x_T = torch.randn(samples, 1, size, size, generator=torch.Generator().manual_seed(1234))
+    images = guided_ddim(dit, labels, x_T, steps, scale)
     with torch.no_grad():
-        images = DDIM(noise_schedule()).sample(
-            denoiser(dit),
-            x_T,
-            spaced_timesteps(steps),
-            cond=labels,
-            uncond=torch.full_like(labels, NULL_CLASS),
-            guidance_scale=scale,
-        )
-        return float((classifier(images.clamp(-1, 1)).argmax(1) == labels).float().mean())
+        return float((classifier(images).argmax(1) == labels).float().mean())
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from integrators.digits.data import IMAGE_SIZE, NUM_CLASSES, require
-from integrators.digits.models import MODELS_DIR
+from integrators.digits.models import MODELS_DIR, load_diffusers_model
 
 __all__ = ["CLOCKWORK_DIR", "UNET_DIR", "UNetRecipe", "load_unet"]
 
@@ -76,13 +76,4 @@ def load_unet(path: str | Path = UNET_DIR) -> nn.Module:
     FileNotFoundError
         If no model is there; ``python -m integrators.digits.train_unet`` makes one.
     """
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"no digits UNet at {path}; train one with `python -m integrators.digits.train_unet`"
-        )
-    diffusers = require("diffusers")
-    model = diffusers.UNet2DModel.from_pretrained(
-        path, use_safetensors=True, low_cpu_mem_usage=False
-    )
-    return model.eval()
+    return load_diffusers_model("UNet2DModel", path, "integrators.digits.train_unet")

@@ -191,18 +191,12 @@ def _pairs(
 
 
 def _batch(pairs: list, rows: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
-    """Stack the selected ``(pair, row)`` items into the adaptor's inputs and target."""
-    fields = []
-    for getter in (
-        lambda ref, cur: ref.exit,
-        lambda ref, cur: cur.entry,
-        lambda ref, cur: ref.entry,
-        lambda ref, cur: cur.embedding,
-        lambda ref, cur: ref.embedding,
-        lambda ref, cur: cur.exit,
-    ):
-        fields.append(torch.stack([getter(*pairs[p])[r] for p, r in rows]))
-    return tuple(fields)
+    """Stack the selected ``(pair, row)`` items: the adaptor's five inputs, then the target."""
+    items = [
+        (ref.exit[r], cur.entry[r], ref.entry[r], cur.embedding[r], ref.embedding[r], cur.exit[r])
+        for ref, cur, r in ((*pairs[p], r) for p, r in rows)
+    ]
+    return tuple(torch.stack(column) for column in zip(*items))
 
 
 def _relative_error(adaptor: ClockworkAdaptor, pairs: list, rows: list) -> tuple[float, float]:

@@ -76,7 +76,7 @@ class LowResRuntime:
 
     Each denoiser call is :meth:`begin_step`, then :meth:`enter` (from the hook after the
     outer down blocks), then either the inner levels run and :meth:`leave` stores their
-    output (``full``) or :meth:`predict` stands in for them, then :meth:`end_step`.
+    output (``full``) or :meth:`predict` stands in for them.
 
     Parameters
     ----------
@@ -143,9 +143,6 @@ class LowResRuntime:
         exit_features = self.predict_fn(self.reference, self.current)
         self.stats.record("reuse", time.perf_counter() - self._started)
         return exit_features
-
-    def end_step(self) -> None:
-        """Finish a denoiser call."""
 
     def _require_entry(self) -> None:
         if self.current is None:
