@@ -17,7 +17,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from boostmd.calibration import CurvatureCalibration
-from boostmd.graph import radius_graph
+from boostmd.model_calls import ModelCalls
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
@@ -63,20 +63,25 @@ class ReferenceCalculator(Calculator):
     ----------
     reference
         The reference force field.
+    calls
+        How the model calls are made: one at a time (default), or gathered with other
+        replicas' by a :class:`~boostmd.replicas.ReplicaBatch`
+        (:meth:`~boostmd.replicas.ReplicaBatch.reference_calculator`).
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]  # noqa: RUF012 (ASE API)
 
-    def __init__(self, reference: MACEReference, **kwargs) -> None:
+    def __init__(self, reference: MACEReference, calls: ModelCalls | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.reference = reference
+        self._calls = calls if calls is not None else ModelCalls(reference)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Run one reference forward pass."""
         super().calculate(atoms, properties, system_changes)
-        result = self.reference(self.atoms)
+        result = self._calls.reference(self.atoms)
         energy = float(result.energy)
         self.results = {
             "energy": energy,
@@ -207,6 +212,11 @@ class BoostMDCalculator(Calculator):
         current positions.
     timestep_fs
         The MD timestep in fs, for ``frame="centred"``'s prediction.
+    calls
+        How the model calls are made: one at a time (default), or gathered with other
+        replicas' into batched calls by a :class:`~boostmd.replicas.ReplicaBatch`
+        (:meth:`~boostmd.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
+        same reference and surrogate.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -259,6 +269,7 @@ class BoostMDCalculator(Calculator):
         calibration: CurvatureCalibration | bool = False,
         frame: str = "start",
         timestep_fs: float | None = None,
+        calls: ModelCalls | None = None,
         **kwargs,
     ) -> None:
         check_compatible(reference, surrogate)
@@ -273,6 +284,14 @@ class BoostMDCalculator(Calculator):
         super().__init__(**kwargs)
         self.reference = reference
         self.surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
+        if calls is None:
+            calls = ModelCalls(reference, self.surrogate)
+        elif calls.reference_model is not reference or calls.surrogate_model is not self.surrogate:
+            raise ValueError(
+                "calls must hold this calculator's reference and surrogate: build the "
+                "calculator with ReplicaBatch.boostmd_calculator()"
+            )
+        self._calls = calls
         self.schedule = schedule
         self.stats = CacheStats()
         self.refresh_errors: list[float] = []
@@ -552,26 +571,8 @@ class BoostMDCalculator(Calculator):
     def _reference_step(self, atoms: Atoms | None = None) -> tuple[float, np.ndarray, np.ndarray]:
         """Run the reference at ``atoms`` (default: the current ones) and frame there."""
         atoms = self.atoms if atoms is None else atoms
-        result = self.reference(atoms)
-        edges = shifts = None
-        if atoms.pbc.any():
-            edge_index, image_shifts = radius_graph(
-                atoms.positions, self.surrogate.config.cutoff, atoms.cell.array, atoms.pbc
-            )
-            edges = torch.as_tensor(edge_index, device=self.reference.device)
-            shifts = torch.as_tensor(
-                image_shifts, dtype=self.reference.dtype, device=self.reference.device
-            )
-        with torch.no_grad():
-            self._frame = self.surrogate.prepare(
-                atoms.numbers,
-                result.node_features,
-                atoms.positions,
-                result.energy,
-                result.forces,
-                edge_index=edges,
-                shifts=shifts,
-            )
+        result = self._calls.reference(atoms)
+        self._frame = self._calls.frame(atoms, result)
         self._steps_since_reference = 0
         forces = result.forces.cpu().numpy().astype(np.float64)
         self._reference_force_max = float(np.abs(forces).max())
@@ -597,20 +598,11 @@ class BoostMDCalculator(Calculator):
         self, positions: np.ndarray, scale: float
     ) -> tuple[float, np.ndarray, float]:
         """Energy, forces and unscaled curvature term with the ending window's frame."""
-        x = torch.as_tensor(positions, dtype=self.reference.dtype, device=self.reference.device)
-        with torch.enable_grad():
-            x.requires_grad_(True)
-            base, curvature = self.surrogate.energy_parts(self._frame, x)
-            energy = base[0] + scale * curvature[0]
-            (gradient,) = torch.autograd.grad(energy, x)
-        forces = -gradient.cpu().numpy().astype(np.float64)
-        return float(energy.detach()), forces, float(curvature[0].detach())
+        return self._calls.surrogate(self._frame, positions, scale)
 
     def _evaluate_surrogate(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
-        energy, forces = self.surrogate.energy_and_forces(
-            self._frame, positions, curvature_scale=scale
-        )
-        return float(energy[0]), forces.cpu().numpy().astype(np.float64)
+        energy, forces, _ = self._calls.surrogate(self._frame, positions, scale)
+        return energy, forces
 
     def _surrogate_step(self, positions: np.ndarray, scale: float) -> tuple[float, np.ndarray]:
         self._steps_since_reference += 1

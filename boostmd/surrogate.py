@@ -194,6 +194,69 @@ class ReferenceFrame:
             edge_graph=(self.edge_graph[None] + graphs * offsets[:, None]).reshape(-1),
         )
 
+    @classmethod
+    def join(cls, frames: Sequence[ReferenceFrame]) -> ReferenceFrame:
+        """One batch of the graphs of ``frames``, in order (replicas stepped together).
+
+        A single frame is returned as it is. :meth:`split` undoes it.
+        """
+        if not frames:
+            raise ValueError("join needs at least one frame")
+        if len(frames) == 1:
+            return frames[0]
+        atoms = torch.tensor([0] + [len(f.positions) for f in frames[:-1]]).cumsum(0).tolist()
+        graphs = torch.tensor([0] + [f.num_graphs for f in frames[:-1]]).cumsum(0).tolist()
+        joined = {
+            name: torch.cat([getattr(f, name) for f in frames])
+            for name in _GRAPH_FIELDS + _ATOM_FIELDS + _EDGE_FIELDS
+        }
+        return ReferenceFrame(
+            **joined,
+            batch=torch.cat([f.batch + g for f, g in zip(frames, graphs)]),
+            num_graphs=sum(f.num_graphs for f in frames),
+            edge_index=torch.cat([f.edge_index + a for f, a in zip(frames, atoms)], dim=1),
+            coefficients=torch.cat([f.coefficients for f in frames], dim=1),
+            edge_graph=torch.cat([f.edge_graph + g for f, g in zip(frames, graphs)]),
+        )
+
+    def split(self) -> list[ReferenceFrame]:
+        """One frame per graph, each as :meth:`Surrogate.prepare` makes it for one graph."""
+        if self.num_graphs == 1:
+            return [self]
+        frames = []
+        for graph in range(self.num_graphs):
+            atoms = self.batch == graph
+            edges = self.edge_graph == graph
+            renumber = torch.cumsum(atoms, 0) - 1
+            zeros = torch.zeros(int(atoms.sum()), dtype=self.batch.dtype, device=atoms.device)
+            frames.append(
+                ReferenceFrame(
+                    **{name: getattr(self, name)[graph : graph + 1] for name in _GRAPH_FIELDS},
+                    **{name: getattr(self, name)[atoms] for name in _ATOM_FIELDS},
+                    **{name: getattr(self, name)[edges] for name in _EDGE_FIELDS},
+                    batch=zeros,
+                    num_graphs=1,
+                    edge_index=renumber[self.edge_index[:, edges]],
+                    coefficients=self.coefficients[:, atoms],
+                    edge_graph=torch.zeros_like(self.edge_graph[edges]),
+                )
+            )
+        return frames
+
+
+# How join and split treat the frame's per-graph, per-atom and per-edge tensors (first
+# dimension); batch, edge_index, coefficients and edge_graph need their own handling.
+_GRAPH_FIELDS = ("energy", "body_energy")
+_ATOM_FIELDS = ("positions", "body_context")
+_EDGE_FIELDS = (
+    "shifts",
+    "lengths",
+    "pair_force",
+    "edge_weights",
+    "hop_weights",
+    "body_weights",
+)
+
 
 class BesselBasis(nn.Module):
     """``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope."""
@@ -525,7 +588,7 @@ class Surrogate(nn.Module):
         frame: ReferenceFrame,
         positions: torch.Tensor | np.ndarray,
         training: bool = False,
-        curvature_scale: float = 1.0,
+        curvature_scale: float | torch.Tensor = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies per graph (eV) and forces (eV/Å) as the negative gradient.
 
@@ -538,8 +601,27 @@ class Surrogate(nn.Module):
         training
             Keep the graph for a loss on the forces (double backward).
         curvature_scale
-            Multiplies the learned curvature term (:meth:`energy`).
+            Multiplies the learned curvature term (:meth:`energy`): one number, or one
+            per graph.
         """
+        energy, forces, _ = self._differentiate(frame, positions, curvature_scale, training)
+        return energy, forces
+
+    def evaluate(
+        self,
+        frame: ReferenceFrame,
+        positions: torch.Tensor | np.ndarray,
+        curvature_scale: float | torch.Tensor = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energies per graph, forces and the unscaled curvature term per graph, for MD.
+
+        :meth:`energy_and_forces` plus the curvature term of :meth:`energy_parts`, which
+        :class:`~boostmd.calibration.CurvatureCalibration` fits its scale to; nothing is
+        kept for a backward pass.
+        """
+        return self._differentiate(frame, positions, curvature_scale, training=False)
+
+    def _differentiate(self, frame, positions, curvature_scale, training: bool):
         weight = self.feature_in.weight
         positions = torch.as_tensor(positions, dtype=weight.dtype, device=weight.device)
         if positions.shape != frame.positions.shape:
@@ -549,11 +631,12 @@ class Surrogate(nn.Module):
             )
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
-            energy = self.energy(frame, positions, curvature_scale)
+            base, curvature = self.energy_parts(frame, positions)
+            energy = base + curvature_scale * curvature
             (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=training)
         if not training:
-            energy = energy.detach()
-        return energy, -gradient
+            energy, curvature = energy.detach(), curvature.detach()
+        return energy, -gradient, curvature
 
     def forward(self, numbers, node_features, ref_positions, ref_energy, ref_forces, positions):
         """Energy at ``positions`` given one reference frame (prepare + energy)."""

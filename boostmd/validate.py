@@ -26,9 +26,15 @@ Every sampling run first equilibrates for ``--equilibration-steps`` at
 lets BoostMD choose each window's length for that refresh-error RMS
 (:class:`integrators.ErrorControlled`).
 
+All runs of a process advance together (:class:`boostmd.replicas.ReplicaBatch`): every
+round of model calls is one batched reference call for the runs that need the reference
+and one batched surrogate call for the others. ``--no-batch`` runs them one after the other.
+
 Runs checkpoint every ``--checkpoint-every`` steps; run the same command again to resume.
 Under ``torchrun`` the runs are split across ranks (gloo on CPU, NCCL on GPU) and rank 0
-writes the report.
+writes the report. A resumed or multi-process validation equals an uninterrupted one bit
+for bit with ``--no-batch`` (and one thread); batched, its runs share their batched calls
+with other runs than before, and agree to rounding at first and in their statistics after.
 """
 
 from __future__ import annotations
@@ -40,15 +46,18 @@ import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.io import read
+from tqdm import tqdm
 
 from boostmd.calculator import FRAMES
 from boostmd.cli import start
 from boostmd.dihedrals import backbone_dihedrals
+from boostmd.replicas import ReplicaBatch
 from boostmd.validation.report import summary_markdown, system_report
 from boostmd.validation.runs import INTEGRATORS, Job, MDSettings, roles, run_job
 
@@ -122,6 +131,7 @@ class ValidationConfig:
     energy_consistent: bool = True
     calibrate: bool = False
     frame: str = "start"
+    batch: bool = True
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -268,10 +278,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
         ),
     )
     mine = [job for index, job in enumerate(jobs) if index % world == rank]
-    results = [
-        run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
-        for job in mine
-    ]
+    results = _run_jobs(mine, systems, reference, surrogate, settings, checkpoints, config.batch)
     results = _gather(results, world)
     if rank != 0:
         return None
@@ -284,6 +291,36 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     (config.out / "report.json").write_text(json.dumps(payload, indent=2))
     (config.out / "summary.md").write_text(summary_markdown(reports, settings, command))
     return reports
+
+
+def _run_jobs(
+    jobs: list[Job], systems: dict, reference, surrogate, settings, checkpoints: Path, batch: bool
+) -> list[dict]:
+    """Run the jobs one after the other, or all together with batched model calls."""
+    if not batch:
+        return [
+            run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
+            for job in jobs
+        ]
+    replicas = ReplicaBatch(reference, surrogate)
+    steps = sum(job.total_steps(settings) for job in jobs)
+    with tqdm(total=steps, desc=f"{len(jobs)} runs together", unit="step") as progress:
+        return replicas.run(
+            [
+                partial(
+                    run_job,
+                    job,
+                    *systems[job.system],
+                    replicas.reference_model,
+                    replicas.surrogate_model,
+                    settings,
+                    checkpoints,
+                    batch=replicas,
+                    progress=progress,
+                )
+                for job in jobs
+            ]
+        )
 
 
 def _plot(out: Path, name: str, results: list[dict], settings: MDSettings, report: dict) -> None:
@@ -387,6 +424,15 @@ def _parser() -> argparse.ArgumentParser:
         help="friction (1/ps) of the equilibration steps, which bring every run to the bath "
         "temperature before the production steps at --friction",
     )
+    parser.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.batch,
+        help="advance all runs together, their reference and surrogate calls batched "
+        "(boostmd.replicas.ReplicaBatch; default on). --no-batch runs them one after the "
+        "other, which makes a resumed or multi-process validation equal to an "
+        "uninterrupted one bit for bit",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=Path("boostmd-validation"))
@@ -427,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         energy_consistent=args.energy_consistent,
         calibrate=args.calibrate,
         frame=args.frame,
+        batch=args.batch,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

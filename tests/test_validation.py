@@ -368,7 +368,7 @@ def test_interrupted_validation_resumes_to_the_same_result(
     models, tmp_path, monkeypatch, one_thread
 ):
     # two segments of 10 steps per sampling run; the curvature fit must resume too
-    short = {"replicas": 1, "steps": 10, "calibrate": True}
+    short = {"replicas": 1, "steps": 10, "calibrate": True, "batch": False}
     (uninterrupted,) = validate(_config(models, tmp_path / "a", **short))
     real_save, stopped = runs._save, set()
 
@@ -405,12 +405,30 @@ def test_interrupted_validation_resumes_to_the_same_result(
         assert str(a["calibration"]) == str(b["calibration"])
 
 
+def test_batched_runs_equal_runs_one_after_the_other_to_rounding(models, tmp_path):
+    common = {"integrator": "checked", "equilibration_steps": 0, "nve_steps": 10}
+    (alone,) = validate(_config(models, tmp_path / "alone", batch=False, **common))
+    (together,) = validate(_config(models, tmp_path / "together", **common))
+    assert together["frames"] == alone["frames"] and together["collapses"] == alone["collapses"]
+    for key in ("reference_calls", "surrogate_calls", "windows", "rollbacks"):
+        assert (
+            together["samplers"]["boostmd-checked"][key]
+            == alone["samplers"]["boostmd-checked"][key]
+        )
+    for job in ("reference-0", "reference-2-1", "boostmd-checked-1", "nve-boostmd-consistent-0"):
+        a = np.load(tmp_path / "alone" / "checkpoints" / f"ALA-{job}.npz")
+        b = np.load(tmp_path / "together" / "checkpoints" / f"ALA-{job}.npz")
+        # float32 models: batched passes add up in another order
+        np.testing.assert_allclose(b["positions"], a["positions"], atol=1e-3)
+        np.testing.assert_allclose(b["potential_energy"], a["potential_energy"], atol=1e-3)
+
+
 def test_two_processes_give_the_same_report_as_one(models, tmp_path):
     reference, surrogate = models
     common = [
         "--peptide", "ALA", "--reference", str(reference), "--surrogate", str(surrogate),
         "--steps", "20", "--equilibration-steps", "0", "--replicas", "2", "--nve-steps", "10",
-        "--interval", "5", "--checkpoint-every", "10", "--integrator", "checked",
+        "--interval", "5", "--checkpoint-every", "10", "--integrator", "checked", "--no-batch",
     ]  # fmt: skip
     # Both in fresh processes with one thread each: reductions add up in the same order, and
     # neither inherits this process's history (an earlier test here that ran MACE's own

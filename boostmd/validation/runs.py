@@ -44,6 +44,7 @@ from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
 from boostmd.md import ase_units, langevin, thermal_momenta, window_schedule
+from boostmd.replicas import ReplicaBatch
 from boostmd.stability import BondTopology, first_collapse
 
 __all__ = ["Job", "MDSettings", "roles", "run_job"]
@@ -126,6 +127,10 @@ class Job:
         """Whether the run is an NVE (energy drift) run."""
         return self.role.startswith("nve")
 
+    def total_steps(self, settings: MDSettings) -> int:
+        """Return the steps of the whole run: NVE, or equilibration plus sampling steps."""
+        return settings.nve_steps if self.nve else settings.equilibration_steps + settings.steps
+
     def seed(self, settings: MDSettings, purpose: str) -> int:
         """Return the seed for ``purpose`` ``"momenta"`` or ``"noise"``.
 
@@ -138,7 +143,7 @@ class Job:
         return zlib.crc32(key.encode())
 
 
-def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calculator:
+def _calculator(job: Job, reference, surrogate, settings: MDSettings, batch) -> Calculator:
     if job.uses_boostmd:
         schedule = window_schedule(settings.interval, settings.target_refresh_error_meV)
         return BoostMDCalculator(
@@ -148,8 +153,9 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings) -> Calcula
             calibration=settings.calibrate,
             frame=settings.frame,
             timestep_fs=settings.timestep_fs,
+            calls=batch,
         )
-    return ReferenceCalculator(reference)
+    return ReferenceCalculator(reference, calls=batch)
 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
@@ -276,6 +282,8 @@ def run_job(
     surrogate,
     settings: MDSettings,
     checkpoints: Path,
+    batch: ReplicaBatch | None = None,
+    progress: tqdm | None = None,
 ) -> dict:
     """Run (or resume, or just load) one job; returns its observables and counters.
 
@@ -289,15 +297,22 @@ def run_job(
     ``fallbacks`` the force guard's reference calls, and ``refresh_errors`` (eV) and
     ``refresh_force_errors`` (eV/Å) hold the calculator's refresh energy and force errors
     of every window, undone ones included.
+
+    With ``batch``, the job's model calls go through that
+    :class:`~boostmd.replicas.ReplicaBatch` (it must hold ``reference`` and ``surrogate``;
+    run the job inside :meth:`~boostmd.replicas.ReplicaBatch.run` to batch them with other
+    jobs'). ``progress``: a shared bar to count the steps on (default: a bar of its own).
     """
     path = checkpoints / f"{job.name}.npz"
     saved = _load(path)
-    total = settings.nve_steps if job.nve else settings.equilibration_steps + settings.steps
+    total = job.total_steps(settings)
     if saved is not None and bool(saved["finished"]):
+        if progress is not None:
+            progress.update(total)
         return _result(job, saved)
     topology = BondTopology.of(atoms)  # of the starting structure, also on resume
     atoms = atoms.copy()
-    calculator = _calculator(job, reference, surrogate, settings)
+    calculator = _calculator(job, reference, surrogate, settings, batch)
     atoms.calc = calculator
     rng = np.random.default_rng(job.seed(settings, "noise"))
     if saved is None:
@@ -328,7 +343,11 @@ def run_job(
     dynamics.attach(observe, interval=1)  # ASE observes the first frame of a fresh run
     dynamics.nsteps = int(state["step"])  # and not again on resume
     collapse = None
-    progress = tqdm(total=total, initial=int(state["step"]), desc=job.name, leave=False)
+    own_bar = progress is None
+    if own_bar:
+        progress = tqdm(total=total, initial=int(state["step"]), desc=job.name, leave=False)
+    else:
+        progress.update(int(state["step"]))  # done before a resume
     while state["step"] < total and collapse is None:
         segment = min(settings.checkpoint_every, total - int(state["step"]))
         segment_positions.clear()
@@ -370,7 +389,10 @@ def run_job(
                 "collapse_reason": "" if collapse is None else collapse[1],
             },
         )
-    progress.close()
+    if own_bar:
+        progress.close()
+    else:
+        progress.update(total - int(state["step"]))  # not run after a collapse
     return _result(job, _load(path))
 
 

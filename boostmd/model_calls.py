@@ -1,0 +1,151 @@
+"""The model calls of BoostMD's calculators, for one system or for several at once.
+
+A :class:`~boostmd.calculator.BoostMDCalculator` needs three things from its models:
+
+- ``reference(atoms)``: one reference forward pass (energy, forces, node features);
+- ``frame(atoms, result)``: the surrogate's reference frame prepared from that result;
+- ``surrogate(frame, positions, scale)``: the surrogate's energy, forces and curvature term.
+
+:class:`ModelCalls` makes them one system at a time. The ``*_many`` functions here make
+each for several systems in one batched call (:meth:`MACEReference.compute_many
+<boostmd.reference.MACEReference.compute_many>`, :meth:`Surrogate.prepare_many
+<boostmd.surrogate.Surrogate.prepare_many>`, one surrogate pass over
+:meth:`ReferenceFrame.join <boostmd.surrogate.ReferenceFrame.join>`); with one system each
+is exactly the single call. :class:`boostmd.replicas.ReplicaBatch` gathers the calls of
+many replicas into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from boostmd.graph import radius_graph
+from boostmd.reference import MACEReference, ReferenceResult
+from boostmd.surrogate import ReferenceFrame, Surrogate
+
+__all__ = ["ModelCalls", "SurrogateResult", "frames_many", "reference_many", "surrogate_many"]
+
+# energy (eV), forces (eV/Å, float64), unscaled curvature term (eV)
+SurrogateResult = tuple[float, np.ndarray, float]
+
+
+def reference_many(reference: MACEReference, systems: Sequence[Atoms]) -> list[ReferenceResult]:
+    """Run the reference on ``systems``: one forward pass over all of them."""
+    if len(systems) == 1:
+        return [reference(systems[0])]
+    return reference.compute_many(systems)
+
+
+def _periodic_edges(surrogate: Surrogate, atoms: Atoms):
+    """Edges and image shifts of a periodic system (``None, None`` for a molecule)."""
+    if not atoms.pbc.any():
+        return None, None
+    weight = surrogate.feature_in.weight
+    edge_index, image_shifts = radius_graph(
+        atoms.positions, surrogate.config.cutoff, atoms.cell.array, atoms.pbc
+    )
+    return (
+        torch.as_tensor(edge_index, device=weight.device),
+        torch.as_tensor(image_shifts, dtype=weight.dtype, device=weight.device),
+    )
+
+
+def _frame(surrogate: Surrogate, atoms: Atoms, result: ReferenceResult) -> ReferenceFrame:
+    edge_index, shifts = _periodic_edges(surrogate, atoms)
+    return surrogate.prepare(
+        atoms.numbers,
+        result.node_features,
+        atoms.positions,
+        result.energy,
+        result.forces,
+        edge_index=edge_index,
+        shifts=shifts,
+    )
+
+
+def frames_many(
+    surrogate: Surrogate, systems: Sequence[Atoms], results: Sequence[ReferenceResult]
+) -> list[ReferenceFrame]:
+    """Prepare the frames of ``systems``: molecules as one batch, periodic ones alone.
+
+    One pair-force solve serves the whole batch (:class:`~boostmd.graph.PairForceSolver`);
+    its tolerance is relative to the batch's forces, so a frame can differ from one
+    prepared alone within that tolerance.
+    """
+    with torch.no_grad():
+        if len(systems) == 1:
+            return [_frame(surrogate, systems[0], results[0])]
+        frames: list[ReferenceFrame | None] = [None] * len(systems)
+        molecules = [i for i, atoms in enumerate(systems) if not atoms.pbc.any()]
+        for i, atoms in enumerate(systems):
+            if i not in molecules:
+                frames[i] = _frame(surrogate, atoms, results[i])
+        if molecules:
+            joined = surrogate.prepare_many(
+                [systems[i] for i in molecules], [results[i] for i in molecules]
+            )
+            for i, frame in zip(molecules, joined.split()):
+                frames[i] = frame
+        return frames
+
+
+def surrogate_many(
+    surrogate: Surrogate,
+    frames: Sequence[ReferenceFrame],
+    positions: Sequence[np.ndarray],
+    scales: Sequence[float],
+    joined: ReferenceFrame | None = None,
+) -> list[SurrogateResult]:
+    """Evaluate the surrogate at ``positions[i]`` with ``frames[i]``, all in one pass.
+
+    Parameters
+    ----------
+    joined
+        ``ReferenceFrame.join(frames)`` if already made (it is the costly part of a small
+        batch); made here otherwise.
+    """
+    weight = surrogate.feature_in.weight
+    if len(frames) == 1:
+        scale: float | torch.Tensor = scales[0]
+        x = np.asarray(positions[0])
+    else:
+        scale = torch.as_tensor(scales, dtype=weight.dtype, device=weight.device)
+        x = np.concatenate(positions)
+    frame = joined if joined is not None else ReferenceFrame.join(frames)
+    energy, forces, curvature = surrogate.evaluate(frame, x, scale)
+    sizes = [len(p) for p in positions]
+    forces = forces.cpu().numpy().astype(np.float64)
+    energies, curvatures = energy.tolist(), curvature.tolist()
+    return list(zip(energies, np.split(forces, np.cumsum(sizes)[:-1]), curvatures))
+
+
+class ModelCalls:
+    """A calculator's model calls, made one system at a time.
+
+    Parameters
+    ----------
+    reference
+        The reference force field.
+    surrogate
+        Its surrogate (``None`` for a calculator that only runs the reference).
+    """
+
+    def __init__(self, reference: MACEReference, surrogate: Surrogate | None = None) -> None:
+        self.reference_model = reference
+        self.surrogate_model = surrogate
+
+    def reference(self, atoms: Atoms) -> ReferenceResult:
+        """Run the reference on ``atoms``."""
+        return reference_many(self.reference_model, [atoms])[0]
+
+    def frame(self, atoms: Atoms, result: ReferenceResult) -> ReferenceFrame:
+        """Prepare the surrogate's frame at ``atoms`` from the reference's ``result``."""
+        return frames_many(self.surrogate_model, [atoms], [result])[0]
+
+    def surrogate(self, frame: ReferenceFrame, positions: np.ndarray, scale: float):
+        """Energy, forces and unscaled curvature term of the surrogate at ``positions``."""
+        return surrogate_many(self.surrogate_model, [frame], [positions], [scale])[0]

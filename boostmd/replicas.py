@@ -1,0 +1,271 @@
+"""Replicas advanced together: their model calls gathered into batched calls.
+
+Many independent MD runs (replicas, or different systems) each keep their own integrator,
+calculator and random numbers, so every decision a run makes is its own: where its
+window ends, whether :class:`~boostmd.integrator.BoostLangevin` rejects the window and
+reruns it with the reference, its force guard, its curvature fit. What they share is the
+models. :meth:`ReplicaBatch.run` runs each replica in its own thread; every model call a
+replica's calculator makes waits until each running replica has made one, and then all
+of them run at once, one batched call per kind::
+
+    reference   MACEReference.compute_many over every replica that needs the reference
+    frame       Surrogate.prepare_many over those replicas' new reference frames
+    surrogate   one surrogate pass over ReferenceFrame.join of every replica's frame
+
+So replicas in step run one batched reference call per window and one batched surrogate
+call per step, and a replica that reruns a rejected window with the reference shares
+those calls with the others' surrogate steps. Each thread only waits while another one
+runs the batch, so the Python work of the integrators (ASE's Langevin step, the
+calculators' bookkeeping) runs one replica after the other, under the GIL.
+
+With one replica every call is the unbatched call, so its results are those of the
+unbatched path bit for bit. With more, batched calls equal single calls to rounding, and a
+run's numbers can depend in the last bits on which other replicas shared its calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.model_calls import ModelCalls, frames_many, reference_many, surrogate_many
+from boostmd.reference import MACEReference
+from boostmd.surrogate import ReferenceFrame, Surrogate
+
+__all__ = ["ReplicaBatch", "ReplicaStopped"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The order in which a round's calls run: a replica waits on one call at a time, so the
+# order only decides which batch runs first.
+_KINDS = ("reference", "frame", "surrogate")
+
+
+class ReplicaStopped(RuntimeError):
+    """A replica was stopped because another one failed or the run was interrupted."""
+
+
+@dataclass(eq=False)
+class _Request:
+    kind: str
+    args: tuple
+    replica: int
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class ReplicaBatch(ModelCalls):
+    """Run several MD replicas together, batching their reference and surrogate calls.
+
+    Parameters
+    ----------
+    reference
+        The reference force field every replica uses.
+    surrogate
+        Its surrogate (``None`` when only reference-only replicas run).
+
+    Attributes
+    ----------
+    batched_calls, requests
+        Per kind of call (``reference``, ``frame``, ``surrogate``): the batched calls made
+        and the replicas' calls they served (``requests / batched_calls`` is the mean
+        batch size). Calls made outside :meth:`run` are not counted.
+
+    Examples
+    --------
+    >>> batch = ReplicaBatch(reference, surrogate)  # doctest: +SKIP
+    >>> runs = []  # doctest: +SKIP
+    >>> for seed, atoms in enumerate(replicas):  # doctest: +SKIP
+    ...     atoms.calc = batch.boostmd_calculator(interval=10)
+    ...     runs.append(BoostLangevin(atoms, 1 * units.fs, 300, 0.001 / units.fs, rng=seed))
+    >>> batch.run([lambda run=run: run.run(1000) for run in runs])  # doctest: +SKIP
+    """
+
+    def __init__(self, reference: MACEReference, surrogate: Surrogate | None = None) -> None:
+        if surrogate is not None:
+            surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
+        super().__init__(reference, surrogate)
+        self.batched_calls: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self._condition = threading.Condition()
+        self._local = threading.local()
+        self._waiting: list[_Request] = []
+        self._active = 0
+        self._stopping = False
+        self._joined: tuple[tuple[ReferenceFrame, ...], ReferenceFrame] | None = None
+
+    # ----------------------------------------------------------------- building
+    def boostmd_calculator(self, **kwargs: Any) -> BoostMDCalculator:
+        """Build a :class:`~boostmd.calculator.BoostMDCalculator` whose calls this batches.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to :class:`~boostmd.calculator.BoostMDCalculator` (``interval``,
+            ``schedule``, ``frame``, ...).
+        """
+        if self.surrogate_model is None:
+            raise ValueError("this ReplicaBatch has no surrogate: pass one to run BoostMD")
+        return BoostMDCalculator(self.reference_model, self.surrogate_model, calls=self, **kwargs)
+
+    def reference_calculator(self, **kwargs: Any) -> ReferenceCalculator:
+        """Build a :class:`~boostmd.calculator.ReferenceCalculator` whose calls this batches."""
+        return ReferenceCalculator(self.reference_model, calls=self, **kwargs)
+
+    # ----------------------------------------------------------------- running
+    def run(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
+        """Run each task (e.g. ``lambda: dynamics.run(1000)``) as a replica; their results.
+
+        Each task runs in its own thread. Model calls of this batch's calculators made
+        inside a task are batched with the other tasks'; anywhere else they are made at
+        once, alone. The first error of a task stops the others at their next model call
+        (:class:`ReplicaStopped`) and is raised here, as is a ``KeyboardInterrupt``.
+        """
+        tasks = list(tasks)
+        with self._condition:
+            if self._active:
+                raise RuntimeError("this ReplicaBatch is already running replicas")
+            self._active, self._stopping, self._joined = len(tasks), False, None
+        results: list[Any] = [None] * len(tasks)
+        errors: list[BaseException | None] = [None] * len(tasks)
+        threads = [
+            threading.Thread(
+                target=self._replica,
+                args=(index, task, results, errors),
+                name=f"replica-{index}",
+                daemon=True,
+            )
+            for index, task in enumerate(tasks)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # a short wait keeps Ctrl-C responsive
+        except BaseException:
+            self._stop()
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            self._joined = None
+        for error in errors:
+            if error is not None and not isinstance(error, ReplicaStopped):
+                raise error
+        return results
+
+    def _replica(self, index: int, task: Callable, results: list, errors: list) -> None:
+        self._local.replica = index
+        try:
+            results[index] = task()
+        except BaseException as error:  # handed to run(), which raises it
+            errors[index] = error
+            if not isinstance(error, ReplicaStopped):
+                logger.debug("replica %d failed (%s); stopping the others", index, error)
+                self._stop()
+        finally:
+            self._local.replica = None
+            with self._condition:
+                self._active -= 1
+                self._flush_if_ready()
+
+    def _stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._flush_if_ready()
+
+    # ----------------------------------------------------------------- model calls
+    def reference(self, atoms):
+        """Run the reference on ``atoms``, batched with the other replicas' calls."""
+        return self._submit("reference", (atoms,))
+
+    def frame(self, atoms, result):
+        """Prepare the surrogate's frame, batched with the other replicas' calls."""
+        return self._submit("frame", (atoms, result))
+
+    def surrogate(self, frame, positions, scale):
+        """Evaluate the surrogate, batched with the other replicas' calls."""
+        return self._submit("surrogate", (frame, positions, scale))
+
+    def _submit(self, kind: str, args: tuple) -> Any:
+        replica = getattr(self._local, "replica", None)
+        if replica is None:  # not inside run(): nothing to wait for
+            return getattr(ModelCalls, kind)(self, *args)
+        request = _Request(kind, args, replica)
+        with self._condition:
+            if self._stopping:
+                raise ReplicaStopped("stopped: another replica failed or the run was interrupted")
+            self._waiting.append(request)
+            self._flush_if_ready()
+            while not request.done:
+                self._condition.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _flush_if_ready(self) -> None:
+        """Run the waiting calls once every running replica waits (the lock is held)."""
+        if not self._waiting or (len(self._waiting) < self._active and not self._stopping):
+            return
+        requests = sorted(self._waiting, key=lambda request: request.replica)
+        self._waiting = []
+        for kind in _KINDS:
+            group = [request for request in requests if request.kind == kind]
+            if not group:
+                continue
+            if self._stopping:
+                for request in group:
+                    request.error = ReplicaStopped("stopped: another replica failed")
+            else:
+                self._execute(kind, group)
+        for request in requests:
+            request.done = True
+        self._condition.notify_all()
+
+    def _execute(self, kind: str, group: list[_Request]) -> None:
+        self.batched_calls[kind] += 1
+        self.requests[kind] += len(group)
+        try:
+            results = self._batched(kind, [request.args for request in group])
+        except Exception as error:
+            if len(group) == 1:
+                group[0].error = error
+                return
+            for request in group:  # find whose call failed: each alone, errors to their own
+                try:
+                    request.result = self._batched(kind, [request.args])[0]
+                except Exception as own:
+                    request.error = own
+            return
+        for request, result in zip(group, results):
+            request.result = result
+
+    def _batched(self, kind: str, calls: list[tuple]) -> list:
+        if kind == "reference":
+            return reference_many(self.reference_model, [atoms for (atoms,) in calls])
+        if kind == "frame":
+            systems, results = zip(*calls)
+            return frames_many(self.surrogate_model, systems, results)
+        frames, positions, scales = zip(*calls)
+        return surrogate_many(
+            self.surrogate_model, frames, positions, scales, joined=self._joined_frame(frames)
+        )
+
+    def _joined_frame(self, frames: tuple[ReferenceFrame, ...]) -> ReferenceFrame:
+        """``ReferenceFrame.join(frames)``, made once while the same frames step together."""
+        cached = self._joined
+        if cached is not None and len(cached[0]) == len(frames):
+            if all(a is b for a, b in zip(cached[0], frames)):
+                return cached[1]
+        joined = ReferenceFrame.join(frames)
+        self._joined = (frames, joined)
+        return joined
