@@ -14,9 +14,10 @@ of them run at once, one batched call per kind::
 
 So replicas in step run one batched reference call per window and one batched surrogate
 call per step, and a replica that reruns a rejected window with the reference shares
-those calls with the others' surrogate steps. Each thread only waits while another one
-runs the batch, so the Python work of the integrators (ASE's Langevin step, the
-calculators' bookkeeping) runs one replica after the other, under the GIL.
+those calls with the others' surrogate steps. The thread that called :meth:`~ReplicaBatch.run`
+makes the batched calls while the replicas wait; the Python work of the integrators
+(ASE's Langevin step, the calculators' bookkeeping) runs one replica after the other,
+under the GIL.
 
 With one replica every call is the unbatched call, so its results are those of the
 unbatched path bit for bit. With more, batched calls equal single calls to rounding, and a
@@ -29,7 +30,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
@@ -48,6 +49,9 @@ T = TypeVar("T")
 _KINDS = ("reference", "frame", "surrogate")
 
 
+_PENDING = object()  # a request's result before its call is made
+
+
 class ReplicaStopped(RuntimeError):
     """A replica was stopped because another one failed or the run was interrupted."""
 
@@ -57,9 +61,9 @@ class _Request:
     kind: str
     args: tuple
     replica: int
-    result: Any = None
+    result: Any = _PENDING
     error: BaseException | None = None
-    done: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class ReplicaBatch(ModelCalls):
@@ -124,10 +128,12 @@ class ReplicaBatch(ModelCalls):
     def run(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
         """Run each task (e.g. ``lambda: dynamics.run(1000)``) as a replica; their results.
 
-        Each task runs in its own thread. Model calls of this batch's calculators made
-        inside a task are batched with the other tasks'; anywhere else they are made at
-        once, alone. The first error of a task stops the others at their next model call
-        (:class:`ReplicaStopped`) and is raised here, as is a ``KeyboardInterrupt``.
+        Each task runs in a thread of its own, and this thread makes the batched model
+        calls (so torch always computes on the caller's thread, as without batching).
+        Model calls of this batch's calculators made inside a task are batched with the
+        other tasks'; anywhere else they are made at once, alone. The first error of a task
+        stops the others at their next model call (:class:`ReplicaStopped`) and is raised
+        here, as is a ``KeyboardInterrupt``.
         """
         tasks = list(tasks)
         with self._condition:
@@ -148,15 +154,14 @@ class ReplicaBatch(ModelCalls):
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)  # a short wait keeps Ctrl-C responsive
-        except BaseException:
+            self._serve()
+        except BaseException:  # KeyboardInterrupt: stop the replicas, then raise it
             self._stop()
-            for thread in threads:
-                thread.join()
+            self._serve()
             raise
         finally:
+            for thread in threads:
+                thread.join()
             self._joined = None
         for error in errors:
             if error is not None and not isinstance(error, ReplicaStopped):
@@ -176,12 +181,38 @@ class ReplicaBatch(ModelCalls):
             self._local.replica = None
             with self._condition:
                 self._active -= 1
-                self._flush_if_ready()
+                self._condition.notify()
 
     def _stop(self) -> None:
         with self._condition:
             self._stopping = True
-            self._flush_if_ready()
+            self._condition.notify()
+
+    def _serve(self) -> None:
+        """Make each round's calls once every running replica waits on one, until all end."""
+        while True:
+            with self._condition:
+                while not self._waiting or (
+                    len(self._waiting) < self._active and not self._stopping
+                ):
+                    if not self._active:
+                        return
+                    self._condition.wait(0.2)  # a timeout keeps Ctrl-C responsive
+                requests = sorted(self._waiting, key=lambda request: request.replica)
+                self._waiting = []
+                stopping = self._stopping
+            try:
+                for kind in _KINDS:
+                    group = [request for request in requests if request.kind == kind]
+                    if group and not stopping:
+                        self._execute(kind, group)
+            finally:  # interrupted or stopping: the calls not made stop their replicas
+                for request in requests:
+                    if request.result is _PENDING and request.error is None:
+                        request.error = ReplicaStopped(
+                            "stopped: another replica failed or the run was interrupted"
+                        )
+                    request.done.set()
 
     # ----------------------------------------------------------------- model calls
     def reference(self, atoms):
@@ -205,31 +236,11 @@ class ReplicaBatch(ModelCalls):
             if self._stopping:
                 raise ReplicaStopped("stopped: another replica failed or the run was interrupted")
             self._waiting.append(request)
-            self._flush_if_ready()
-            while not request.done:
-                self._condition.wait()
+            self._condition.notify()
+        request.done.wait()
         if request.error is not None:
             raise request.error
         return request.result
-
-    def _flush_if_ready(self) -> None:
-        """Run the waiting calls once every running replica waits (the lock is held)."""
-        if not self._waiting or (len(self._waiting) < self._active and not self._stopping):
-            return
-        requests = sorted(self._waiting, key=lambda request: request.replica)
-        self._waiting = []
-        for kind in _KINDS:
-            group = [request for request in requests if request.kind == kind]
-            if not group:
-                continue
-            if self._stopping:
-                for request in group:
-                    request.error = ReplicaStopped("stopped: another replica failed")
-            else:
-                self._execute(kind, group)
-        for request in requests:
-            request.done = True
-        self._condition.notify_all()
 
     def _execute(self, kind: str, group: list[_Request]) -> None:
         self.batched_calls[kind] += 1
