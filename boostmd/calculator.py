@@ -17,6 +17,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
 from boostmd.calibration import CurvatureCalibration
+from boostmd.device_window import LangevinCoefficients, WindowPath
 from boostmd.model_calls import ModelCalls
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
@@ -419,10 +420,68 @@ class BoostMDCalculator(Calculator):
         finally:
             self._reference_only = previous
 
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        """Compute energy and forces by the reference or the surrogate."""
-        super().calculate(atoms, properties, system_changes)
-        positions = self.atoms.positions
+    def scheduled_surrogate_steps(self) -> int:
+        """Return how many of the next steps the schedule leaves to the surrogate.
+
+        Known in advance only for a :class:`~integrators.Periodic` schedule inside a
+        window (0 otherwise, and inside :meth:`reference_only`); the force guard can still
+        end the window earlier. :class:`~boostmd.BoostLangevin` integrates that many steps
+        at once on the models' device (:mod:`boostmd.device_window`).
+        """
+        if self._frame is None or self._reference_only or not isinstance(self.schedule, Periodic):
+            return 0
+        every = self.schedule.every
+        return every - 1 - self._step % every
+
+    def surrogate_window(
+        self,
+        coefficients: LangevinCoefficients,
+        positions: np.ndarray,
+        momenta: np.ndarray,
+        noise: np.ndarray,
+    ) -> WindowPath:
+        """Integrate Langevin steps with this window's surrogate on the models' device.
+
+        From ``positions`` and ``momenta``, where the last call's forces apply, one step
+        per ``(xi, eta)`` of ``noise`` (:func:`boostmd.device_window.integrate_window`;
+        through a :class:`~boostmd.replicas.ReplicaBatch`, batched with the other
+        replicas' windows). Changes nothing here: :meth:`record_surrogate_step` takes the
+        steps.
+        """
+        return self._calls.window(
+            self._frame,
+            self.curvature_scale,
+            coefficients,
+            positions,
+            momenta,
+            self.results["forces"],
+            noise,
+        )
+
+    def record_surrogate_step(
+        self, atoms: Atoms, energy: float, forces: np.ndarray, seconds: float
+    ) -> bool:
+        """Take a surrogate step computed elsewhere as if :meth:`calculate` had made it.
+
+        For the steps :meth:`scheduled_surrogate_steps` announced, computed by
+        :meth:`surrogate_window`:
+        the counters, the schedule's step and the results are then those of a
+        ``calculate`` at ``atoms``. Returns False, and changes nothing, if the step is not
+        a surrogate step there (the force guard trips, or the schedule wants the
+        reference); ``calculate`` then decides that step.
+        """
+        limit_exceeded = self._force_beyond_guard(forces) is not None
+        if limit_exceeded or self.scheduled_surrogate_steps() < 1:
+            return False
+        Calculator.calculate(self, atoms)  # ASE's cache: these atoms
+        self._advance_step(self.atoms.positions, ("positions",))
+        self._steps_since_reference += 1
+        self.stats.record("reuse", seconds)
+        self.results = self._step_results(energy, forces, "surrogate", False)
+        return True
+
+    def _advance_step(self, positions: np.ndarray, system_changes) -> tuple[bool, float | None]:
+        """Count the step; return whether it is a new system and the largest displacement."""
         if not np.isfinite(positions).all():
             bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
             raise ValueError(
@@ -440,6 +499,24 @@ class BoostMDCalculator(Calculator):
             moved = positions - self._previous_positions
             indicator = float(np.sqrt((moved**2).sum(axis=1).max()))
         self._previous_positions = positions.copy()
+        return new_system, indicator
+
+    def _step_results(self, energy, forces, source: str, scheduled: bool) -> dict[str, Any]:
+        return {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": forces,
+            "boostmd_source": source,
+            "boostmd_scheduled": scheduled,
+            "steps_since_reference": self._steps_since_reference,
+            "curvature_scale": self.curvature_scale,
+        }
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Compute energy and forces by the reference or the surrogate."""
+        super().calculate(atoms, properties, system_changes)
+        positions = self.atoms.positions
+        new_system, indicator = self._advance_step(positions, system_changes)
         start = time.perf_counter()
         scale = self.curvature_scale
         window_length = self._steps_since_reference + 1  # steps from the frame to here
@@ -476,15 +553,9 @@ class BoostMDCalculator(Calculator):
             else:
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": forces,
-            "boostmd_source": "reference" if source == "full" else "surrogate",
-            "boostmd_scheduled": scheduled,
-            "steps_since_reference": self._steps_since_reference,
-            "curvature_scale": scale,
-        }
+        self.results = self._step_results(
+            energy, forces, "reference" if source == "full" else "surrogate", scheduled
+        )
         if features is not None:
             self.results["node_features"] = features
         if reference_energy is not None:
@@ -578,11 +649,17 @@ class BoostMDCalculator(Calculator):
         self._reference_force_max = float(np.abs(forces).max())
         return float(result.energy), forces, result.node_features.cpu().numpy()
 
-    def _guard_trips(self, forces: np.ndarray) -> bool:
+    def _force_beyond_guard(self, forces: np.ndarray) -> tuple[float, float] | None:
+        """Return the largest force and the guard's limit if it exceeds it, else None."""
         limit = max(self.force_guard * self._reference_force_max, 10.0)
         largest = float(np.abs(forces).max()) if np.isfinite(forces).all() else np.inf
-        if largest <= limit:
+        return None if largest <= limit else (largest, limit)
+
+    def _guard_trips(self, forces: np.ndarray) -> bool:
+        beyond = self._force_beyond_guard(forces)
+        if beyond is None:
             return False
+        largest, limit = beyond
         self.fallbacks += 1
         logger.warning(
             "surrogate force %.3g eV/Å exceeds %.3g eV/Å %d steps after the reference "

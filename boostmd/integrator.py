@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import numbers
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from ase import Atoms, units
 from ase.md.langevin import Langevin
 
 from boostmd.calculator import BoostMDCalculator, WindowState
+from boostmd.device_window import LangevinCoefficients
 
 __all__ = ["BoostLangevin"]
 
@@ -205,6 +207,15 @@ class BoostLangevin(Langevin):
         A :class:`numpy.random.Generator`, a ``RandomState``, a seed, or ``None`` for a
         fresh ``numpy.random.default_rng()`` (not ASE's global ``numpy.random``). Its
         state is saved and restored to rerun windows.
+    device_windows
+        Integrate the surrogate steps a window's schedule announces
+        (:meth:`~boostmd.calculator.BoostMDCalculator.scheduled_surrogate_steps`: a
+        ``Periodic`` schedule) all at once on the models' device
+        (:func:`boostmd.device_window.integrate_window`: the positions stay there, a CUDA
+        graph replays each step, one copy back per window) instead of one ASE step at a
+        time. The same steps with the same random numbers: on a CPU the trajectory is
+        the same bit for bit (tested). Not used with constraints or ``fixcm``; a step
+        where the force guard trips is left to the ASE step.
     **kwargs
         Passed to :class:`ase.md.md.MolecularDynamics` (``trajectory``, ``logfile``,
         ``loginterval``).
@@ -235,6 +246,7 @@ class BoostLangevin(Langevin):
         energy_consistent: bool = False,
         fixcm: bool = False,
         rng: Any = None,
+        device_windows: bool = True,
         **kwargs: Any,
     ) -> None:
         self._check_calculator(atoms)
@@ -255,6 +267,7 @@ class BoostLangevin(Langevin):
             raise ValueError(f"tolerance must be a number of eV >= 0, got {tolerance!r}")
         self.tolerance = float(tolerance)
         self.energy_consistent = bool(energy_consistent)
+        self.device_windows = bool(device_windows)
         self.windows = 0
         self.rollbacks = 0
         self._pending: deque[_StepState] = deque()
@@ -276,6 +289,7 @@ class BoostLangevin(Langevin):
             **super().todict(),
             "tolerance": self.tolerance,
             "energy_consistent": self.energy_consistent,
+            "device_windows": self.device_windows,
         }
 
     def updatevars(self) -> None:
@@ -355,7 +369,7 @@ class BoostLangevin(Langevin):
         self.atoms.get_forces(md=True)  # the start's results (cached unless just changed)
         start = self._snapshot(calc)
         fallbacks = calc.fallbacks
-        states = []
+        states = self._device_steps(calc)
         while True:
             super().step()
             states.append(self._snapshot(calc))
@@ -387,6 +401,39 @@ class BoostLangevin(Langevin):
             jump = calc.results["frame_switch_energy"]  # dE itself with start frames
             self._remove_from_kinetic_energy(jump, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
+        return states
+
+    def _device_steps(self, calc: BoostMDCalculator) -> list[_StepState]:
+        """Integrate the window's announced surrogate steps on the models' device."""
+        count = calc.scheduled_surrogate_steps() if self.device_windows else 0
+        atoms = self.atoms
+        if count < 1 or atoms.constraints or self.fix_com:
+            return []
+        shape = (len(atoms), 3)
+        before = _rng_state(self.rng)
+        noise = np.empty((count, 2, *shape))
+        for k in range(count):  # ASE's draws, in ASE's order: xi, then eta, per step
+            noise[k, 0] = self.rng.standard_normal(size=shape)
+            noise[k, 1] = self.rng.standard_normal(size=shape)
+        _set_rng_state(self.rng, before)
+        positions, momenta = atoms.get_positions(), atoms.get_momenta()
+        started = time.perf_counter()
+        path = calc.surrogate_window(LangevinCoefficients.of(self), positions, momenta, noise)
+        seconds = (time.perf_counter() - started) / count
+        states: list[_StepState] = []
+        for k in range(count):
+            atoms.set_positions(path.positions[k], apply_constraint=False)
+            atoms.set_momenta(path.momenta[k], apply_constraint=False)
+            energy, forces = float(path.energies[k, 0]), path.forces[k]
+            if not calc.record_surrogate_step(atoms, energy, forces, seconds):
+                # not a surrogate step after all (the force guard): ASE's step takes it
+                atoms.set_positions(positions, apply_constraint=False)
+                atoms.set_momenta(momenta, apply_constraint=False)
+                break
+            positions, momenta = path.positions[k], path.momenta[k]
+            self.rng.standard_normal(size=shape)  # advance the generator past the step's draws
+            self.rng.standard_normal(size=shape)
+            states.append(self._snapshot(calc))
         return states
 
     def _surrogate_momenta(

@@ -23,11 +23,19 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from boostmd.device_window import LangevinCoefficients, WindowPath, integrate_window
 from boostmd.graph import radius_graph
 from boostmd.reference import MACEReference, ReferenceResult
 from boostmd.surrogate import ReferenceFrame, Surrogate
 
-__all__ = ["ModelCalls", "SurrogateResult", "frames_many", "reference_many", "surrogate_many"]
+__all__ = [
+    "ModelCalls",
+    "SurrogateResult",
+    "frames_many",
+    "reference_many",
+    "surrogate_many",
+    "windows_many",
+]
 
 # energy (eV), forces (eV/Å, float64), unscaled curvature term (eV)
 SurrogateResult = tuple[float, np.ndarray, float]
@@ -108,19 +116,56 @@ def surrogate_many(
         ``ReferenceFrame.join(frames)`` if already made (it is the costly part of a small
         batch); made here otherwise.
     """
-    weight = surrogate.feature_in.weight
-    if len(frames) == 1:
-        scale: float | torch.Tensor = scales[0]
-        x = np.asarray(positions[0])
-    else:
-        scale = torch.as_tensor(scales, dtype=weight.dtype, device=weight.device)
-        x = np.concatenate(positions)
+    x = np.asarray(positions[0]) if len(frames) == 1 else np.concatenate(positions)
     frame = joined if joined is not None else ReferenceFrame.join(frames)
-    energy, forces, curvature = surrogate.evaluate(frame, x, scale)
+    energy, forces, curvature = surrogate.evaluate(frame, x, _graph_scales(surrogate, scales))
     sizes = [len(p) for p in positions]
     forces = forces.cpu().numpy().astype(np.float64)
     energies, curvatures = energy.tolist(), curvature.tolist()
     return list(zip(energies, np.split(forces, np.cumsum(sizes)[:-1]), curvatures))
+
+
+def _graph_scales(surrogate: Surrogate, scales: Sequence[float]) -> float | torch.Tensor:
+    """One curvature scale per graph as the surrogate takes them (a number for one graph)."""
+    if len(scales) == 1:
+        return scales[0]
+    weight = surrogate.feature_in.weight
+    return torch.as_tensor(scales, dtype=weight.dtype, device=weight.device)
+
+
+def windows_many(surrogate: Surrogate, calls: Sequence[tuple]) -> list[WindowPath]:
+    """Integrate several systems' windows (:meth:`ModelCalls.window` arguments) together.
+
+    Systems with the same number of steps, timestep and friction form one batch over
+    their joined frames; each batch is one :func:`~boostmd.device_window.integrate_window`.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, (_, _, coefficients, *_, noise) in enumerate(calls):
+        groups.setdefault((len(noise), *coefficients.step_key), []).append(index)
+    paths: list[WindowPath | None] = [None] * len(calls)
+    for members in groups.values():
+        frames, scales, coefficients, positions, momenta, forces, noise = zip(
+            *(calls[i] for i in members)
+        )
+        path = integrate_window(
+            surrogate,
+            ReferenceFrame.join(frames),
+            _graph_scales(surrogate, scales),
+            LangevinCoefficients.concatenate(list(coefficients)),
+            np.concatenate(positions),
+            np.concatenate(momenta),
+            np.concatenate(forces),
+            np.concatenate(noise, axis=2),
+        )
+        ends = np.cumsum([len(x) for x in positions])
+        for graph, (i, start, end) in enumerate(zip(members, [0, *ends[:-1]], ends)):
+            paths[i] = WindowPath(
+                path.positions[:, start:end],
+                path.momenta[:, start:end],
+                path.energies[:, graph : graph + 1],
+                path.forces[:, start:end],
+            )
+    return paths
 
 
 class ModelCalls:
@@ -149,3 +194,20 @@ class ModelCalls:
     def surrogate(self, frame: ReferenceFrame, positions: np.ndarray, scale: float):
         """Energy, forces and unscaled curvature term of the surrogate at ``positions``."""
         return surrogate_many(self.surrogate_model, [frame], [positions], [scale])[0]
+
+    def window(
+        self,
+        frame: ReferenceFrame,
+        scale: float,
+        coefficients: LangevinCoefficients,
+        positions: np.ndarray,
+        momenta: np.ndarray,
+        forces: np.ndarray,
+        noise: np.ndarray,
+    ) -> WindowPath:
+        """Integrate a window's surrogate steps on the models' device.
+
+        See :func:`boostmd.device_window.integrate_window`.
+        """
+        call = (frame, scale, coefficients, positions, momenta, forces, noise)
+        return windows_many(self.surrogate_model, [call])[0]

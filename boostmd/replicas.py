@@ -11,13 +11,16 @@ of them run at once, one batched call per kind::
     reference   MACEReference.compute_many over every replica that needs the reference
     frame       Surrogate.prepare_many over those replicas' new reference frames
     surrogate   one surrogate pass over ReferenceFrame.join of every replica's frame
+    window      the surrogate steps of every replica's window, integrated together on the
+                models' device (BoostLangevin's device windows, boostmd.device_window)
 
-So replicas in step run one batched reference call per window and one batched surrogate
-call per step, and a replica that reruns a rejected window with the reference shares
-those calls with the others' surrogate steps. The thread that called :meth:`~ReplicaBatch.run`
-makes the batched calls while the replicas wait; the Python work of the integrators
-(ASE's Langevin step, the calculators' bookkeeping) runs one replica after the other,
-under the GIL.
+So ``BoostLangevin`` replicas in step make one batched reference call, one batched frame
+preparation and one batched window per window (with ``device_windows=False`` or ASE's
+integrators, one batched surrogate call per step), and a replica that reruns a rejected
+window with the reference shares those calls with the others' windows. The thread that
+called :meth:`~ReplicaBatch.run` makes the batched calls while the replicas wait; the
+Python work of the integrators (ASE's Langevin step, the calculators' bookkeeping) runs
+one replica after the other, under the GIL.
 
 With one replica every call is the unbatched call, so its results are those of the
 unbatched path bit for bit. With more, batched calls equal single calls to rounding, and a
@@ -34,7 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.model_calls import ModelCalls, frames_many, reference_many, surrogate_many
+from boostmd.model_calls import (
+    ModelCalls,
+    frames_many,
+    reference_many,
+    surrogate_many,
+    windows_many,
+)
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 
@@ -46,7 +55,7 @@ T = TypeVar("T")
 
 # The order in which a round's calls run: a replica waits on one call at a time, so the
 # order only decides which batch runs first.
-_KINDS = ("reference", "frame", "surrogate")
+_KINDS = ("reference", "frame", "surrogate", "window")
 
 
 _PENDING = object()  # a request's result before its call is made
@@ -79,9 +88,9 @@ class ReplicaBatch(ModelCalls):
     Attributes
     ----------
     batched_calls, requests
-        Per kind of call (``reference``, ``frame``, ``surrogate``): the batched calls made
-        and the replicas' calls they served (``requests / batched_calls`` is the mean
-        batch size). Calls made outside :meth:`run` are not counted.
+        Per kind of call (``reference``, ``frame``, ``surrogate``, ``window``): the batched
+        calls made and the replicas' calls they served (``requests / batched_calls`` is the
+        mean batch size). Calls made outside :meth:`run` are not counted.
 
     Examples
     --------
@@ -227,6 +236,12 @@ class ReplicaBatch(ModelCalls):
         """Evaluate the surrogate, batched with the other replicas' calls."""
         return self._submit("surrogate", (frame, positions, scale))
 
+    def window(self, frame, scale, coefficients, positions, momenta, forces, noise):
+        """Integrate a window's surrogate steps, batched with the other replicas' windows."""
+        return self._submit(
+            "window", (frame, scale, coefficients, positions, momenta, forces, noise)
+        )
+
     def _submit(self, kind: str, args: tuple) -> Any:
         replica = getattr(self._local, "replica", None)
         if replica is None:  # not inside run(): nothing to wait for
@@ -266,6 +281,8 @@ class ReplicaBatch(ModelCalls):
         if kind == "frame":
             systems, results = zip(*calls)
             return frames_many(self.surrogate_model, systems, results)
+        if kind == "window":
+            return windows_many(self.surrogate_model, calls)
         frames, positions, scales = zip(*calls)
         return surrogate_many(
             self.surrogate_model, frames, positions, scales, joined=self._joined_frame(frames)
