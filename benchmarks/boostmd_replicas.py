@@ -6,7 +6,8 @@ the shipped models, float32, are run by real integrators two ways: one after the
 batched reference call per window, one batched surrogate call per step). Both for BoostMD
 (``BoostLangevin``, ``N = 10``, checked windows) and for the reference alone (ASE's
 ``Langevin``). Every run first integrates its first window (untimed: the start's extra
-reference call and the models' warm-up), then ``--windows`` windows are timed.
+reference call and the models' warm-up), then ``--windows`` windows (``--reference-steps``
+steps of the reference alone) are timed, ``--repeats`` times, the two ways taking turns.
 
 Prints one JSON line per replica count (replica-steps per second each way, the gains, the
 MD speedup of BoostMD over the reference at equal replicas, the batched calls' mean
@@ -65,61 +66,69 @@ def calculator(kind, reference, surrogate, batch=None):
     return ReferenceCalculator(reference)
 
 
-class ModelClock:
-    """Seconds a ReplicaBatch spends in its batched model calls."""
+class Sequential:
+    """``count`` runs, each with its own calculator, advanced one after the other."""
 
-    def __init__(self, batch):
-        self.seconds = 0.0
-        execute = batch._execute
+    def __init__(self, kind, count, reference, surrogate):
+        self.runs = [
+            dynamics(kind, i, calculator(kind, reference, surrogate)) for i in range(count)
+        ]
 
-        def timed(kind, group):
-            start = time.perf_counter()
-            execute(kind, group)
-            self.seconds += time.perf_counter() - start
-
-        batch._execute = timed
+    def advance(self, steps):
+        for run in self.runs:
+            run.run(steps)
 
 
-def sequential(kind, count, steps, reference, surrogate):
-    runs = [dynamics(kind, i, calculator(kind, reference, surrogate)) for i in range(count)]
-    for run in runs:
-        run.run(INTERVAL)
-    start = time.perf_counter()
-    for run in runs:
-        run.run(steps)
-    return count * steps / (time.perf_counter() - start)
+class Batched:
+    """``count`` runs advanced together by a ReplicaBatch."""
 
+    def __init__(self, kind, count, reference, surrogate):
+        self.batch = ReplicaBatch(reference, surrogate)
+        self.runs = [
+            dynamics(kind, i, calculator(kind, reference, surrogate, self.batch))
+            for i in range(count)
+        ]
 
-def batched(kind, count, steps, reference, surrogate):
-    batch = ReplicaBatch(reference, surrogate)
-    runs = [dynamics(kind, i, calculator(kind, reference, surrogate, batch)) for i in range(count)]
-    batch.run([lambda run=run: run.run(INTERVAL) for run in runs])
-    batch.batched_calls.clear()
-    batch.requests.clear()
-    clock = ModelClock(batch)
-    start = time.perf_counter()
-    batch.run([lambda run=run: run.run(steps) for run in runs])
-    seconds = time.perf_counter() - start
-    sizes = {
-        name: round(batch.requests[name] / calls, 1) for name, calls in batch.batched_calls.items()
-    }
-    rollbacks = sum(getattr(run, "rollbacks", 0) for run in runs)
-    return count * steps / seconds, sizes, 1 - clock.seconds / seconds, rollbacks
+    def advance(self, steps):
+        self.batch.run([lambda run=run: run.run(steps) for run in self.runs])
 
 
 def measure(count, args, reference, surrogate):
+    """Both ways for BoostMD and the reference alone, timed in interleaved repeats."""
     record = {"replicas": count}
-    for kind, windows in (("boostmd", args.windows), ("reference", args.reference_steps)):
-        steps = windows * INTERVAL if kind == "boostmd" else windows
-        alone = sequential(kind, count, steps, reference, surrogate)
-        together, sizes, outside, rollbacks = batched(kind, count, steps, reference, surrogate)
-        record[f"{kind}_sequential_steps_per_s"] = round(alone, 2)
-        record[f"{kind}_batched_steps_per_s"] = round(together, 2)
-        record[f"{kind}_batching_gain"] = round(together / alone, 3)
-        record[f"{kind}_mean_batch"] = sizes
-        record[f"{kind}_outside_model_calls"] = round(outside, 3)
+    for kind in ("boostmd", "reference"):
+        steps = args.windows * INTERVAL if kind == "boostmd" else args.reference_steps
+        ways = {
+            "sequential": Sequential(kind, count, reference, surrogate),
+            "batched": Batched(kind, count, reference, surrogate),
+        }
+        for way in ways.values():  # warm-up: the first window and the start's reference call
+            way.advance(INTERVAL if kind == "boostmd" else 1)
+        batch = ways["batched"].batch
+        batch.batched_calls.clear()
+        batch.requests.clear()
+        batch.model_seconds = 0.0
+        seconds = dict.fromkeys(ways, 0.0)
+        for _ in range(args.repeats):
+            for name, way in ways.items():
+                start = time.perf_counter()
+                way.advance(steps)
+                seconds[name] += time.perf_counter() - start
+        for name in ways:
+            rate = args.repeats * count * steps / seconds[name]
+            record[f"{kind}_{name}_steps_per_s"] = round(rate, 2)
+        record[f"{kind}_batching_gain"] = round(seconds["sequential"] / seconds["batched"], 3)
+        record[f"{kind}_mean_batch"] = {
+            name: round(batch.requests[name] / calls, 1)
+            for name, calls in batch.batched_calls.items()
+        }
+        record[f"{kind}_outside_model_calls"] = round(
+            1 - batch.model_seconds / seconds["batched"], 3
+        )
         if kind == "boostmd":
-            record["boostmd_rollbacks"] = rollbacks
+            record["boostmd_rollbacks"] = sum(
+                run.rollbacks for way in ways.values() for run in way.runs
+            )
     for way in ("sequential", "batched"):
         record[f"md_speedup_{way}"] = round(
             record[f"boostmd_{way}_steps_per_s"] / record[f"reference_{way}_steps_per_s"], 2
@@ -130,10 +139,11 @@ def measure(count, args, reference, surrogate):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--windows", type=int, default=2, help="timed BoostMD windows")
+    parser.add_argument("--windows", type=int, default=2, help="timed BoostMD windows per repeat")
     parser.add_argument(
-        "--reference-steps", type=int, default=5, help="timed steps of the reference alone"
+        "--reference-steps", type=int, default=3, help="timed reference-only steps per repeat"
     )
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved timing repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:

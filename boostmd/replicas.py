@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class ReplicaBatch(ModelCalls):
         Per kind of call (``reference``, ``frame``, ``surrogate``, ``window``): the batched
         calls made and the replicas' calls they served (``requests / batched_calls`` is the
         mean batch size). Calls made outside :meth:`run` are not counted.
+    model_seconds
+        Wall time spent in the batched calls; the rest of a run is the integrators' and
+        calculators' Python work and the hand-overs between threads.
 
     Examples
     --------
@@ -108,6 +112,7 @@ class ReplicaBatch(ModelCalls):
         super().__init__(reference, surrogate)
         self.batched_calls: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.model_seconds = 0.0
         self._condition = threading.Condition()
         self._local = threading.local()
         self._waiting: list[_Request] = []
@@ -260,6 +265,7 @@ class ReplicaBatch(ModelCalls):
     def _execute(self, kind: str, group: list[_Request]) -> None:
         self.batched_calls[kind] += 1
         self.requests[kind] += len(group)
+        start = time.perf_counter()
         try:
             results = self._batched(kind, [request.args for request in group])
         except Exception as error:
@@ -272,6 +278,8 @@ class ReplicaBatch(ModelCalls):
                 except Exception as own:
                     request.error = own
             return
+        finally:
+            self.model_seconds += time.perf_counter() - start
         for request, result in zip(group, results):
             request.result = result
 
