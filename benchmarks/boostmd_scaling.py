@@ -10,6 +10,7 @@ conjugate-gradient iterations). Prints one JSON line per size and a summary line
 
     python benchmarks/boostmd_scaling.py
     python benchmarks/boostmd_scaling.py --sides 1 3 --repeats 1     # a quick look
+    python benchmarks/boostmd_scaling.py --device cuda               # where a GPU is lent
 """
 
 import argparse
@@ -19,7 +20,7 @@ import time
 import numpy as np
 import torch
 from ase import Atoms
-from timing import median_ms
+from timing import device_sync, median_ms
 
 from boostmd.graph import radius_graph, solve_pair_forces
 from boostmd.peptides import capped_dipeptide
@@ -35,7 +36,8 @@ def box(side, spacing=12.0):
     return Atoms(numbers=np.tile(base.numbers, len(cells)), positions=positions)
 
 
-def measure(reference, surrogate, atoms, repeats):
+def measure(reference, surrogate, atoms, repeats, device):
+    sync = device_sync(device)
     result = reference(atoms)
 
     def prepare():
@@ -47,15 +49,19 @@ def measure(reference, surrogate, atoms, repeats):
     frame = prepare()
     moved = atoms.positions + np.random.default_rng(0).normal(0, 0.02, atoms.positions.shape)
     edges, _ = radius_graph(atoms.positions, surrogate.config.cutoff)
-    edge_index = torch.as_tensor(edges)
-    positions = torch.as_tensor(atoms.positions)
-    shifts = torch.zeros(edge_index.shape[1], 3, dtype=torch.float64)
+    edge_index = torch.as_tensor(edges, device=device)
+    positions = torch.as_tensor(atoms.positions, device=device)
+    shifts = torch.zeros(edge_index.shape[1], 3, dtype=torch.float64, device=device)
+    if sync is not None:
+        sync()
     start = time.perf_counter()
     solution = solve_pair_forces(positions, result.forces, edge_index, shifts)
+    if sync is not None:
+        sync()
     solve_ms = 1000 * (time.perf_counter() - start)
-    reference_ms = median_ms(lambda: reference(atoms), repeats)
-    prepare_ms = median_ms(prepare, repeats)
-    step_ms = median_ms(lambda: surrogate.energy_and_forces(frame, moved), max(3, repeats))
+    reference_ms = median_ms(lambda: reference(atoms), repeats, sync)
+    prepare_ms = median_ms(prepare, repeats, sync)
+    step_ms = median_ms(lambda: surrogate.energy_and_forces(frame, moved), max(3, repeats), sync)
     return {
         "atoms": len(atoms),
         "edges": int(edge_index.shape[1]),
@@ -74,17 +80,19 @@ def main():
     parser.add_argument("--sides", type=int, nargs="+", default=[1, 3, 5, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    reference, surrogate = load_pretrained()
+    reference, surrogate = load_pretrained(device=args.device)
     records = []
     for side in args.sides:
-        records.append(measure(reference, surrogate, box(side), args.repeats))
+        records.append(measure(reference, surrogate, box(side), args.repeats, args.device))
         print(json.dumps(records[-1]), flush=True)
     at = {r["atoms"]: r for r in records}
     summary = {
         "summary": "boostmd_scaling",
+        "device": args.device,
         "threads": torch.get_num_threads(),
         "prepare_over_reference": {n: r["prepare_over_reference"] for n, r in at.items()},
         "target_at_2750_atoms": 0.10,

@@ -5,11 +5,14 @@ runs any ASE dynamics with the reference on every tenth step and the surrogate, 
 starts from the reference's cached node features, on the others.
 ``BoostLangevin(atoms, timestep, temperature_K, friction)`` is Langevin dynamics that
 checks each window's refresh energy error and reruns a wrong window with the reference.
+``ReplicaBatch(reference, surrogate).run(tasks)`` advances many such runs together, with
+their model calls batched.
 """
 
 from boostmd.calculator import BoostMDCalculator
 from boostmd.integrator import BoostLangevin
 from boostmd.reference import MACEReference, ReferenceResult
+from boostmd.replicas import ReplicaBatch
 from boostmd.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
 
 __version__ = "0.1.0"
@@ -20,6 +23,7 @@ __all__ = [
     "MACEReference",
     "ReferenceFrame",
     "ReferenceResult",
+    "ReplicaBatch",
     "Surrogate",
     "SurrogateConfig",
 ]

@@ -85,6 +85,10 @@ class ReplicaBatch(ModelCalls):
         The reference force field every replica uses.
     surrogate
         Its surrogate (``None`` when only reference-only replicas run).
+    max_atoms
+        The most atoms one batched call may hold; a round's calls of one kind beyond it are
+        made as several batched calls (default: no limit). Bounds the memory of a round
+        on a GPU, as TorchSim's autobatching does by memory.
 
     Attributes
     ----------
@@ -106,7 +110,15 @@ class ReplicaBatch(ModelCalls):
     >>> batch.run([lambda run=run: run.run(1000) for run in runs])  # doctest: +SKIP
     """
 
-    def __init__(self, reference: MACEReference, surrogate: Surrogate | None = None) -> None:
+    def __init__(
+        self,
+        reference: MACEReference,
+        surrogate: Surrogate | None = None,
+        max_atoms: int | None = None,
+    ) -> None:
+        if max_atoms is not None and not (isinstance(max_atoms, int) and max_atoms > 0):
+            raise ValueError(f"max_atoms must be a positive integer or None, got {max_atoms!r}")
+        self.max_atoms = max_atoms
         if surrogate is not None:
             surrogate = surrogate.to(dtype=reference.dtype, device=reference.device).eval()
         super().__init__(reference, surrogate)
@@ -218,8 +230,8 @@ class ReplicaBatch(ModelCalls):
             try:
                 for kind in _KINDS:
                     group = [request for request in requests if request.kind == kind]
-                    if group and not stopping:
-                        self._execute(kind, group)
+                    for chunk in self._chunks(group) if not stopping else ():
+                        self._execute(kind, chunk)
             finally:  # interrupted or stopping: the calls not made stop their replicas
                 for request in requests:
                     if request.result is _PENDING and request.error is None:
@@ -261,6 +273,22 @@ class ReplicaBatch(ModelCalls):
         if request.error is not None:
             raise request.error
         return request.result
+
+    def _chunks(self, group: list[_Request]) -> list[list[_Request]]:
+        """Split a round's calls of one kind into batches of at most ``max_atoms`` atoms."""
+        if self.max_atoms is None or not group:
+            return [group] if group else []
+        chunks: list[list[_Request]] = [[]]
+        atoms = 0
+        for request in group:
+            first = request.args[0]  # the atoms, or the frame of a surrogate call or window
+            size = len(first.positions) if isinstance(first, ReferenceFrame) else len(first)
+            if chunks[-1] and atoms + size > self.max_atoms:
+                chunks.append([])
+                atoms = 0
+            chunks[-1].append(request)
+            atoms += size
+        return chunks
 
     def _execute(self, kind: str, group: list[_Request]) -> None:
         self.batched_calls[kind] += 1

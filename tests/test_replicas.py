@@ -148,6 +148,17 @@ def test_each_replica_keeps_its_own_rollbacks_and_equals_its_run_alone(reference
     np.testing.assert_allclose(plain.positions, single.positions, atol=1e-9)
 
 
+def test_max_atoms_splits_a_round_into_smaller_batches(reference, surrogate):
+    batch = ReplicaBatch(reference, surrogate, max_atoms=20)  # ethanol: 9 atoms, two fit
+    runs = [boost_run(replica(i), batch.boostmd_calculator(interval=4), i) for i in range(5)]
+    batch.run([lambda d=d: d.run(4) for d in runs])
+    for kind in ("reference", "frame", "window"):
+        # five replicas in step: each round's calls as batches of 2, 2 and 1
+        assert batch.requests[kind] == 5 * batch.batched_calls[kind] / 3
+    with pytest.raises(ValueError, match="max_atoms"):
+        ReplicaBatch(reference, surrogate, max_atoms=0)
+
+
 def test_a_failing_replica_stops_the_others_and_its_error_is_raised(reference, surrogate):
     batch = ReplicaBatch(reference, surrogate)
     runs = [boost_run(replica(i), batch.boostmd_calculator(interval=4), i) for i in range(3)]
