@@ -12,27 +12,13 @@ from ase.io import Trajectory
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from boostmd import BoostLangevin, BoostMDCalculator, MACEReference, Surrogate
+from boostmd import BoostLangevin, BoostMDCalculator, Surrogate
 from boostmd.calculator import ReferenceCalculator
 from boostmd.md import boost_langevin
-from boostmd.testing import build_mace
 from integrators import Threshold
 
 TIMESTEP = 0.5 * units.fs
 FRICTION = 0.01 / units.fs
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return MACEReference(build_mace(dtype=torch.float64, seed=1))
-
-
-@pytest.fixture(scope="module")
-def surrogate(reference):
-    # Untrained: a smooth surrogate whose refresh energy errors are small (meV) but never
-    # zero, from the public API only.
-    torch.manual_seed(3)
-    return Surrogate.for_reference(reference, num_channels=8, hidden_dim=32)
 
 
 @pytest.fixture
