@@ -176,7 +176,8 @@ class BoostLangevin(Langevin):
     was set.
 
     Differences from ASE's ``Langevin`` with the same calculator and seed: none, bit
-    for bit, as long as no window is rolled back and ``energy_consistent`` is off. A
+    for bit, as long as no window is rolled back and ``energy_consistent`` is off (with
+    ``device_windows`` too, on a CPU; on a GPU their kernels can round differently). A
     rolled-back window follows the reference's forces instead of the surrogate's (same
     random numbers), so the trajectory differs from that window on; ``energy_consistent``
     rescales the momenta at every accepted refresh. The calculator runs ahead of the
