@@ -285,7 +285,9 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     reports = []
     for name, (atoms, _) in systems.items():
         own = [r for r in results if r["job"].system == name]
-        reports.append(system_report(name, own, settings, len(atoms)))
+        reports.append(
+            system_report(name, own, settings, len(atoms), own_wall_clock=not config.batch)
+        )
         _plot(config.out, name, own, settings, reports[-1])
     payload = {"command": command, "config": _jsonable(asdict(config)), "systems": reports}
     (config.out / "report.json").write_text(json.dumps(payload, indent=2))

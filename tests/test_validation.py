@@ -410,6 +410,10 @@ def test_batched_runs_equal_runs_one_after_the_other_to_rounding(models, tmp_pat
     (alone,) = validate(_config(models, tmp_path / "alone", batch=False, **common))
     (together,) = validate(_config(models, tmp_path / "together", **common))
     assert together["frames"] == alone["frames"] and together["collapses"] == alone["collapses"]
+    # a run's wall time in a batch includes the others' calls: no wall-clock speedup
+    assert np.isnan(together["samplers"]["boostmd-checked"]["speedup"])
+    assert "n/a (batched)" in (tmp_path / "together" / "summary.md").read_text()
+    assert alone["samplers"]["boostmd-checked"]["speedup"] > 0
     for key in ("reference_calls", "surrogate_calls", "windows", "rollbacks"):
         assert (
             together["samplers"]["boostmd-checked"][key]

@@ -276,6 +276,10 @@ def _collapses(runs: list[dict]) -> list[dict]:
     ]
 
 
+def _speedup(value: float) -> str:
+    return "n/a (batched)" if math.isnan(value) else f"{value:.1f}x"
+
+
 def system_report(
     system: str,
     results: list[dict],
@@ -283,6 +287,7 @@ def system_report(
     atoms: int,
     bins: int = 36,
     tolerance: float = 1.5,
+    own_wall_clock: bool = True,
 ) -> dict:
     """Metrics, noise floors and verdicts of one system.
 
@@ -301,6 +306,10 @@ def system_report(
         Histogram bins per angle (36: 10 degrees).
     tolerance
         A metric passes at most ``tolerance`` times its noise floor.
+    own_wall_clock
+        Whether each run's wall time is its own: false when the runs advanced together
+        (:class:`~boostmd.replicas.ReplicaBatch`), where every run's time includes the
+        others' calls; the wall-clock speedup is then ``nan``.
 
     Returns
     -------
@@ -364,7 +373,7 @@ def system_report(
         reports[role] = {
             "verdict": "fail" if failures else "pass",
             "failures": failures,
-            "speedup": per_step(reference) / wall if wall > 0 else math.nan,
+            "speedup": per_step(reference) / wall if wall > 0 and own_wall_clock else math.nan,
             "reference_call_speedup": (
                 sum(r["steps"] for r in runs) / reference_calls if reference_calls else math.nan
             ),
@@ -512,7 +521,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         for role in report["samplers"]:
             s = report["samplers"][role]
             lines.append(
-                f"| {report['system']} | {role} | {s['verdict']} | {s['speedup']:.1f}x "
+                f"| {report['system']} | {role} | {s['verdict']} | {_speedup(s['speedup'])} "
                 f"| {s['reference_call_speedup']:.1f}x | {s['reference_calls']} "
                 f"| {s['rollbacks']} / {s['windows']} | {s['fallbacks']} "
                 f"| {_scales(s['curvature_scale'])} "
