@@ -413,9 +413,11 @@ class BoostLangevin(Langevin):
         shape = (len(atoms), 3)
         before = _rng_state(self.rng)
         noise = np.empty((count, 2, *shape))
+        after = []  # the generator's state after each step's draws
         for k in range(count):  # ASE's draws, in ASE's order: xi, then eta, per step
             noise[k, 0] = self.rng.standard_normal(size=shape)
             noise[k, 1] = self.rng.standard_normal(size=shape)
+            after.append(_rng_state(self.rng))
         _set_rng_state(self.rng, before)
         positions, momenta = atoms.get_positions(), atoms.get_momenta()
         started = time.perf_counter()
@@ -432,8 +434,7 @@ class BoostLangevin(Langevin):
                 atoms.set_momenta(momenta, apply_constraint=False)
                 break
             positions, momenta = path.positions[k], path.momenta[k]
-            self.rng.standard_normal(size=shape)  # advance the generator past the step's draws
-            self.rng.standard_normal(size=shape)
+            _set_rng_state(self.rng, after[k])
             states.append(self._snapshot(calc))
         return states
 

@@ -17,7 +17,7 @@ many replicas into them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -88,10 +88,12 @@ def frames_many(
         if len(systems) == 1:
             return [_frame(surrogate, systems[0], results[0])]
         frames: list[ReferenceFrame | None] = [None] * len(systems)
-        molecules = [i for i, atoms in enumerate(systems) if not atoms.pbc.any()]
+        molecules = []
         for i, atoms in enumerate(systems):
-            if i not in molecules:
+            if atoms.pbc.any():
                 frames[i] = _frame(surrogate, atoms, results[i])
+            else:
+                molecules.append(i)
         if molecules:
             joined = surrogate.prepare_many(
                 [systems[i] for i in molecules], [results[i] for i in molecules]
@@ -106,18 +108,18 @@ def surrogate_many(
     frames: Sequence[ReferenceFrame],
     positions: Sequence[np.ndarray],
     scales: Sequence[float],
-    joined: ReferenceFrame | None = None,
+    join: Callable[[Sequence[ReferenceFrame]], ReferenceFrame] = ReferenceFrame.join,
 ) -> list[SurrogateResult]:
     """Evaluate the surrogate at ``positions[i]`` with ``frames[i]``, all in one pass.
 
     Parameters
     ----------
-    joined
-        ``ReferenceFrame.join(frames)`` if already made (it is the costly part of a small
-        batch); made here otherwise.
+    join
+        Makes the batch of the frames (:meth:`ReferenceFrame.join`; a
+        :class:`~boostmd.replicas.ReplicaBatch` passes one that reuses its last batch).
     """
     x = np.asarray(positions[0]) if len(frames) == 1 else np.concatenate(positions)
-    frame = joined if joined is not None else ReferenceFrame.join(frames)
+    frame = join(frames)
     energy, forces, curvature = surrogate.evaluate(frame, x, _graph_scales(surrogate, scales))
     sizes = [len(p) for p in positions]
     forces = forces.cpu().numpy().astype(np.float64)
@@ -133,11 +135,16 @@ def _graph_scales(surrogate: Surrogate, scales: Sequence[float]) -> float | torc
     return torch.as_tensor(scales, dtype=weight.dtype, device=weight.device)
 
 
-def windows_many(surrogate: Surrogate, calls: Sequence[tuple]) -> list[WindowPath]:
+def windows_many(
+    surrogate: Surrogate,
+    calls: Sequence[tuple],
+    join: Callable[[Sequence[ReferenceFrame]], ReferenceFrame] = ReferenceFrame.join,
+) -> list[WindowPath]:
     """Integrate several systems' windows (:meth:`ModelCalls.window` arguments) together.
 
     Systems with the same number of steps, timestep and friction form one batch over
-    their joined frames; each batch is one :func:`~boostmd.device_window.integrate_window`.
+    their joined frames (``join``, as for :func:`surrogate_many`); each batch is one
+    :func:`~boostmd.device_window.integrate_window`.
     """
     groups: dict[tuple, list[int]] = {}
     for index, (_, _, coefficients, *_, noise) in enumerate(calls):
@@ -149,7 +156,7 @@ def windows_many(surrogate: Surrogate, calls: Sequence[tuple]) -> list[WindowPat
         )
         path = integrate_window(
             surrogate,
-            ReferenceFrame.join(frames),
+            join(frames),
             _graph_scales(surrogate, scales),
             LangevinCoefficients.concatenate(list(coefficients)),
             np.concatenate(positions),
@@ -171,6 +178,9 @@ def windows_many(surrogate: Surrogate, calls: Sequence[tuple]) -> list[WindowPat
 class ModelCalls:
     """A calculator's model calls, made one system at a time.
 
+    Each call is :meth:`many` with one system; :class:`~boostmd.replicas.ReplicaBatch`
+    gathers many replicas' calls and makes them with :meth:`many` too.
+
     Parameters
     ----------
     reference
@@ -185,15 +195,15 @@ class ModelCalls:
 
     def reference(self, atoms: Atoms) -> ReferenceResult:
         """Run the reference on ``atoms``."""
-        return reference_many(self.reference_model, [atoms])[0]
+        return self._call("reference", (atoms,))
 
     def frame(self, atoms: Atoms, result: ReferenceResult) -> ReferenceFrame:
         """Prepare the surrogate's frame at ``atoms`` from the reference's ``result``."""
-        return frames_many(self.surrogate_model, [atoms], [result])[0]
+        return self._call("frame", (atoms, result))
 
     def surrogate(self, frame: ReferenceFrame, positions: np.ndarray, scale: float):
         """Energy, forces and unscaled curvature term of the surrogate at ``positions``."""
-        return surrogate_many(self.surrogate_model, [frame], [positions], [scale])[0]
+        return self._call("surrogate", (frame, positions, scale))
 
     def window(
         self,
@@ -209,5 +219,26 @@ class ModelCalls:
 
         See :func:`boostmd.device_window.integrate_window`.
         """
-        call = (frame, scale, coefficients, positions, momenta, forces, noise)
-        return windows_many(self.surrogate_model, [call])[0]
+        return self._call("window", (frame, scale, coefficients, positions, momenta, forces, noise))
+
+    def many(self, kind: str, calls: Sequence[tuple]) -> list:
+        """Make several calls of one kind as one batched call.
+
+        ``kind`` is ``reference``, ``frame``, ``surrogate`` or ``window``; each call is the
+        tuple of that method's arguments.
+        """
+        if kind == "reference":
+            return reference_many(self.reference_model, [atoms for (atoms,) in calls])
+        if kind == "frame":
+            systems, results = zip(*calls)
+            return frames_many(self.surrogate_model, systems, results)
+        if kind == "surrogate":
+            frames, positions, scales = zip(*calls)
+            return surrogate_many(self.surrogate_model, frames, positions, scales, self._join)
+        return windows_many(self.surrogate_model, calls, self._join)
+
+    def _call(self, kind: str, args: tuple):
+        return self.many(kind, [args])[0]
+
+    def _join(self, frames: Sequence[ReferenceFrame]) -> ReferenceFrame:
+        return ReferenceFrame.join(frames)

@@ -38,13 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.model_calls import (
-    ModelCalls,
-    frames_many,
-    reference_many,
-    surrogate_many,
-    windows_many,
-)
+from boostmd.model_calls import ModelCalls
 from boostmd.reference import MACEReference
 from boostmd.surrogate import ReferenceFrame, Surrogate
 
@@ -241,28 +235,11 @@ class ReplicaBatch(ModelCalls):
                     request.done.set()
 
     # ----------------------------------------------------------------- model calls
-    def reference(self, atoms):
-        """Run the reference on ``atoms``, batched with the other replicas' calls."""
-        return self._submit("reference", (atoms,))
-
-    def frame(self, atoms, result):
-        """Prepare the surrogate's frame, batched with the other replicas' calls."""
-        return self._submit("frame", (atoms, result))
-
-    def surrogate(self, frame, positions, scale):
-        """Evaluate the surrogate, batched with the other replicas' calls."""
-        return self._submit("surrogate", (frame, positions, scale))
-
-    def window(self, frame, scale, coefficients, positions, momenta, forces, noise):
-        """Integrate a window's surrogate steps, batched with the other replicas' windows."""
-        return self._submit(
-            "window", (frame, scale, coefficients, positions, momenta, forces, noise)
-        )
-
-    def _submit(self, kind: str, args: tuple) -> Any:
+    def _call(self, kind: str, args: tuple) -> Any:
+        """Wait for this round's batched call of ``kind`` (at once, alone, outside run())."""
         replica = getattr(self._local, "replica", None)
         if replica is None:  # not inside run(): nothing to wait for
-            return getattr(ModelCalls, kind)(self, *args)
+            return super()._call(kind, args)
         request = _Request(kind, args, replica)
         with self._condition:
             if self._stopping:
@@ -295,14 +272,14 @@ class ReplicaBatch(ModelCalls):
         self.requests[kind] += len(group)
         start = time.perf_counter()
         try:
-            results = self._batched(kind, [request.args for request in group])
+            results = self.many(kind, [request.args for request in group])
         except Exception as error:
             if len(group) == 1:
                 group[0].error = error
                 return
             for request in group:  # find whose call failed: each alone, errors to their own
                 try:
-                    request.result = self._batched(kind, [request.args])[0]
+                    request.result = self.many(kind, [request.args])[0]
                 except Exception as own:
                     request.error = own
             return
@@ -311,21 +288,12 @@ class ReplicaBatch(ModelCalls):
         for request, result in zip(group, results):
             request.result = result
 
-    def _batched(self, kind: str, calls: list[tuple]) -> list:
-        if kind == "reference":
-            return reference_many(self.reference_model, [atoms for (atoms,) in calls])
-        if kind == "frame":
-            systems, results = zip(*calls)
-            return frames_many(self.surrogate_model, systems, results)
-        if kind == "window":
-            return windows_many(self.surrogate_model, calls)
-        frames, positions, scales = zip(*calls)
-        return surrogate_many(
-            self.surrogate_model, frames, positions, scales, joined=self._joined_frame(frames)
-        )
+    def _join(self, frames: Sequence[ReferenceFrame]) -> ReferenceFrame:
+        """``ReferenceFrame.join(frames)``, made once while the same frames step together.
 
-    def _joined_frame(self, frames: tuple[ReferenceFrame, ...]) -> ReferenceFrame:
-        """``ReferenceFrame.join(frames)``, made once while the same frames step together."""
+        A window and the refresh that ends it use the same frames: one join serves both.
+        """
+        frames = tuple(frames)
         cached = self._joined
         if cached is not None and len(cached[0]) == len(frames):
             if all(a is b for a, b in zip(cached[0], frames)):

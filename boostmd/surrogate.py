@@ -174,25 +174,7 @@ class ReferenceFrame:
         ``j * n ... (j + 1) * n - 1``. Training uses it to evaluate one prepared frame at
         every ``k`` of its window without preparing it again; gradients flow through.
         """
-        n, graphs = len(self.positions), self.num_graphs
-        offsets = torch.arange(copies, device=self.positions.device)
-        return ReferenceFrame(
-            positions=self.positions.repeat(copies, 1),
-            energy=self.energy.repeat(copies),
-            batch=(self.batch[None] + graphs * offsets[:, None]).reshape(-1),
-            num_graphs=graphs * copies,
-            edge_index=(self.edge_index[:, None] + n * offsets[:, None]).reshape(2, -1),
-            shifts=self.shifts.repeat(copies, 1),
-            lengths=self.lengths.repeat(copies),
-            pair_force=self.pair_force.repeat(copies),
-            edge_weights=self.edge_weights.repeat(copies, 1),
-            hop_weights=self.hop_weights.repeat(copies, 1),
-            coefficients=self.coefficients.repeat(1, copies, 1),
-            body_weights=self.body_weights.repeat(copies, 1, 1),
-            body_context=self.body_context.repeat(copies, 1),
-            body_energy=self.body_energy.repeat(copies),
-            edge_graph=(self.edge_graph[None] + graphs * offsets[:, None]).reshape(-1),
-        )
+        return ReferenceFrame.join([self] * copies)
 
     @classmethod
     def join(cls, frames: Sequence[ReferenceFrame]) -> ReferenceFrame:
