@@ -438,11 +438,13 @@ class BoostMDCalculator(Calculator):
         coefficients: LangevinCoefficients,
         positions: np.ndarray,
         momenta: np.ndarray,
+        xi: np.ndarray,
         noise: np.ndarray,
     ) -> WindowPath:
         """Integrate Langevin steps with this window's surrogate on the models' device.
 
-        From ``positions`` and ``momenta``, where the last call's forces apply, one step
+        From ``positions``, ``momenta`` and the per-atom adaptive friction ``xi`` (zeros
+        without one), where the last call's forces apply, one step
         per ``(xi, eta)`` of ``noise`` (:func:`boostmd.device_window.integrate_window`;
         through a :class:`~boostmd.replicas.ReplicaBatch`, batched with the other
         replicas' windows). Changes nothing here: :meth:`record_surrogate_step` takes the
@@ -455,6 +457,7 @@ class BoostMDCalculator(Calculator):
             positions,
             momenta,
             self.results["forces"],
+            xi,
             noise,
         )
 

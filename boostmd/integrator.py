@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.langevin import Langevin
 
+from boostmd.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
 from boostmd.calculator import BoostMDCalculator, WindowState
 from boostmd.device_window import LangevinCoefficients
 
@@ -33,6 +33,7 @@ class _StepState:
 
     positions: np.ndarray
     momenta: np.ndarray
+    xi: np.ndarray
     rng_state: Any
     calc_state: WindowState
 
@@ -78,8 +79,8 @@ def _check_rng(rng: Any) -> Any:
     )
 
 
-class BoostLangevin(Langevin):
-    """ASE's Langevin dynamics with checked BoostMD windows.
+class BoostLangevin(AdaptiveLangevin):
+    """Langevin dynamics with checked BoostMD windows and a per-atom adaptive friction.
 
     The step is ASE's :class:`~ase.md.langevin.Langevin` step (Vanden-Eijnden and
     Ciccotti, Eq. 23), driven by a :class:`~boostmd.calculator.BoostMDCalculator`. A
@@ -245,6 +246,7 @@ class BoostLangevin(Langevin):
         *,
         tolerance: float | None = None,
         energy_consistent: bool = False,
+        tau: float | None = DEFAULT_TAU_FS * units.fs,
         fixcm: bool = False,
         rng: Any = None,
         device_windows: bool = True,
@@ -277,8 +279,9 @@ class BoostLangevin(Langevin):
         super().__init__(
             atoms,
             timestep,
-            temperature_K=temperature_K,
-            friction=friction,
+            temperature_K,
+            friction,
+            tau=tau,
             fixcm=fixcm,
             rng=_check_rng(rng),
             **kwargs,
@@ -340,6 +343,7 @@ class BoostLangevin(Langevin):
         return _StepState(
             positions=self.atoms.get_positions(),
             momenta=self.atoms.get_momenta(),
+            xi=self.xi.copy(),
             rng_state=_rng_state(self.rng),
             calc_state=calc.window_state(),
         )
@@ -347,6 +351,7 @@ class BoostLangevin(Langevin):
     def _install(self, state: _StepState, calc: BoostMDCalculator) -> None:
         self.atoms.set_positions(state.positions, apply_constraint=False)
         self.atoms.set_momenta(state.momenta, apply_constraint=False)
+        self.xi = state.xi.copy()
         _set_rng_state(self.rng, state.rng_state)
         calc.restore_window_state(state.calc_state)
 
@@ -359,6 +364,7 @@ class BoostLangevin(Langevin):
         return (
             np.array_equal(atoms.positions, shown.positions)
             and np.array_equal(atoms.get_momenta(), shown.momenta)
+            and np.array_equal(self.xi, shown.xi)
             and np.array_equal(atoms.numbers, before.numbers)
             and np.array_equal(atoms.cell.array, before.cell.array)
             and np.array_equal(atoms.pbc, before.pbc)
@@ -419,9 +425,9 @@ class BoostLangevin(Langevin):
             noise[k, 1] = self.rng.standard_normal(size=shape)
             after.append(_rng_state(self.rng))
         _set_rng_state(self.rng, before)
-        positions, momenta = atoms.get_positions(), atoms.get_momenta()
+        positions, momenta, xi = atoms.get_positions(), atoms.get_momenta(), self.xi
         started = time.perf_counter()
-        path = calc.surrogate_window(LangevinCoefficients.of(self), positions, momenta, noise)
+        path = calc.surrogate_window(LangevinCoefficients.of(self), positions, momenta, xi, noise)
         seconds = (time.perf_counter() - started) / count
         states: list[_StepState] = []
         for k in range(count):
@@ -432,8 +438,10 @@ class BoostLangevin(Langevin):
                 # not a surrogate step after all (the force guard): ASE's step takes it
                 atoms.set_positions(positions, apply_constraint=False)
                 atoms.set_momenta(momenta, apply_constraint=False)
+                self.xi = xi
                 break
-            positions, momenta = path.positions[k], path.momenta[k]
+            positions, momenta, xi = path.positions[k], path.momenta[k], path.xi[k]
+            self.xi = xi
             _set_rng_state(self.rng, after[k])
             states.append(self._snapshot(calc))
         return states

@@ -6,6 +6,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
+from boostmd.adaptive import DEFAULT_TAU_FS
 from boostmd.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
@@ -91,6 +92,7 @@ def boost_langevin(
     rng: np.random.Generator | int | None = None,
     tolerance_eV: float | None = None,
     energy_consistent: bool = False,
+    tau_fs: float | None = DEFAULT_TAU_FS,
 ) -> BoostLangevin:
     """:class:`~boostmd.integrator.BoostLangevin` with the timestep in fs and friction in 1/ps.
 
@@ -110,6 +112,9 @@ def boost_langevin(
         Largest accepted refresh energy error; ``None`` means 3 kB T.
     energy_consistent
         Remove each accepted refresh energy error from the kinetic energy.
+    tau_fs
+        Response time (fs) of the per-atom adaptive friction
+        (:mod:`boostmd.adaptive`); ``None`` for plain Langevin steps.
     """
     timestep, friction = ase_units(timestep_fs, friction_per_ps)
     return BoostLangevin(
@@ -119,6 +124,7 @@ def boost_langevin(
         friction,
         tolerance=tolerance_eV,
         energy_consistent=energy_consistent,
+        tau=None if tau_fs is None else tau_fs * units.fs,
         fixcm=False,
         rng=np.random.default_rng(rng),
     )

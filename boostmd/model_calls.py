@@ -151,7 +151,7 @@ def windows_many(
         groups.setdefault((len(noise), *coefficients.step_key), []).append(index)
     paths: list[WindowPath | None] = [None] * len(calls)
     for members in groups.values():
-        frames, scales, coefficients, positions, momenta, forces, noise = zip(
+        frames, scales, coefficients, positions, momenta, forces, xi, noise = zip(
             *(calls[i] for i in members)
         )
         path = integrate_window(
@@ -162,6 +162,7 @@ def windows_many(
             np.concatenate(positions),
             np.concatenate(momenta),
             np.concatenate(forces),
+            np.concatenate(xi),
             np.concatenate(noise, axis=2),
         )
         ends = np.cumsum([len(x) for x in positions])
@@ -171,6 +172,7 @@ def windows_many(
                 path.momenta[:, start:end],
                 path.energies[:, graph : graph + 1],
                 path.forces[:, start:end],
+                path.xi[:, start:end],
             )
     return paths
 
@@ -213,13 +215,15 @@ class ModelCalls:
         positions: np.ndarray,
         momenta: np.ndarray,
         forces: np.ndarray,
+        xi: np.ndarray,
         noise: np.ndarray,
     ) -> WindowPath:
         """Integrate a window's surrogate steps on the models' device.
 
         See :func:`boostmd.device_window.integrate_window`.
         """
-        return self._call("window", (frame, scale, coefficients, positions, momenta, forces, noise))
+        args = (frame, scale, coefficients, positions, momenta, forces, xi, noise)
+        return self._call("window", args)
 
     def many(self, kind: str, calls: Sequence[tuple]) -> list:
         """Make several calls of one kind as one batched call.

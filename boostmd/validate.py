@@ -54,12 +54,22 @@ from ase import Atoms
 from ase.io import read
 from tqdm import tqdm
 
+from boostmd.adaptive import DEFAULT_TAU_FS
 from boostmd.calculator import FRAMES
 from boostmd.cli import start
 from boostmd.dihedrals import backbone_dihedrals
 from boostmd.replicas import ReplicaBatch
 from boostmd.validation.report import summary_markdown, system_report
-from boostmd.validation.runs import INTEGRATORS, Job, MDSettings, roles, run_job
+from boostmd.validation.runs import (
+    INTEGRATORS,
+    Job,
+    MDSettings,
+    job_result,
+    load_checkpoint,
+    roles,
+    run_job,
+)
+from boostmd.validation.stored import STORE, load_run, run_key, save_run
 
 __all__ = ["PRESETS", "ValidationConfig", "main", "reference_calls", "validate"]
 
@@ -131,7 +141,10 @@ class ValidationConfig:
     energy_consistent: bool = True
     calibrate: bool = False
     frame: str = "start"
+    adaptive_tau_fs: float | None = DEFAULT_TAU_FS
     batch: bool = True
+    reference_runs: Path | None = STORE
+    store_reference_runs: bool = False
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -140,6 +153,8 @@ class ValidationConfig:
                 "--frame centred runs BoostMD at a fixed --interval with the surrogate as "
                 "trained: leave out --target-error and --calibrate"
             )
+        if self.store_reference_runs and self.reference_runs is None:
+            raise ValueError("--store-reference-runs needs a --reference-runs folder to write to")
         if self.checkpoint_every % self.interval:
             raise ValueError(
                 f"--checkpoint-every ({self.checkpoint_every}) must be a multiple of "
@@ -160,6 +175,7 @@ class ValidationConfig:
             energy_consistent=self.energy_consistent,
             calibrate=self.calibrate,
             frame=self.frame,
+            adaptive_tau_fs=self.adaptive_tau_fs,
         )
 
 
@@ -277,8 +293,12 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
             config.integrator,
         ),
     )
-    mine = [job for index, job in enumerate(jobs) if index % world == rank]
+    stored, to_run = _stored_runs(config, jobs, systems, reference.fingerprint, settings)
+    mine = [job for index, job in enumerate(to_run) if index % world == rank]
     results = _run_jobs(mine, systems, reference, surrogate, settings, checkpoints, config.batch)
+    if config.store_reference_runs:
+        _store(config.reference_runs, mine, checkpoints, systems, reference.fingerprint, settings)
+    results = stored + results if rank == 0 else results
     results = _gather(results, world)
     if rank != 0:
         return None
@@ -293,6 +313,43 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     (config.out / "report.json").write_text(json.dumps(payload, indent=2))
     (config.out / "summary.md").write_text(summary_markdown(reports, settings, command))
     return reports
+
+
+def _stored_runs(
+    config: ValidationConfig, jobs: list[Job], systems: dict, fingerprint: str, settings
+) -> tuple[list[dict], list[Job]]:
+    """Split the jobs into stored reference runs (their results) and the jobs to run.
+
+    A job is taken from the store when it is a reference run, its own checkpoint does not
+    exist, and the store holds a run with the same :func:`~boostmd.validation.stored.run_key`.
+    """
+    if config.reference_runs is None or config.store_reference_runs:
+        return [], jobs
+    stored, to_run = [], []
+    for job in jobs:
+        arrays = None
+        if not job.uses_boostmd and not (config.out / "checkpoints" / f"{job.name}.npz").exists():
+            key = run_key(job, systems[job.system][0], fingerprint, settings)
+            arrays = load_run(config.reference_runs, key)
+        if arrays is None:
+            to_run.append(job)
+        else:
+            stored.append(job_result(job, arrays))
+    if stored:
+        logger.info("%d reference runs from %s", len(stored), config.reference_runs)
+    return stored, to_run
+
+
+def _store(
+    store: Path, jobs: list[Job], checkpoints: Path, systems: dict, fingerprint: str, settings
+) -> None:
+    """Write the finished reference runs among ``jobs`` into ``store``."""
+    for job in jobs:
+        if job.uses_boostmd:
+            continue
+        checkpoint = load_checkpoint(checkpoints / f"{job.name}.npz")
+        key = run_key(job, systems[job.system][0], fingerprint, settings)
+        logger.info("stored %s", save_run(store, key, checkpoint))
 
 
 def _run_jobs(
@@ -383,7 +440,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(INTEGRATORS),
         default="both",
         help="BoostMD samplers to run: ase (ASE Langevin + BoostMDCalculator), checked "
-        "(BoostLangevin, checked windows), or both (default)",
+        "(BoostLangevin, checked windows), both (default), or none (the reference runs alone)",
     )
     parser.add_argument(
         "--energy-consistent",
@@ -404,6 +461,13 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.frame,
         help="where BoostMD frames each window: at its start (default) or at its predicted "
         "time centre (BoostMDCalculator(frame='centred'))",
+    )
+    parser.add_argument(
+        "--adaptive-tau",
+        type=float,
+        default=defaults.adaptive_tau_fs,
+        help="fs: response time of the checked sampler's per-atom adaptive friction "
+        f"(boostmd.adaptive; default {DEFAULT_TAU_FS:g}); 0 runs plain Langevin steps",
     )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
@@ -434,6 +498,25 @@ def _parser() -> argparse.ArgumentParser:
         "(boostmd.replicas.ReplicaBatch; default on). --no-batch runs them one after the "
         "other, which makes a resumed or multi-process validation equal to an "
         "uninterrupted one bit for bit",
+    )
+    parser.add_argument(
+        "--reference-runs",
+        type=Path,
+        default=defaults.reference_runs,
+        help="folder of stored reference runs: a reference run whose system, model and MD "
+        "settings match one there is taken from it instead of being run (default: the "
+        "shipped runs, boostmd/validation/reference_runs)",
+    )
+    parser.add_argument(
+        "--no-stored-reference",
+        action="store_true",
+        help="run every reference run, taking none from --reference-runs",
+    )
+    parser.add_argument(
+        "--store-reference-runs",
+        action="store_true",
+        help="run the reference runs and write them into --reference-runs (with "
+        "--integrator none to run only them)",
     )
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -475,7 +558,10 @@ def main(argv: list[str] | None = None) -> None:
         energy_consistent=args.energy_consistent,
         calibrate=args.calibrate,
         frame=args.frame,
+        adaptive_tau_fs=args.adaptive_tau or None,
         batch=args.batch,
+        reference_runs=None if args.no_stored_reference else args.reference_runs,
+        store_reference_runs=args.store_reference_runs,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)

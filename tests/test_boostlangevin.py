@@ -13,6 +13,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostLangevin, BoostMDCalculator, Surrogate
+from boostmd.adaptive import AdaptiveLangevin
 from boostmd.calculator import ReferenceCalculator
 from boostmd.md import boost_langevin
 from integrators import Threshold
@@ -66,18 +67,29 @@ def assert_same_frames(frames, others):
         assert a["energy"] == b["energy"]
 
 
-def test_without_rollbacks_equals_ase_langevin_bit_for_bit(reference, surrogate, atoms):
+def langevin(system, rng, tau):
+    """ASE's Langevin (``tau=None``) or the adaptive Langevin it extends."""
+    if tau is None:
+        return Langevin(
+            system, TIMESTEP, temperature_K=300, friction=FRICTION, fixcm=False, rng=rng
+        )
+    return AdaptiveLangevin(system, TIMESTEP, 300, FRICTION, tau=tau, rng=rng)
+
+
+@pytest.mark.parametrize("tau", [None, 20 * units.fs])
+def test_without_rollbacks_equals_ase_langevin_bit_for_bit(reference, surrogate, atoms, tau):
+    # tau=None: ASE's Langevin itself; otherwise its adaptive extension, step for step
     runs = []
     for checked in (False, True):
         system = atoms.copy()
         system.calc = calc = boost(reference, surrogate)
         rng = np.random.default_rng(7)
         if checked:
-            dynamics = BoostLangevin(system, TIMESTEP, 300, FRICTION, tolerance=math.inf, rng=rng)
-        else:
-            dynamics = Langevin(
-                system, TIMESTEP, temperature_K=300, friction=FRICTION, fixcm=False, rng=rng
+            dynamics = BoostLangevin(
+                system, TIMESTEP, 300, FRICTION, tolerance=math.inf, rng=rng, tau=tau
             )
+        else:
+            dynamics = langevin(system, rng, tau)
         frames = record(dynamics, system)
         dynamics.run(12)
         runs.append((frames, calc, rng.bit_generator.state))
@@ -93,17 +105,10 @@ def test_without_rollbacks_equals_ase_langevin_bit_for_bit(reference, surrogate,
 
 
 def reference_langevin_frames(reference, atoms, seed, steps):
-    """Frames of ASE's Langevin with the reference alone, from a copy of ``atoms``."""
+    """Frames of BoostLangevin's step (its default adaptive friction) with the reference alone."""
     system = atoms.copy()
     system.calc = ReferenceCalculator(reference)
-    dynamics = Langevin(
-        system,
-        TIMESTEP,
-        temperature_K=300,
-        friction=FRICTION,
-        fixcm=False,
-        rng=np.random.default_rng(seed),
-    )
+    dynamics = AdaptiveLangevin(system, TIMESTEP, 300, FRICTION, rng=np.random.default_rng(seed))
     frames = record(dynamics, system)
     dynamics.run(steps)
     return frames
@@ -197,20 +202,20 @@ def test_run_that_ends_mid_window_continues_exactly(reference, surrogate, atoms,
     split_frames = record(split, split.atoms)
     split.run(6)  # ends inside the window of steps 6-10
     saved = (split.atoms.get_positions(), split.atoms.get_momenta(), rng.bit_generator.state)
+    saved_xi = split.xi.copy()
     split.run(4)
     assert_same_frames(split_frames, frames)
     if tolerance == 0.0:
         return  # the rest compares with surrogate-driven Langevin
 
-    # the state shown after 6 steps is Langevin's after 6 steps
+    # the state shown after 6 steps is the adaptive Langevin's after 6 steps
     plain = atoms.copy()
     plain.calc = boost(reference, surrogate, interval=5)
     plain_rng = np.random.default_rng(3)
-    ase_dynamics = Langevin(
-        plain, TIMESTEP, temperature_K=300, friction=FRICTION, fixcm=False, rng=plain_rng
-    )
+    ase_dynamics = AdaptiveLangevin(plain, TIMESTEP, 300, FRICTION, rng=plain_rng)
     ase_dynamics.run(6)
     np.testing.assert_array_equal(plain.positions, saved[0])
+    np.testing.assert_array_equal(ase_dynamics.xi, saved_xi)
     assert plain_rng.bit_generator.state == saved[2]
 
     # resumed from saved positions, momenta and generator state: deterministic
@@ -222,6 +227,7 @@ def test_run_that_ends_mid_window_continues_exactly(reference, surrogate, atoms,
         rng = np.random.default_rng()
         rng.bit_generator.state = saved[2]
         dynamics, _ = start(system, rng)
+        dynamics.xi = saved_xi.copy()
         resumed.append(record(dynamics, system))
         dynamics.run(4)
     assert_same_frames(resumed[0], resumed[1])
@@ -259,6 +265,7 @@ def test_energy_consistent_nve_conserves_the_reference_energy(reference, atoms):
             0.0,
             tolerance=math.inf,
             energy_consistent=consistent,
+            tau=None,
             rng=1,
         )
         frames = record(dynamics, system)
@@ -323,6 +330,12 @@ def test_bad_arguments_raise_clear_errors(reference, surrogate, atoms):
         BoostLangevin(atoms, TIMESTEP, 0, FRICTION)
     with pytest.raises(ValueError, match="friction must be a number >= 0"):
         BoostLangevin(atoms, TIMESTEP, 300, -1.0)
+    with pytest.raises(ValueError, match="tau must be a positive time in ASE units"):
+        BoostLangevin(atoms, TIMESTEP, 300, FRICTION, tau=-1.0)
+    with pytest.raises(ValueError, match="needs temperature_K > 0"):
+        BoostLangevin(atoms, TIMESTEP, 0, FRICTION, tolerance=0.1)
+    with pytest.raises(ValueError, match=r"use fixcm=False and ase\.constraints\.FixCom"):
+        BoostLangevin(atoms, TIMESTEP, 300, FRICTION, fixcm=True)
     with pytest.raises(TypeError, match=r"rng=\.\.\.\) must be a numpy Generator"):
         BoostLangevin(atoms, TIMESTEP, 300, FRICTION, rng="seed")
     dynamics = BoostLangevin(atoms, TIMESTEP, 300, FRICTION, rng=0)

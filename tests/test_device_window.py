@@ -130,7 +130,7 @@ def test_two_systems_integrated_together_equal_each_alone(models):
         noise = rng.standard_normal((6, 2, len(system), 3))
         calls.append(
             (calc._frame, 1.0, coefficients, system.positions, system.get_momenta(),
-             calc.results["forces"], noise)
+             calc.results["forces"], dynamics.xi, noise)
         )  # fmt: skip
     together = windows_many(surrogate, calls)
     for call, path in zip(calls, together):
@@ -153,7 +153,10 @@ def test_captured_window_on_a_gpu_equals_the_cpu_window(models):
     dynamics = BoostLangevin(system, TIMESTEP, 300, FRICTION, rng=0)
     coefficients = LangevinCoefficients.of(dynamics)
     noise = np.random.default_rng(1).standard_normal((7, 2, len(system), 3))
-    args = (coefficients, system.positions, system.get_momenta(), calc.results["forces"], noise)
+    args = (
+        coefficients, system.positions, system.get_momenta(), calc.results["forces"],
+        np.full(len(system), 0.002), noise,
+    )  # fmt: skip
     cpu = integrate_window(surrogate, calc._frame, 1.0, *args)
     gpu_frame = type(calc._frame)(
         **{k: v.cuda() if torch.is_tensor(v) else v for k, v in vars(calc._frame).items()}

@@ -12,10 +12,11 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
   (``BoostLangevin`` without friction, ``energy_consistent=True``): energy drift.
 
 A job's state is written to ``CHECKPOINTS/<job>.npz`` every ``checkpoint_every`` steps
-(positions, momenta, the random generator's state, the curvature fit, the counters and
-the observables so far), so an interrupted validation resumes where it stopped and gives
-the same result as an uninterrupted one (bit for bit with one thread per process; with
-more, torch's CPU kernels can add up in a load-dependent order).
+(positions, momenta, the adaptive friction ``xi``, the random generator's state, the
+curvature fit, the counters and the observables so far), so an interrupted validation
+resumes where it stopped and gives the same result as an uninterrupted one (bit for bit
+with one thread per process; with more, torch's CPU kernels can add up in a
+load-dependent order).
 
 Per frame the recorder keeps phi and psi, the kinetic temperature (all atoms, hydrogens,
 heavy atoms), the total and potential energy, whether the reference produced the frame's
@@ -40,6 +41,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.units import fs, kB
 from tqdm import tqdm
 
+from boostmd.adaptive import DEFAULT_TAU_FS
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
@@ -47,7 +49,7 @@ from boostmd.md import ase_units, langevin, thermal_momenta, window_schedule
 from boostmd.replicas import ReplicaBatch
 from boostmd.stability import BondTopology, first_collapse
 
-__all__ = ["Job", "MDSettings", "roles", "run_job"]
+__all__ = ["Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,13 @@ SAMPLING_ROLES = REFERENCE_ROLES + BOOSTMD_ROLES
 NVE_ROLES = ("nve-reference", "nve-boostmd", "nve-boostmd-consistent")
 # the NVE run of each BoostMD integrator, and which integrator (--integrator) runs a role
 NVE_OF = {"boostmd": "nve-boostmd", "boostmd-checked": "nve-boostmd-consistent"}
-INTEGRATORS = {"ase": ("boostmd",), "checked": ("boostmd-checked",), "both": BOOSTMD_ROLES}
+# "none": the reference runs alone (to store them, boostmd.validation.stored)
+INTEGRATORS = {
+    "ase": ("boostmd",),
+    "checked": ("boostmd-checked",),
+    "both": BOOSTMD_ROLES,
+    "none": (),
+}
 
 
 def roles(integrator: str = "both") -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -90,6 +98,7 @@ class MDSettings:
     equilibration_friction_per_ps: float | None = None
     target_refresh_error_meV: float | None = None
     frame: str = "start"
+    adaptive_tau_fs: float | None = DEFAULT_TAU_FS
 
     @property
     def equilibration_friction(self) -> float:
@@ -170,6 +179,7 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
                 friction_per_ps=0.0,
                 rng=rng,
                 energy_consistent=True,
+                tau_fs=None,
             )
         return boost_langevin(
             atoms,
@@ -178,6 +188,7 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
             settings.friction_per_ps,
             rng,
             energy_consistent=settings.energy_consistent,
+            tau_fs=settings.adaptive_tau_fs,
         )
     if job.nve:
         return VelocityVerlet(atoms, settings.timestep_fs * fs)
@@ -201,8 +212,9 @@ class _Recorder:
         "refresh_energy_error",
     )
     # absent from checkpoints of older versions (the report then falls back on the interval
-    # and on the potential energy)
-    OPTIONAL = ("scheduled_reference", "reference_energy")
+    # and on the potential energy); adaptive_friction: each atom's xi (1/ps, float32) under
+    # an adaptive Langevin integrator, empty otherwise
+    OPTIONAL = ("scheduled_reference", "reference_energy", "adaptive_friction")
     BONDS = ("bonds_xh", "bonds_heavy")
     KEYS = SCALARS + BONDS
 
@@ -216,7 +228,7 @@ class _Recorder:
             for key in self.KEYS + self.OPTIONAL
         }
 
-    def observe(self, atoms: Atoms, dihedrals) -> None:
+    def observe(self, atoms: Atoms, dihedrals, xi: np.ndarray | None = None) -> None:
         positions = atoms.positions
         potential = atoms.get_potential_energy()  # cached: the step computed it
         results = atoms.calc.results
@@ -239,6 +251,8 @@ class _Recorder:
         # the reference's energy at this step's frame: with centred frames it ran at the
         # window's predicted centre, and the step's own energy is the surrogate's
         values["reference_energy"].append(float(results.get("boostmd_reference_energy", potential)))
+        if xi is not None:
+            values["adaptive_friction"].append((xi * 1000 * fs).astype(np.float32))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
@@ -254,7 +268,8 @@ class _Recorder:
 _COUNTERS = ("reference_calls", "surrogate_calls", "rollbacks", "windows", "fallbacks")
 
 
-def _load(path: Path) -> dict | None:
+def load_checkpoint(path: Path) -> dict | None:
+    """Return the arrays of a job's checkpoint file (``None`` if there is none)."""
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as saved:
@@ -304,12 +319,12 @@ def run_job(
     jobs'). ``progress``: a shared bar to count the steps on (default: a bar of its own).
     """
     path = checkpoints / f"{job.name}.npz"
-    saved = _load(path)
+    saved = load_checkpoint(path)
     total = job.total_steps(settings)
     if saved is not None and bool(saved["finished"]):
         if progress is not None:
             progress.update(total)
-        return _result(job, saved)
+        return job_result(job, saved)
     topology = BondTopology.of(atoms)  # of the starting structure, also on resume
     atoms = atoms.copy()
     calculator = _calculator(job, reference, surrogate, settings, batch)
@@ -333,11 +348,13 @@ def run_job(
         _restore_calibration(calculator, saved)
         _restore_schedule(calculator, saved)
     dynamics = _dynamics(job, atoms, settings, rng)
+    if saved is not None and len(saved.get("xi", ())):
+        dynamics.xi = np.array(saved["xi"], dtype=float)
     recorder = _Recorder(atoms, topology, saved)
     segment_positions: list[np.ndarray] = []
 
     def observe() -> None:
-        recorder.observe(atoms, dihedrals)
+        recorder.observe(atoms, dihedrals, getattr(dynamics, "xi", None))
         segment_positions.append(atoms.positions.copy())
 
     dynamics.attach(observe, interval=1)  # ASE observes the first frame of a fresh run
@@ -381,6 +398,7 @@ def run_job(
                 "refresh_force_errors": np.asarray(force_errors, dtype=float),
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
+                "xi": getattr(dynamics, "xi", np.zeros(0)),
                 "rng_state": json.dumps(rng.bit_generator.state),
                 "calibration": _calibration_state(calculator),
                 "schedule": _schedule_state(calculator),
@@ -393,7 +411,7 @@ def run_job(
         progress.close()
     else:
         progress.update(total - int(state["step"]))  # not run after a collapse
-    return _result(job, _load(path))
+    return job_result(job, load_checkpoint(path))
 
 
 def _advance(dynamics, job: Job, settings: MDSettings, step: int, count: int) -> None:
@@ -482,7 +500,7 @@ def _counters(calculator, dynamics) -> dict[str, int]:
     }
 
 
-def _result(job: Job, saved: dict) -> dict:
+def job_result(job: Job, saved: dict) -> dict:
     """Observables up to (not including) the first collapsed frame, and the counters."""
     frame = int(saved["collapse_frame"])
     end = None if frame < 0 else frame  # frames after a collapse are not samples

@@ -1,0 +1,136 @@
+"""Reference runs computed once and reused by later validations.
+
+A validation's reference runs (roles ``reference``, ``reference-2`` and ``nve-reference``)
+do not depend on the BoostMD sampler being validated, only on the system, the reference
+model and the MD settings; at about 0.13 s a reference call on a 2-core CPU they are most
+of a validation's cost. :func:`save_run` writes a finished run's observables to a store
+(a folder of compressed ``.npz`` files, loaded with ``allow_pickle=False``), under a
+**key** (:func:`run_key`) that names everything the run depends on; :func:`load_run`
+returns it to a later validation only when its key is the same, so a changed model,
+temperature, friction, length or seed recomputes the run.
+
+The shipped store, :data:`STORE` (``boostmd/validation/reference_runs``), holds the
+shipped reference's runs of the ``standard`` preset for ALA, THR, ILE and GLN at 300 K,
+1 fs, 1/ps; its ``README.md`` gives the command that made them.
+
+Bond lengths are stored as int16 multiples of :data:`BOND_QUANTUM` (0.1 mÅ, 0.4% of a
+bond's thermal spread at 300 K) from each bond's first length; everything else keeps the
+checkpoint's own precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from boostmd.validation.runs import Job, MDSettings
+
+__all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run"]
+
+logger = logging.getLogger(__name__)
+
+STORE = Path(__file__).with_name("reference_runs")
+BOND_QUANTUM = 1e-4  # Å
+_BONDS = ("bonds_xh", "bonds_heavy")
+# what a stored run keeps of a checkpoint (the rest is the state to resume from)
+_DROPPED = ("positions", "momenta", "xi", "rng_state", "schedule", "calibration")
+
+
+def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSettings) -> dict:
+    """Everything a reference run's trajectory depends on, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    job
+        A reference run (``job.uses_boostmd`` false).
+    atoms
+        Its starting structure.
+    reference_fingerprint
+        The reference model's :attr:`~boostmd.reference.MACEReference.fingerprint`.
+    settings
+        The validation's MD settings.
+    """
+    if job.uses_boostmd:
+        raise ValueError(f"only reference runs are stored, not {job.role}")
+    structure = hashlib.sha256(
+        np.asarray(atoms.numbers, dtype=np.int64).tobytes()
+        + np.round(np.asarray(atoms.positions, dtype=float), 5).tobytes()
+    ).hexdigest()[:16]
+    key = {
+        "system": job.system,
+        "role": job.role,
+        "replica": job.replica,
+        "structure": structure,
+        "reference": reference_fingerprint,
+        "temperature_K": settings.temperature_K,
+        "timestep_fs": settings.timestep_fs,
+        "seed": settings.seed,
+    }
+    if job.nve:
+        key["nve_steps"] = settings.nve_steps
+    else:
+        key.update(
+            friction_per_ps=settings.friction_per_ps,
+            equilibration_friction_per_ps=settings.equilibration_friction,
+            equilibration_steps=settings.equilibration_steps,
+            steps=settings.steps,
+        )
+    return key
+
+
+def _path(store: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return store / f"{key['system']}-{key['role']}-{key['replica']}-{digest}.npz"
+
+
+def save_run(store: Path, key: dict, checkpoint: dict) -> Path:
+    """Store a finished run (the arrays of its checkpoint) under ``key``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (an existing one for the same key is replaced: same key, same
+        run).
+    """
+    if not bool(checkpoint["finished"]):
+        raise ValueError(f"run {key['system']}-{key['role']}-{key['replica']} is not finished")
+    arrays = {name: value for name, value in checkpoint.items() if name not in _DROPPED}
+    for name in _BONDS:
+        lengths = np.asarray(arrays.pop(name), dtype=np.float64)
+        start = lengths[:1] if len(lengths) else np.zeros((1, lengths.shape[1]))
+        steps = np.rint((lengths - start) / BOND_QUANTUM)
+        if np.abs(steps).max(initial=0) > np.iinfo(np.int16).max:
+            raise ValueError(f"a bond of {name} moved more than 3.2 Å: not a stable run")
+        arrays[f"{name}_start"] = start[0]
+        arrays[f"{name}_steps"] = steps.astype(np.int16)
+    store.mkdir(parents=True, exist_ok=True)
+    path = _path(store, key)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, key=json.dumps(key, sort_keys=True), **arrays)
+    partial.replace(path)
+    return path
+
+
+def load_run(store: Path, key: dict) -> dict | None:
+    """Return the stored run of ``key`` as its checkpoint's arrays, or ``None``.
+
+    The arrays are those :func:`boostmd.validation.runs.run_job` saves (bond lengths back
+    in float32), without the state to resume from.
+    """
+    path = _path(store, key)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    if json.loads(str(arrays.pop("key"))) != key:
+        logger.warning("%s holds another run than its name says; recomputing it", path)
+        return None
+    for name in _BONDS:
+        start, steps = arrays.pop(f"{name}_start"), arrays.pop(f"{name}_steps")
+        arrays[name] = (start + BOND_QUANTUM * steps.astype(np.float64)).astype(np.float32)
+    return arrays
