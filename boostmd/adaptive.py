@@ -156,6 +156,8 @@ class AdaptiveLangevin(Langevin):
                 "momentum); use fixcm=False and ase.constraints.FixCom, or tau=None"
             )
         self.xi = np.zeros(len(atoms))
+        if self.tau is not None and hasattr(atoms.calc, "warn_pumping"):
+            atoms.calc.warn_pumping = False  # a BoostMDCalculator: this friction absorbs it
         super().__init__(
             atoms,
             timestep,

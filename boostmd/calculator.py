@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 # Changes after which the cached reference frame no longer describes the system.
 _NEW_SYSTEM = {"numbers", "cell", "pbc"}
+
+# Refreshes whose mean potential jump decides whether windows pump energy (warn_pumping).
+PUMPING_WINDOWS = 50
 
 # Where a window's reference frame sits: at the window's first step, or at its time centre.
 FRAMES = ("start", "centred")
@@ -218,6 +222,13 @@ class BoostMDCalculator(Calculator):
         replicas' into batched calls by a :class:`~boostmd.replicas.ReplicaBatch`
         (:meth:`~boostmd.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
         same reference and surrogate.
+    warn_pumping
+        Log a warning, once, when the potential's jumps at the last 50 refreshes
+        (``frame_switch_energy``) average significantly above zero (over 3 standard
+        errors and 1 meV): the windows pump energy into the system, which ASE's own
+        integrators keep (it heats, and can break bonds). An
+        :class:`~boostmd.adaptive.AdaptiveLangevin` (and so :class:`~boostmd.BoostLangevin`)
+        with an adaptive friction absorbs it and turns the warning off.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -271,6 +282,7 @@ class BoostMDCalculator(Calculator):
         frame: str = "start",
         timestep_fs: float | None = None,
         calls: ModelCalls | None = None,
+        warn_pumping: bool = True,
         **kwargs,
     ) -> None:
         check_compatible(reference, surrogate)
@@ -307,6 +319,8 @@ class BoostMDCalculator(Calculator):
             calibration = CurvatureCalibration()
         self.calibration: CurvatureCalibration | None = calibration or None
         self._clipped_scale_logged = False
+        self.warn_pumping = bool(warn_pumping)
+        self._jumps: deque[tuple[float, int]] = deque(maxlen=PUMPING_WINDOWS)
 
     @property
     def curvature_scale(self) -> float:
@@ -568,6 +582,7 @@ class BoostMDCalculator(Calculator):
         if switch is not None:
             self.results["frame_switch_energy"] = switch[0]
             self.results["frame_switch_surrogate_forces"] = switch[1]
+            self._watch_pumping(switch[0], window_length)
         if refresh is not None:
             self._report_refresh(refresh, window_length, curvature, scale)
 
@@ -591,6 +606,39 @@ class BoostMDCalculator(Calculator):
             report_error(error, window_length)
         if curvature is not None and self.calibration is not None:
             self._calibrate(error, curvature, scale)
+
+    def _watch_pumping(self, jump: float, window_length: int) -> None:
+        """Warn once when the potential's jumps at refreshes heat the system on average.
+
+        Under ASE's integrators each window's jump ``frame_switch_energy`` stays in the
+        total energy; a mean over the last :data:`PUMPING_WINDOWS` windows that is 3
+        standard errors above zero and above 1 meV is a window pumping energy (the
+        surrogate is too soft somewhere), which a weak thermostat cannot remove.
+        """
+        if not self.warn_pumping:
+            return
+        self._jumps.append((jump, window_length))
+        if len(self._jumps) < PUMPING_WINDOWS:
+            return
+        jumps, lengths = np.array(self._jumps).T
+        mean, error = jumps.mean(), jumps.std(ddof=1) / math.sqrt(len(jumps))
+        if not (mean > 3 * error and mean > 1e-3):
+            return
+        self.warn_pumping = False  # once
+        steps = lengths.mean()
+        heating = mean / steps / (1.5 * len(self.atoms) * units.kB)  # K per step
+        per_ps = heating * 1000 / self.timestep_fs if self.timestep_fs else None
+        logger.warning(
+            "BoostMD's windows are pumping energy: the potential jumped by %+.1f meV on "
+            "average at the last %d refreshes (%.1f standard errors above zero), %s of "
+            "heating that ASE's integrators keep. Use boostmd.BoostLangevin (checked windows "
+            "and a per-atom adaptive friction that absorbs it) or boostmd.AdaptiveLangevin "
+            "with this calculator; see the README, 'Which integrators sample right'",
+            1000 * mean,
+            len(jumps),
+            mean / error if error > 0 else math.inf,
+            f"about {per_ps:.0f} K/ps" if per_ps else f"about {heating:.2f} K per step",
+        )
 
     def _centred_refresh(
         self, centre: np.ndarray, scale: float

@@ -109,7 +109,8 @@ def boost_langevin(
     rng
         Generator or seed of the random forces.
     tolerance_eV
-        Largest accepted refresh energy error; ``None`` means 3 kB T.
+        Largest accepted refresh energy error; ``None`` means 10 kB T with the adaptive
+        friction, 3 kB T without.
     energy_consistent
         Remove each accepted refresh energy error from the kinetic energy.
     tau_fs

@@ -63,6 +63,7 @@ from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 __all__ = [
     "INFORMATION",
     "METRICS",
+    "adaptive_friction_stats",
     "judge",
     "refresh_error_stats",
     "refresh_force_rmse",
@@ -239,6 +240,21 @@ def refresh_error_stats(errors_eV: np.ndarray) -> dict[str, float]:
     }
 
 
+def adaptive_friction_stats(runs: list[dict], skip: int) -> dict[str, float | int]:
+    """Each atom's mean adaptive friction ``xi`` (1/ps) over the sampled frames, summarised.
+
+    Returns the largest ``|mean xi|`` (signed), its atom's index and the mean of
+    ``|mean xi|`` over the atoms; empty without an adaptive friction.
+    """
+    frames = [np.asarray(r.get("adaptive_friction", ()))[skip:] for r in runs]
+    frames = [f for f in frames if f.ndim == 2 and len(f)]
+    if not frames:
+        return {}
+    mean = np.concatenate(frames).mean(axis=0, dtype=np.float64)
+    atom = int(np.argmax(np.abs(mean)))
+    return {"largest_mean": float(mean[atom]), "atom": atom, "mean_abs": float(np.abs(mean).mean())}
+
+
 def refresh_force_rmse(errors_eV_per_A: np.ndarray) -> float:
     """Force RMSE (meV/Å) over all windows from each window's refresh force RMS error.
 
@@ -391,6 +407,7 @@ def system_report(
                     np.concatenate([r["refresh_errors"] for r in runs]) if runs else []
                 ),
             },
+            "adaptive_friction_per_ps": adaptive_friction_stats(runs, skip),
             "refresh_force_rmse_meV_per_A": refresh_force_rmse(
                 np.concatenate([r["refresh_force_errors"] for r in runs]) if runs else []
             ),
@@ -500,6 +517,11 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         )
         + ("; curvature calibrated online" if settings.calibrate else "")
         + (
+            f"; per-atom adaptive friction, tau = {settings.adaptive_tau_fs:g} fs"
+            if settings.adaptive_tau_fs and "boostmd-checked" in samplers
+            else ""
+        )
+        + (
             "; each window framed at its predicted time centre"
             if settings.frame == "centred"
             else ""
@@ -585,6 +607,13 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                 f"surrogate on its own trajectory): "
                 f"{_cell(s['refresh_force_rmse_meV_per_A'])} meV/Å"
             )
+            xi = s.get("adaptive_friction_per_ps")
+            if xi:
+                lines.append(
+                    f"- {role}: adaptive friction, each atom's mean xi: largest "
+                    f"{xi['largest_mean']:+.2f}/ps (atom {xi['atom']}), mean |xi| "
+                    f"{xi['mean_abs']:.2f}/ps"
+                )
         lines += [f"- **{failure}**" for failure in report["failures"]]
         lines.append("")
     return "\n".join(lines)
