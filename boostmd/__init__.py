@@ -4,11 +4,14 @@
 runs any ASE dynamics with the reference on every tenth step and the surrogate, which
 starts from the reference's cached node features, on the others.
 ``BoostLangevin(atoms, timestep, temperature_K, friction)`` is Langevin dynamics that
-checks each window's refresh energy error and reruns a wrong window with the reference.
+checks each window's refresh energy error, reruns a wrong window with the reference and
+carries a per-atom adaptive friction that absorbs what slightly wrong windows pump;
+``AdaptiveLangevin`` is that thermostat for any ASE calculator.
 ``ReplicaBatch(reference, surrogate).run(tasks)`` advances many such runs together, with
 their model calls batched.
 """
 
+from boostmd.adaptive import AdaptiveLangevin
 from boostmd.calculator import BoostMDCalculator
 from boostmd.integrator import BoostLangevin
 from boostmd.reference import MACEReference, ReferenceResult
@@ -18,6 +21,7 @@ from boostmd.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveLangevin",
     "BoostLangevin",
     "BoostMDCalculator",
     "MACEReference",

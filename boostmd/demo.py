@@ -4,13 +4,14 @@ Runs Langevin MD (300 K, friction 1/ps) twice from the same structure, momenta a
 seed: once with the reference MACE on every step, once with BoostMD (reference every
 ``interval`` steps, surrogate in between) under :class:`~boostmd.integrator.BoostLangevin`,
 which checks every window's refresh energy error, reruns a window with the reference
-when it is too large and gives each accepted window's energy error back along the force
-error (the energy-consistent refresh, without which the surrogate's small softness heats
-the molecule at 1/ps; ``--no-energy-consistent`` leaves it out, ``--unchecked`` uses ASE's
-plain ``Langevin`` instead). Prints the speedup (counting every reference call, reruns
-included), the call counts, the refresh energy errors and the surrogate's force error
-against the reference on sampled surrogate steps; writes both trajectories, a
-Ramachandran plot and a JSON summary.
+when it is far off (10 kT), gives each accepted window's energy error back along the force
+error (the energy-consistent refresh; ``--no-energy-consistent`` leaves it out) and
+carries a per-atom adaptive friction (:mod:`boostmd.adaptive`, tau = 100 fs) that absorbs
+what windows with a slightly wrong surrogate pump into or drain from single atoms
+(``--unchecked`` uses ASE's plain ``Langevin`` instead). Prints the speedup (counting
+every reference call, reruns included), the call counts, the refresh energy errors and
+the surrogate's force error against the reference on sampled surrogate steps; writes
+both trajectories, a Ramachandran plot and a JSON summary.
 
     python -m boostmd.demo                 # alanine dipeptide, 300 K, shipped models
     boostmd demo --peptide VAL --steps 4000

@@ -6,6 +6,8 @@ its chi-squared law (goodness-of-fit tests at the 1% level on many independent p
 2% too soft on one bond and 2% too stiff on the other, as BoostMD's surrogate can be),
 plain Langevin windows break equipartition while the adaptive friction keeps every
 atom's kinetic temperature within 2% and each bond's variance within 3% of exact.
+With the tests' small MACE alone (slow-marked: about 10 minutes here) it samples bond
+lengths as ASE's Langevin does.
 """
 
 import itertools
@@ -73,7 +75,7 @@ def one_hot(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_forces_sample_boltzmann_positions_and_chi_squared_kinetic_energy(seed):
-    particles, steps, skip, every = 300, 12_000, 2000, 20
+    particles, steps, skip, every = 200, 10_000, 2000, 20
     atoms = Atoms(f"C{particles}", positions=np.zeros((particles, 3)))
     atoms.positions[:, 0] = 0.5
     atoms.calc = DoubleWell()
@@ -114,20 +116,55 @@ def test_exact_forces_sample_boltzmann_positions_and_chi_squared_kinetic_energy(
     edges = stats.gamma.ppf(np.linspace(0, 1, 11), 1.5, scale=KT)
     edges[-1] = np.inf
     assert hotelling_p_value(one_hot(kinetic, edges), np.full(10, 0.1)) > 0.01
-    # the frictions fluctuate about zero: nothing to cancel with exact forces
-    assert abs(dynamics.xi.mean() / PER_PS) < 0.5
+    # the frictions follow their part of the extended density, N(0, kT / mu) with
+    # mu = 3 kT tau^2: nothing to cancel with exact forces
+    spread = 1 / (np.sqrt(3) * dynamics.tau)
+    assert abs(dynamics.xi.mean()) < 4 * spread / np.sqrt(particles)
+    assert dynamics.xi.std() == pytest.approx(spread, rel=0.25)
 
 
+class BondSprings(Calculator):
+    """Harmonic springs (eV/Å^2) on the given atom pairs at their starting lengths."""
+
+    implemented_properties = ["energy", "forces"]  # noqa: RUF012 (ASE's convention)
+
+    def __init__(self, pairs, lengths, stiffness=10.0):
+        super().__init__()
+        self.pairs, self.lengths, self.stiffness = np.asarray(pairs), lengths, stiffness
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        i, j = self.pairs.T
+        vectors = atoms.positions[j] - atoms.positions[i]
+        lengths = np.linalg.norm(vectors, axis=1)
+        stretch = lengths - self.lengths
+        pull = (self.stiffness * stretch / lengths)[:, None] * vectors
+        forces = np.zeros_like(atoms.positions)
+        np.add.at(forces, i, pull)
+        np.add.at(forces, j, -pull)
+        self.results = {"energy": 0.5 * self.stiffness * (stretch**2).sum(), "forces": forces}
+
+
+@pytest.mark.slow  # 0.2 s a call for the tests' MACE here: about 10 minutes
 def test_small_mace_reference_alone_samples_as_ase_langevin(reference):
     from ase.build import molecule
+    from ase.calculators.mixing import SumCalculator
 
-    bonds = [(0, 1), (1, 2), (0, 3)]  # C-C, C-O, C-H of ethanol
+    from boostmd.stability import BondTopology
+
     samples = {}
     for name in ("ase", "adaptive"):
         runs = []
-        for seed in range(3):
+        for seed in range(2):
             atoms = molecule("CH3CH2OH")
-            atoms.calc = ReferenceCalculator(reference)
+            pairs = BondTopology.of(atoms).pairs
+            lengths = np.linalg.norm(
+                atoms.positions[pairs[:, 1]] - atoms.positions[pairs[:, 0]], axis=1
+            )
+            # the random MACE alone barely binds ethanol: springs keep it a molecule
+            atoms.calc = SumCalculator(
+                [ReferenceCalculator(reference), BondSprings(pairs, lengths)]
+            )
             rng = np.random.default_rng(seed)
             thermal_momenta(atoms, TEMPERATURE, rng)
             friction, step = 10 * PER_PS, 0.5 * units.fs
@@ -138,15 +175,19 @@ def test_small_mace_reference_alone_samples_as_ase_langevin(reference):
             else:
                 dynamics = AdaptiveLangevin(atoms, step, TEMPERATURE, friction, rng=rng)
             frames = []
-            dynamics.attach(lambda a=atoms, f=frames: f.append(a.get_all_distances()), interval=5)
+
+            def observe(a=atoms, f=frames, p=pairs):
+                f.append(np.linalg.norm(a.positions[p[:, 1]] - a.positions[p[:, 0]], axis=1))
+
+            dynamics.attach(observe, interval=4)
             dynamics.run(1500)
-            runs.append(np.asarray(frames[60:])[:, [b[0] for b in bonds], [b[1] for b in bonds]])
+            runs.append(np.asarray(frames[50:]))
         samples[name] = np.concatenate(runs)
-    for j in range(len(bonds)):
+    for j in range(samples["ase"].shape[1]):
         a, b = samples["ase"][:, j], samples["adaptive"][:, j]
         # bond length mean and spread agree within 4 standard errors (from block statistics)
         for statistic in (np.mean, np.std):
-            blocks = [[statistic(block) for block in np.array_split(s, 8)] for s in (a, b)]
+            blocks = [[statistic(block) for block in np.array_split(s, 6)] for s in (a, b)]
             error = np.hypot(*(np.std(x, ddof=1) / np.sqrt(len(x)) for x in blocks))
             assert abs(statistic(a) - statistic(b)) < 4 * error
 
@@ -162,9 +203,10 @@ class AnchoredChains(Calculator):
 
     implemented_properties = ["energy", "forces"]  # noqa: RUF012 (ASE's convention)
 
-    def __init__(self, stiffness: float, scale, interval: int = 10):
+    def __init__(self, stiffness, scale, interval: int = 10):
         super().__init__()
-        self.stiffness, self.scale, self.interval = stiffness, np.asarray(scale), interval
+        self.stiffness, self.scale = np.asarray(stiffness), np.asarray(scale)
+        self.interval = interval
         self.calls = 0
 
     def _bond_forces(self, displacement, stiffness):
@@ -178,7 +220,7 @@ class AnchoredChains(Calculator):
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         x = atoms.positions.reshape(-1, 3, 3)
-        exact = np.full(2, self.stiffness)
+        exact = self.stiffness
         if self.calls % self.interval == 0:
             self.frame = x.copy()
             self.frame_energy, self.frame_forces = self._bond_forces(x - self.rest, exact)
@@ -192,10 +234,16 @@ class AnchoredChains(Calculator):
         self.results = {"energy": energy, "forces": forces.reshape(-1, 3)}
 
 
-def chain_run(tau, scale, chains=500, steps=10_000, skip=3000, period_fs=50.0):
-    """Per-atom kinetic temperature / T and bond variance / exact of a windowed run."""
+def chain_run(tau, scale, chains=500, steps=10_000, skip=3000, periods_fs=(100.0, 50.0)):
+    """Per-atom kinetic temperature / T and bond variance / exact of a windowed run.
+
+    H-X-H chains whose two bonds vibrate with different periods, so that each normal mode
+    is mostly one bond (with equal periods both modes would share both bonds' errors,
+    which then cancel).
+    """
     masses = np.tile([1.0, 12.0, 1.0], chains)
-    stiffness = 12 / 13 * (2 * np.pi / (period_fs * units.fs)) ** 2  # reduced mass of X-H
+    # each bond's stiffness for its period, with the reduced mass of X-H
+    stiffness = 12 / 13 * (2 * np.pi / (np.asarray(periods_fs) * units.fs)) ** 2
     rest = np.zeros((chains, 3, 3))
     rest[:, :, 0] = [0.0, 1.0, 2.0]
     rest[:, :, 1] = 3.0 * np.arange(chains)[:, None]
@@ -225,9 +273,10 @@ def test_adaptive_friction_absorbs_what_wrong_windows_pump():
     soft_and_stiff = [0.98, 1.02]
     plain_temperature, plain_variance = chain_run(None, soft_and_stiff)
     temperature, variance = chain_run(100 * units.fs, soft_and_stiff)
-    # plain Langevin windows heat the atoms of the mis-modelled bonds measurably
-    assert plain_temperature.max() > 1.06
-    assert plain_variance.max() > 1.05
+    # plain windows pump the too-soft bond and drain the too-stiff one (measured: its
+    # end atoms at 1.45 and 0.49 times the bath, the bonds' variances 1.48 and 0.44)
+    assert plain_temperature[0] > 1.2 and plain_temperature[2] < 0.8
+    assert plain_variance[0] > 1.2 and plain_variance[1] < 0.8
     # the adaptive friction keeps every atom at the bath and every bond's spread exact
     np.testing.assert_allclose(temperature, 1.0, atol=0.02)
     np.testing.assert_allclose(variance, 1.0, atol=0.03)
