@@ -89,9 +89,7 @@ def run(models, code, integrator, frame, steps, seed=0, temperature=300.0):
     errors = 1000 * np.asarray(calc.refresh_errors)
     return {
         "steps": len(positions) - 1,
-        "temperature_K": dict(
-            zip(("all", "hydrogen", "heavy"), np.round(half.mean(0), 1).tolist())
-        ),
+        "temperature_K": dict(zip(("all", "hydrogen", "heavy"), half)),
         "collapse": None if collapse is None else [int(collapse[0]), collapse[1]],
         "refresh_error_meV": {
             "mean": round(float(errors.mean()), 1),

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -520,3 +521,32 @@ def test_centred_frames_need_a_fixed_interval_and_no_calibration(models, tmp_pat
         with pytest.raises(ValueError, match="--frame centred"):
             _config(models, tmp_path, frame="centred", **overrides).settings()
     assert _parser().parse_args(["--frame", "centred"]).frame == "centred"
+
+
+def test_reference_runs_are_stored_once_and_reused_when_everything_matches(models, tmp_path):
+    from boostmd.peptides import capped_dipeptide
+    from boostmd.validation.stored import BOND_QUANTUM, load_run, run_key
+
+    store = tmp_path / "store"
+    small = {"replicas": 1, "batch": False, "reference_runs": store}
+    validate(_config(models, tmp_path / "a", integrator="none", store_reference_runs=True, **small))
+    assert len(list(store.glob("ALA-*.npz"))) == 3  # reference, reference-2, nve-reference
+    (reused,) = validate(_config(models, tmp_path / "b", integrator="checked", **small))
+    made = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.npz"))
+    assert made == ["ALA-boostmd-checked-0.npz", "ALA-nve-boostmd-consistent-0.npz"]
+    # the stored runs are the runs: the same floors as from the runs' own checkpoints
+    (own,) = validate(_config(models, tmp_path / "a", integrator="checked", **small))
+    for metric, floor in own["noise_floor"].items():
+        tolerance = 1e-6 if "bond" not in metric else 1000 * BOND_QUANTUM
+        assert reused["noise_floor"][metric] == pytest.approx(floor, abs=tolerance, nan_ok=True)
+    # another temperature, model or structure is another run: not taken from the store
+    config = _config(models, tmp_path / "c", integrator="checked", **small)
+    job, atoms = runs.Job("ALA", "reference", 0), capped_dipeptide("ALA")
+    fingerprint = MACEReference.load(models[0]).fingerprint
+    key = run_key(job, atoms, fingerprint, config.settings())
+    assert load_run(store, key) is not None
+    warmer = replace(config, temperature_K=250.0).settings()
+    assert load_run(store, run_key(job, atoms, fingerprint, warmer)) is None
+    assert load_run(store, run_key(job, atoms, "another model", config.settings())) is None
+    atoms.positions[0] += 0.01
+    assert load_run(store, run_key(job, atoms, fingerprint, config.settings())) is None
