@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 _NEW_SYSTEM = {"numbers", "cell", "pbc"}
 
 # Refreshes whose mean potential jump decides whether windows pump energy (warn_pumping).
-PUMPING_WINDOWS = 50
+PUMPING_WINDOWS = 20
 
 # Where a window's reference frame sits: at the window's first step, or at its time centre.
 FRAMES = ("start", "centred")
@@ -223,7 +223,7 @@ class BoostMDCalculator(Calculator):
         (:meth:`~boostmd.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
         same reference and surrogate.
     warn_pumping
-        Log a warning, once, when the potential's jumps at the last 50 refreshes
+        Log a warning, once, when the potential's jumps at the last 20 refreshes
         (``frame_switch_energy``) average significantly above zero (over 3 standard
         errors and 1 meV): the windows pump energy into the system, which ASE's own
         integrators keep (it heats, and can break bonds). An
