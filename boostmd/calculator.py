@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 # Changes after which the cached reference frame no longer describes the system.
 _NEW_SYSTEM = {"numbers", "cell", "pbc"}
 
-# Refreshes whose mean potential jump decides whether windows pump energy (warn_pumping).
-PUMPING_WINDOWS = 20
+# The last refreshes whose mean refresh energy error decides whether windows pump energy
+# (warn_pumping), and how many must have ended before it is judged.
+PUMPING_WINDOWS, PUMPING_MIN_WINDOWS = 50, 10
 
 # Where a window's reference frame sits: at the window's first step, or at its time centre.
 FRAMES = ("start", "centred")
@@ -223,10 +224,10 @@ class BoostMDCalculator(Calculator):
         (:meth:`~boostmd.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
         same reference and surrogate.
     warn_pumping
-        Log a warning, once, when the potential's jumps at the last 20 refreshes
-        (``frame_switch_energy``) average significantly above zero (over 3 standard
-        errors and 1 meV): the windows pump energy into the system, which ASE's own
-        integrators keep (it heats, and can break bonds). An
+        Log a warning, once, when the refresh energy errors of the last 50 windows (10
+        at least) average significantly above zero (over 3 standard errors and 1 meV):
+        the windows pump energy into the system, which ASE's own integrators keep (it
+        heats, and can break bonds). An
         :class:`~boostmd.adaptive.AdaptiveLangevin` (and so :class:`~boostmd.BoostLangevin`)
         with an adaptive friction absorbs it and turns the warning off.
     **kwargs
@@ -582,7 +583,6 @@ class BoostMDCalculator(Calculator):
         if switch is not None:
             self.results["frame_switch_energy"] = switch[0]
             self.results["frame_switch_surrogate_forces"] = switch[1]
-            self._watch_pumping(switch[0], window_length)
         if refresh is not None:
             self._report_refresh(refresh, window_length, curvature, scale)
 
@@ -601,24 +601,27 @@ class BoostMDCalculator(Calculator):
         self.results["refresh_force_error"] = force_error
         self.refresh_errors.append(error)
         self.refresh_force_errors.append(force_error)
+        self._watch_pumping(error, window_length)
         report_error = getattr(self.schedule, "report_error", None)
         if report_error is not None:
             report_error(error, window_length)
         if curvature is not None and self.calibration is not None:
             self._calibrate(error, curvature, scale)
 
-    def _watch_pumping(self, jump: float, window_length: int) -> None:
-        """Warn once when the potential's jumps at refreshes heat the system on average.
+    def _watch_pumping(self, error: float, window_length: int) -> None:
+        """Warn once when the refresh energy errors say the windows heat the system.
 
-        Under ASE's integrators each window's jump ``frame_switch_energy`` stays in the
-        total energy; a mean over the last :data:`PUMPING_WINDOWS` windows that is 3
-        standard errors above zero and above 1 meV is a window pumping energy (the
-        surrogate is too soft somewhere), which a weak thermostat cannot remove.
+        A surrogate too soft along its own trajectory shows a positive mean ``dE``; with
+        start frames each ``dE`` is the jump of the potential that ASE's integrators keep
+        in the total energy, and with centred frames it heats as well (README, "Which
+        integrators sample right"). A mean over the last :data:`PUMPING_WINDOWS` windows
+        (at least :data:`PUMPING_MIN_WINDOWS`) over 3 standard errors and 1 meV above zero
+        is reported.
         """
-        if not self.warn_pumping:
+        if not self.warn_pumping or not math.isfinite(error):
             return
-        self._jumps.append((jump, window_length))
-        if len(self._jumps) < PUMPING_WINDOWS:
+        self._jumps.append((error, window_length))
+        if len(self._jumps) < PUMPING_MIN_WINDOWS:
             return
         jumps, lengths = np.array(self._jumps).T
         mean, error = jumps.mean(), jumps.std(ddof=1) / math.sqrt(len(jumps))
@@ -629,9 +632,10 @@ class BoostMDCalculator(Calculator):
         heating = mean / steps / (1.5 * len(self.atoms) * units.kB)  # K per step
         per_ps = heating * 1000 / self.timestep_fs if self.timestep_fs else None
         logger.warning(
-            "BoostMD's windows are pumping energy: the potential jumped by %+.1f meV on "
-            "average at the last %d refreshes (%.1f standard errors above zero), %s of "
-            "heating that ASE's integrators keep. Use boostmd.BoostLangevin (checked windows "
+            "BoostMD's windows are pumping energy: the refresh energy error averaged %+.1f meV "
+            "over the last %d refreshes (%.1f standard errors above zero; the surrogate is too "
+            "soft along this trajectory), %s of heating that ASE's integrators keep. Use "
+            "boostmd.BoostLangevin (checked windows "
             "and a per-atom adaptive friction that absorbs it) or boostmd.AdaptiveLangevin "
             "with this calculator; see the README, 'Which integrators sample right'",
             1000 * mean,
