@@ -86,7 +86,9 @@ def run(models, code, integrator, frame, steps, equilibration=0, seed=0, tempera
 
     dynamics.attach(observe, interval=1)
     handler = _Warnings()
-    logging.getLogger("boostmd.calculator").addHandler(handler)
+    calculator_log = logging.getLogger("boostmd.calculator")
+    calculator_log.addHandler(handler)
+    calculator_log.setLevel(logging.WARNING)  # main() quiets everything else
     try:
         if equilibration:
             _set_friction(dynamics, 20 * PER_PS)
