@@ -529,7 +529,9 @@ def test_reference_runs_are_stored_once_and_reused_when_everything_matches(model
 
     store = tmp_path / "store"
     small = {"replicas": 1, "batch": False, "reference_runs": store}
-    validate(_config(models, tmp_path / "a", integrator="none", store_reference_runs=True, **small))
+    only = _config(models, tmp_path / "a", integrator="none", store_reference_runs=True, **small)
+    (references_only,) = validate(only)
+    assert references_only["verdict"] == "no sampler"
     assert len(list(store.glob("ALA-*.npz"))) == 3  # reference, reference-2, nve-reference
     (reused,) = validate(_config(models, tmp_path / "b", integrator="checked", **small))
     made = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.npz"))

@@ -334,7 +334,8 @@ def system_report(
         ``ratio_to_noise_floor`` and ``metric_verdicts`` (per sampler and metric),
         ``samplers`` (per sampler: verdict, failures, speedups, calls, rollbacks,
         fallbacks, refresh energy errors, NVE drift), and the system's ``verdict``
-        (``pass`` only if every sampler passes) with all ``failures``.
+        (``pass`` only if every sampler passes; ``no sampler`` for reference runs alone)
+        with all ``failures``.
     """
     skip = settings.equilibration_steps + 1
     interval = settings.interval
@@ -478,7 +479,8 @@ def system_report(
             for role, r in nve.items()
         },
         "samplers": reports,
-        "verdict": "pass" if reports and not all_failures else "fail",
+        # reference runs alone (--integrator none): nothing to judge
+        "verdict": ("pass" if not all_failures else "fail") if reports else "no sampler",
         "failures": all_failures,
     }
 
