@@ -321,7 +321,8 @@ class BoostMDCalculator(Calculator):
         self.calibration: CurvatureCalibration | None = calibration or None
         self._clipped_scale_logged = False
         self.warn_pumping = bool(warn_pumping)
-        self._jumps: deque[tuple[float, int]] = deque(maxlen=PUMPING_WINDOWS)
+        # (refresh energy error, window length) of the last windows, for warn_pumping
+        self._recent_errors: deque[tuple[float, int]] = deque(maxlen=PUMPING_WINDOWS)
 
     @property
     def curvature_scale(self) -> float:
@@ -620,12 +621,12 @@ class BoostMDCalculator(Calculator):
         """
         if not self.warn_pumping or not math.isfinite(error):
             return
-        self._jumps.append((error, window_length))
-        if len(self._jumps) < PUMPING_MIN_WINDOWS:
+        self._recent_errors.append((error, window_length))
+        if len(self._recent_errors) < PUMPING_MIN_WINDOWS:
             return
-        jumps, lengths = np.array(self._jumps).T
-        mean, error = jumps.mean(), jumps.std(ddof=1) / math.sqrt(len(jumps))
-        if not (mean > 3 * error and mean > 1e-3):
+        errors, lengths = np.array(self._recent_errors).T
+        mean, standard_error = errors.mean(), errors.std(ddof=1) / math.sqrt(len(errors))
+        if not (mean > 3 * standard_error and mean > 1e-3):
             return
         self.warn_pumping = False  # once
         steps = lengths.mean()
@@ -635,12 +636,12 @@ class BoostMDCalculator(Calculator):
             "BoostMD's windows are pumping energy: the refresh energy error averaged %+.1f meV "
             "over the last %d refreshes (%.1f standard errors above zero; the surrogate is too "
             "soft along this trajectory), %s of heating that ASE's integrators keep. Use "
-            "boostmd.BoostLangevin (checked windows "
-            "and a per-atom adaptive friction that absorbs it) or boostmd.AdaptiveLangevin "
+            "boostmd.BoostLangevin (checked windows and a per-atom adaptive friction that "
+            "absorbs it) or boostmd.AdaptiveLangevin "
             "with this calculator; see the README, 'Which integrators sample right'",
             1000 * mean,
-            len(jumps),
-            mean / error if error > 0 else math.inf,
+            len(errors),
+            mean / standard_error if standard_error > 0 else math.inf,
             f"about {per_ps:.0f} K/ps" if per_ps else f"about {heating:.2f} K per step",
         )
 
