@@ -28,7 +28,7 @@ from ase.md.langevin import Langevin
 
 from boostmd import BoostMDCalculator
 from boostmd.adaptive import AdaptiveLangevin
-from boostmd.md import boost_langevin, thermal_momenta
+from boostmd.md import boost_langevin, group_temperatures, thermal_momenta
 from boostmd.peptides import capped_dipeptide
 from boostmd.pretrained import load_pretrained
 from boostmd.stability import BondTopology, first_collapse
@@ -74,15 +74,12 @@ def run(models, code, integrator, frame, steps, equilibration=0, seed=0, tempera
     if integrator == "hydrogen-friction":
         friction = np.full((len(atoms), 1), PER_PS)
         friction[atoms.numbers == 1] = 20 * PER_PS
-    hydrogen = atoms.numbers == 1
-    groups = (np.ones_like(hydrogen), hydrogen, ~hydrogen)
     topology = BondTopology.of(atoms)  # of the starting structure
     positions, temperatures = [], []
 
     def observe():
         positions.append(atoms.positions.copy())
-        kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(1) / atoms.get_masses()
-        temperatures.append([2 * kinetic[group].mean() / (3 * units.kB) for group in groups])
+        temperatures.append([atoms.get_temperature(), *group_temperatures(atoms)])
 
     dynamics.attach(observe, interval=1)
     handler = _Warnings()

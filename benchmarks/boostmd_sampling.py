@@ -26,24 +26,16 @@ import time
 
 import numpy as np
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-from ase.units import kB
 from tqdm import tqdm
 
 from boostmd import BoostMDCalculator
-from boostmd.md import ase_units, boost_langevin, langevin
+from boostmd.md import ase_units, boost_langevin, group_temperatures, langevin
 from boostmd.peptides import capped_dipeptide
 from boostmd.pretrained import load_pretrained
 from boostmd.stability import BondTopology, first_collapse
 
 TEMPERATURE = 300.0
 EQUILIBRATION_FRICTION = 20.0  # 1/ps
-
-
-def group_temperatures(atoms):
-    """Kinetic temperature (K) of the hydrogens and of the heavy atoms."""
-    kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(1) / atoms.get_masses()
-    hydrogen = atoms.numbers == 1
-    return [float(kinetic[m].mean() / (1.5 * kB)) for m in (hydrogen, ~hydrogen)]
 
 
 def _blocks(values, count=10):

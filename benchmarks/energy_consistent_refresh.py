@@ -19,7 +19,7 @@ import numpy as np
 from ase import units
 
 from boostmd import BoostMDCalculator
-from boostmd.md import boost_langevin, thermal_momenta
+from boostmd.md import boost_langevin, group_temperatures, thermal_momenta
 from boostmd.peptides import capped_dipeptide
 from boostmd.pretrained import load_pretrained
 
@@ -34,14 +34,10 @@ def run(models, code, energy_consistent, steps, seed):
     )
     dynamics.run(300)
     dynamics.set_friction(0.001 / units.fs)
-    hydrogen = atoms.numbers == 1
     temperatures = []
 
     def observe():
-        kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(1) / atoms.get_masses()
-        temperatures.append(
-            [2 * kinetic[group].mean() / (3 * units.kB) for group in (hydrogen, ~hydrogen)]
-        )
+        temperatures.append(group_temperatures(atoms))
 
     dynamics.attach(observe, interval=1)
     dynamics.run(steps)

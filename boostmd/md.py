@@ -10,7 +10,14 @@ from boostmd.adaptive import DEFAULT_TAU_FS
 from boostmd.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
-__all__ = ["ase_units", "boost_langevin", "langevin", "thermal_momenta", "window_schedule"]
+__all__ = [
+    "ase_units",
+    "boost_langevin",
+    "group_temperatures",
+    "langevin",
+    "thermal_momenta",
+    "window_schedule",
+]
 
 
 def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
@@ -27,6 +34,16 @@ def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     else:
         thermalize_momenta(atoms, temperature_K, rng=rng)
+
+
+def group_temperatures(atoms: Atoms) -> tuple[float, float]:
+    """Kinetic temperature (K) of the hydrogens and of the heavy atoms (``nan`` if none)."""
+    kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
+    hydrogen = atoms.numbers == 1
+    return tuple(
+        float(kinetic[group].mean() / (1.5 * units.kB)) if group.any() else float("nan")
+        for group in (hydrogen, ~hydrogen)
+    )
 
 
 def window_schedule(interval: int, target_error_meV: float | None = None):

@@ -18,7 +18,7 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostMDCalculator
-from boostmd.md import boost_langevin
+from boostmd.md import boost_langevin, group_temperatures
 from boostmd.stability import BondTopology, first_collapse
 
 pytest.importorskip("rdkit")
@@ -61,15 +61,11 @@ def test_checked_boostmd_holds_temperature_without_collapse_at_friction_1_per_ps
         rng=np.random.default_rng(6),
         energy_consistent=frame == "centred",
     )
-    hydrogen = atoms.numbers == 1
     positions, temperatures = [], []
 
     def observe():
         positions.append(atoms.positions.copy())
-        kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(1) / atoms.get_masses()
-        temperatures.append(
-            [2 * kinetic[group].mean() / (3 * units.kB) for group in (hydrogen, ~hydrogen)]
-        )
+        temperatures.append(group_temperatures(atoms))
 
     dynamics.attach(observe, interval=1)
     # a minimum-energy start with Maxwell-Boltzmann momenta gives half its energy to the

@@ -38,14 +38,14 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.md.verlet import VelocityVerlet
-from ase.units import fs, kB
+from ase.units import fs
 from tqdm import tqdm
 
 from boostmd.adaptive import DEFAULT_TAU_FS
 from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.calibration import CurvatureCalibration
 from boostmd.dihedrals import dihedral_angles
-from boostmd.md import ase_units, langevin, thermal_momenta, window_schedule
+from boostmd.md import ase_units, group_temperatures, langevin, thermal_momenta, window_schedule
 from boostmd.replicas import ReplicaBatch
 from boostmd.stability import BondTopology, first_collapse
 
@@ -237,10 +237,9 @@ class _Recorder:
         values["phi"].append(float(dihedral_angles(positions[None], dihedrals[0])[0]))
         values["psi"].append(float(dihedral_angles(positions[None], dihedrals[1])[0]))
         values["temperature"].append(atoms.get_temperature())
-        kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
-        for key, group in zip(("temperature_hydrogen", "temperature_heavy"), self.groups):
-            count = int(group.sum())
-            values[key].append(2 * kinetic[group].sum() / (3 * count * kB) if count else np.nan)
+        hydrogens, heavy = group_temperatures(atoms)
+        values["temperature_hydrogen"].append(hydrogens)
+        values["temperature_heavy"].append(heavy)
         values["energy"].append(potential + atoms.get_kinetic_energy())
         values["potential_energy"].append(potential)
         values["is_reference"].append(source == "reference")
