@@ -295,9 +295,14 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     )
     stored, to_run = _stored_runs(config, jobs, systems, reference.fingerprint, settings)
     mine = [job for index, job in enumerate(to_run) if index % world == rank]
-    results = _run_jobs(mine, systems, reference, surrogate, settings, checkpoints, config.batch)
+    store = None
     if config.store_reference_runs:
-        _store(config.reference_runs, mine, checkpoints, systems, reference.fingerprint, settings)
+        store = partial(
+            _store, config.reference_runs, systems, reference.fingerprint, settings, checkpoints
+        )
+    results = _run_jobs(
+        mine, systems, reference, surrogate, settings, checkpoints, config.batch, store
+    )
     results = stored + results if rank == 0 else results
     results = _gather(results, world)
     if rank != 0:
@@ -321,9 +326,10 @@ def _stored_runs(
     """Split the jobs into stored reference runs (their results) and the jobs to run.
 
     A job is taken from the store when it is a reference run, its own checkpoint does not
-    exist, and the store holds a run with the same :func:`~boostmd.validation.stored.run_key`.
+    exist, and the store holds a run with the same :func:`~boostmd.validation.stored.run_key`
+    (so ``--store-reference-runs`` runs only the runs the store lacks).
     """
-    if config.reference_runs is None or config.store_reference_runs:
+    if config.reference_runs is None:
         return [], jobs
     stored, to_run = [], []
     for job in jobs:
@@ -341,7 +347,7 @@ def _stored_runs(
 
 
 def _store(
-    store: Path, jobs: list[Job], checkpoints: Path, systems: dict, fingerprint: str, settings
+    store: Path, systems: dict, fingerprint: str, settings, checkpoints: Path, jobs: list[Job]
 ) -> None:
     """Write the finished reference runs among ``jobs`` into ``store``."""
     for job in jobs:
@@ -353,18 +359,33 @@ def _store(
 
 
 def _run_jobs(
-    jobs: list[Job], systems: dict, reference, surrogate, settings, checkpoints: Path, batch: bool
+    jobs: list[Job],
+    systems: dict,
+    reference,
+    surrogate,
+    settings,
+    checkpoints: Path,
+    batch: bool,
+    store=None,
 ) -> list[dict]:
-    """Run the jobs one after the other, or all together with batched model calls."""
+    """Run the jobs one after the other, or all together with batched model calls.
+
+    ``store`` (a callable taking a list of jobs) is given each job as soon as it has
+    finished, so that a long set of runs stopped part way keeps what it finished.
+    """
+    store = store or (lambda finished: None)
     if not batch:
-        return [
-            run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
-            for job in jobs
-        ]
+        results = []
+        for job in jobs:
+            results.append(
+                run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
+            )
+            store([job])
+        return results
     replicas = ReplicaBatch(reference, surrogate)
     steps = sum(job.total_steps(settings) for job in jobs)
     with tqdm(total=steps, desc=f"{len(jobs)} runs together", unit="step") as progress:
-        return replicas.run(
+        results = replicas.run(
             [
                 partial(
                     run_job,
@@ -380,6 +401,8 @@ def _run_jobs(
                 for job in jobs
             ]
         )
+    store(jobs)
+    return results
 
 
 def _plot(out: Path, name: str, results: list[dict], settings: MDSettings, report: dict) -> None:

@@ -533,6 +533,10 @@ def test_reference_runs_are_stored_once_and_reused_when_everything_matches(model
     (references_only,) = validate(only)
     assert references_only["verdict"] == "no sampler"
     assert len(list(store.glob("ALA-*.npz"))) == 3  # reference, reference-2, nve-reference
+    # storing again runs only what the store lacks: nothing
+    again = _config(models, tmp_path / "d", integrator="none", store_reference_runs=True, **small)
+    validate(again)
+    assert not list((tmp_path / "d" / "checkpoints").glob("*.npz"))
     (reused,) = validate(_config(models, tmp_path / "b", integrator="checked", **small))
     made = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.npz"))
     assert made == ["ALA-boostmd-checked-0.npz", "ALA-nve-boostmd-consistent-0.npz"]
