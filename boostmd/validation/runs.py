@@ -212,9 +212,13 @@ class _Recorder:
         "refresh_energy_error",
     )
     # absent from checkpoints of older versions (the report then falls back on the interval
-    # and on the potential energy); adaptive_friction: each atom's xi (1/ps, float32) under
-    # an adaptive Langevin integrator, empty otherwise
+    # and on the potential energy, and leaves out the configurational temperatures);
+    # adaptive_friction: each atom's xi (1/ps, float32) under an adaptive Langevin
+    # integrator, empty otherwise; reference_force_sq: the mean |F_i|^2 (eV^2/Å^2) of the
+    # reference's forces over the hydrogens and over the heavy atoms where the reference
+    # ran at this frame (at the window's centre with centred frames), nan elsewhere
     OPTIONAL = ("scheduled_reference", "reference_energy", "adaptive_friction")
+    FORCES = "reference_force_sq"
     BONDS = ("bonds_xh", "bonds_heavy")
     KEYS = SCALARS + BONDS
 
@@ -225,7 +229,7 @@ class _Recorder:
         self.pairs = {"bonds_xh": topology.pairs[has_h], "bonds_heavy": topology.pairs[~has_h]}
         self.values = {
             key: list(saved[key]) if saved and key in saved else []
-            for key in self.KEYS + self.OPTIONAL
+            for key in self.KEYS + self.OPTIONAL + (self.FORCES,)
         }
 
     def observe(self, atoms: Atoms, dihedrals, xi: np.ndarray | None = None) -> None:
@@ -252,12 +256,24 @@ class _Recorder:
         values["reference_energy"].append(float(results.get("boostmd_reference_energy", potential)))
         if xi is not None:
             values["adaptive_friction"].append((xi * 1000 * fs).astype(np.float32))
+        values[self.FORCES].append(self._reference_force_sq(results, source))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
 
+    def _reference_force_sq(self, results: dict, source: str) -> np.ndarray:
+        forces = results.get("boostmd_reference_forces")
+        if forces is None and source == "reference":
+            forces = results["forces"]
+        if forces is None:
+            return np.full(2, np.nan)
+        squared = np.sum(np.asarray(forces) ** 2, axis=1)
+        return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
+
     def arrays(self) -> dict[str, np.ndarray]:
         arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS + self.OPTIONAL}
+        forces = np.asarray(self.values[self.FORCES], dtype=np.float32)
+        arrays[self.FORCES] = forces.reshape(-1, 2)
         for key in self.BONDS:
             bonds = len(self.pairs[key])
             arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(-1, bonds)
@@ -506,7 +522,9 @@ def job_result(job: Job, saved: dict) -> dict:
     return {
         "job": job,
         **{key: saved[key][:end] for key in _Recorder.KEYS},
-        **{key: saved[key][:end] for key in _Recorder.OPTIONAL if key in saved},
+        **{
+            key: saved[key][:end] for key in (*_Recorder.OPTIONAL, _Recorder.FORCES) if key in saved
+        },
         "seconds": float(saved["seconds"]),
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},
