@@ -81,14 +81,15 @@ logger = logging.getLogger(__name__)
 # are made to catch that within picoseconds. Costs are in reference calls per dipeptide
 # with both integrators at N = 10 (two reference runs per replica, each BoostMD run
 # about 1/N of its steps, plus the NVE runs): multiply by the reference's time per call
-# (about 50 ms for the shipped model on a free 2-core CPU; far less on a GPU).
+# (0.13-0.25 s for the shipped model on one thread of a 2-core CPU; far less on a GPU).
 PRESETS: dict[str, dict] = {
     # catches a broken surrogate: about 6,400 reference calls
     "quick": {"steps": 2500, "equilibration_steps": 250, "replicas": 1, "nve_steps": 300},
     # the README table: 2 x 3 ps per run and role, about 15,000 reference calls
     "standard": {"steps": 3000, "equilibration_steps": 300, "replicas": 2, "nve_steps": 500},
-    # for users with time or a GPU: 4 x 20 ps, about 190,000 reference calls
-    "long": {"steps": 20_000, "equilibration_steps": 1000, "replicas": 4, "nve_steps": 2000},
+    # 2 x 20 ps per run and role, about 95,000 reference calls (86,000 of them the
+    # reference runs, which the shipped store holds for ALA and GLN once computed)
+    "long": {"steps": 20_000, "equilibration_steps": 1000, "replicas": 2, "nve_steps": 2000},
     # converged alanine-dipeptide phi/psi statistics: 8 x 50 ps, about 920,000 calls
     "full": {"steps": 50_000, "equilibration_steps": 2000, "replicas": 8, "nve_steps": 5000},
 }

@@ -136,13 +136,29 @@ def test_refresh_error_statistics_in_meV_skip_frames_without_a_refresh():
 
 
 def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0.0):
-    """A fake job result: correlated observables, as a sampler that is right or wrong."""
+    """A fake job result: correlated observables, as a sampler that is right or wrong.
+
+    The reference's squared forces are those of harmonic oscillators (3 hydrogens,
+    2 heavy atoms) sampled at the hydrogens' and heavy atoms' temperature: ``|F|^2`` per
+    component is ``k kB T z^2``, so its mean is proportional to the temperature.
+    """
     angles = rng.normal(-70, 15, (frames, 2))
     temperature_h = 300 + hot_hydrogens + 20 * _ar1(rng, frames, 0.9) / np.sqrt(1 / 0.19)
     temperature_heavy = 300 + 10 * _ar1(rng, frames, 0.9) / np.sqrt(1 / 0.19)
     xh = 1.09 + long_xh + 0.02 * rng.normal(size=(frames, 3))
     heavy = 1.52 + 0.03 * rng.normal(size=(frames, 2))
     energy = -100 + 0.1 * _ar1(rng, frames, 0.9) + 10 * (hot_hydrogens + long_xh)
+    oscillators = (3 * 3, 2 * 3)  # force components of the hydrogens and the heavy atoms
+    force_sq = np.stack(
+        [
+            (300 + hot) / 300 * (rng.normal(size=(frames, n)) ** 2).mean(axis=1)
+            for n, hot in zip(oscillators, (hot_hydrogens, 0.0), strict=True)
+        ],
+        axis=1,
+    )
+    schedule = np.arange(frames) % 10 == 0
+    if "boostmd" in role:
+        force_sq[~schedule] = np.nan
     return {
         "job": runs.Job("X", role, replica),
         "phi": angles[:, 0],
@@ -152,7 +168,9 @@ def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0
         "temperature_heavy": temperature_heavy,
         "energy": energy,
         "potential_energy": energy,
-        "is_reference": np.arange(frames) % 10 == 0 if "boostmd" in role else np.ones(frames, bool),
+        "is_reference": schedule if "boostmd" in role else np.ones(frames, bool),
+        "scheduled_reference": schedule if "boostmd" in role else np.ones(frames, bool),
+        "reference_force_sq": force_sq,
         "refresh_energy_error": np.where(np.arange(frames) % 10 == 0, 0.001, np.nan),
         "bonds_xh": xh.astype(np.float32),
         "bonds_heavy": heavy.astype(np.float32),
@@ -187,12 +205,28 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
     assert set(report["samplers"]) == {"boostmd", "boostmd-checked"}
     assert set(report["noise_floor"]) == {*METRICS, "reference_energy_ks"}
     verdicts = report["metric_verdicts"]
-    for metric in ("temperature_hydrogen_K", "bond_xh_w1_mA", "reference_energy_w1_meV"):
+    for metric in (
+        "temperature_hydrogen_K",
+        "bond_xh_w1_mA",
+        "reference_energy_w1_meV",
+        "config_temperature_hydrogen_K",
+    ):
         assert verdicts["boostmd"][metric] == "fail", metric
     assert report["samplers"]["boostmd"]["verdict"] == "fail"
     # the right sampler's values are noise; with a robust floor they stay within 1.5x
-    for metric in ("temperature_hydrogen_K", "temperature_heavy_K", "bond_heavy_w1_mA"):
+    for metric in (
+        "temperature_hydrogen_K",
+        "temperature_heavy_K",
+        "bond_heavy_w1_mA",
+        "config_temperature_hydrogen_K",
+        "config_temperature_heavy_K",
+    ):
         assert verdicts["boostmd-checked"][metric] == "pass", metric
+    # 800 refresh frames: a standard error of about 5-6 K
+    configurational = report["configurational_temperature_K"]
+    assert configurational["reference"]["hydrogen"] == pytest.approx(300, abs=15)
+    assert configurational["boostmd"]["hydrogen"] == pytest.approx(340, abs=18)
+    assert configurational["boostmd"]["heavy"] == pytest.approx(300, abs=18)
     assert report["floor_standard_error"]["temperature_hydrogen_K"] > 0
     assert (
         report["noise_floor"]["temperature_hydrogen_K"]
@@ -206,6 +240,15 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
     assert sampler["refresh_energy_error_meV"]["frames"]["rms_meV"] == pytest.approx(1)
     assert report["verdict"] == "fail"
     assert all(f.startswith(("boostmd: ", "boostmd-checked: ")) for f in report["failures"])
+    # runs made before the forces were recorded leave the configurational metrics out
+    for result in results:
+        if result["job"].role == "reference-2":
+            del result["reference_force_sq"]
+    older = system_report("X", results, settings, atoms=5)
+    assert older["metric_verdicts"]["boostmd-checked"]["config_temperature_heavy_K"] == (
+        "not recorded"
+    )
+    assert not any("config" in f for f in older["failures"])
 
 
 def test_equilibration_steps_run_at_the_equilibration_friction_then_production():

@@ -30,6 +30,13 @@ of the role. The metrics (:data:`METRICS`, units in the names):
   at every frame. The two-sample
   Kolmogorov-Smirnov statistic ``reference_energy_ks`` is reported with its floor as
   information (:data:`INFORMATION`), not in the verdict.
+- ``config_temperature_hydrogen_K``, ``config_temperature_heavy_K``: ``|T_conf - T|``,
+  the configurational temperature of the hydrogens and of the heavy atoms from the
+  reference's forces at the sampler's refresh frames, ``T <|F_g|^2> / <|F_g|^2>_reference``
+  (:mod:`boostmd.validation.configurational`), which a thermostat of kinetic temperatures
+  cannot set. Floor: as for the kinetic temperatures, from reference-2 at every
+  ``interval``-th frame. Runs recorded before the reference's forces were kept (such as
+  stored runs of older versions) leave these two out of the verdict (``not recorded``).
 
 A sampler fails when any metric exceeds ``tolerance`` times its floor, when a metric or its
 floor could not be computed (``nan``; the failure line says why), or when one of its runs
@@ -58,6 +65,7 @@ from boostmd.sampling import (
     ramachandran_histogram,
     wasserstein,
 )
+from boostmd.validation.configurational import configurational_temperatures, recorded
 from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 
 __all__ = [
@@ -74,6 +82,10 @@ __all__ = [
 _DISTRIBUTION = "reference-2 vs reference, replicas pooled per role"
 _MEAN = "max(|reference-2 - reference|, 2 x block-averaged standard error of the difference)"
 _ENERGY = "reference-2 at every interval-th frame vs reference at every frame"
+_CONFIGURATIONAL = (
+    "max(|T_conf of reference-2 at every interval-th frame - T|, 2 x block-averaged standard error)"
+)
+_NO_FORCES = "a run recorded no reference forces (made by an older version)"
 
 # name: (unit, how the noise floor is made, why the metric can be nan)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -85,6 +97,13 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "bond_xh_w1_mA": ("mÅ", _DISTRIBUTION, "no X-H bonds, or no frames"),
     "bond_heavy_w1_mA": ("mÅ", _DISTRIBUTION, "no heavy-atom bonds, or no frames"),
     "reference_energy_w1_meV": ("meV", _ENERGY, "no refresh frames after equilibration"),
+    "config_temperature_hydrogen_K": ("K", _CONFIGURATIONAL, _NO_FORCES),
+    "config_temperature_heavy_K": ("K", _CONFIGURATIONAL, _NO_FORCES),
+}
+# judged only when every sampling run recorded the reference's forces
+CONFIGURATIONAL = {
+    "config_temperature_hydrogen_K": "hydrogen",
+    "config_temperature_heavy_K": "heavy",
 }
 INFORMATION: dict[str, tuple[str, str, str]] = {
     "reference_energy_ks": ("", _ENERGY, "no refresh frames after equilibration"),
@@ -145,7 +164,9 @@ def _pooled_bonds(runs: list[dict], key: str, skip: int) -> np.ndarray:
     return np.concatenate(bonds) if bonds else np.zeros((0, 0))
 
 
-def _compare(reference: list[dict], other: list[dict], skip: int, bins: int, interval: int):
+def _compare(
+    reference: list[dict], other: list[dict], skip: int, bins: int, interval: int, temperature
+):
     """Every metric of ``other`` against ``reference`` (both lists of replica runs)."""
     a = tuple(_pooled(reference, key, skip) for key in ("phi", "psi"))
     b = tuple(_pooled(other, key, skip) for key in ("phi", "psi"))
@@ -165,6 +186,9 @@ def _compare(reference: list[dict], other: list[dict], skip: int, bins: int, int
     energy_b = _energy_frames(other, skip, interval)
     values["reference_energy_w1_meV"] = 1000 * wasserstein(energy_a, energy_b)
     values["reference_energy_ks"] = ks_statistic(energy_a, energy_b)
+    conf = configurational_temperatures(reference, other, temperature, skip, interval)
+    for metric, group in CONFIGURATIONAL.items():
+        values[metric] = abs(conf[group][0] - temperature)
     return values
 
 
@@ -346,7 +370,8 @@ def system_report(
     sampling = [role for role in SAMPLING_ROLES if role in by_role]
     samplers = [role for role in BOOSTMD_ROLES if role in by_role]
     reference = by_role["reference"]
-    raw_floor = _compare(reference, by_role["reference-2"], skip, bins, interval)
+    temperature = settings.temperature_K
+    raw_floor = _compare(reference, by_role["reference-2"], skip, bins, interval, temperature)
     floors = dict(raw_floor)
     floor_errors = {}
     for metric, key in _MEAN_METRICS.items():
@@ -354,6 +379,13 @@ def system_report(
             _samples(reference, key, skip), _samples(by_role["reference-2"], key, skip)
         )
         floors[metric], floor_errors[metric] = floor, error
+    conf_floor = configurational_temperatures(
+        reference, by_role["reference-2"], temperature, skip, interval
+    )
+    for metric, group in CONFIGURATIONAL.items():
+        floors[metric], floor_errors[metric] = conf_floor[group][1:]
+    forces_recorded = recorded([r for role in sampling for r in by_role[role]])
+    judged = [m for m in METRICS if forces_recorded or m not in CONFIGURATIONAL]
     why_nan = {m: why for m, (_, _, why) in {**METRICS, **INFORMATION}.items()}
 
     reference_failures = [
@@ -368,10 +400,13 @@ def system_report(
     vs_reference, ratios, verdicts, reports, all_failures = {}, {}, {}, {}, []
     for role in samplers:
         runs = by_role[role]
-        values = _compare(reference, runs, skip, bins, interval)
+        values = _compare(reference, runs, skip, bins, interval, temperature)
         vs_reference[role] = values
-        ratios[role], failed = judge({m: values[m] for m in METRICS}, floors, tolerance, why_nan)
-        verdicts[role] = {m: "fail" if m in failed else "pass" for m in METRICS}
+        ratios[role], failed = judge({m: values[m] for m in judged}, floors, tolerance, why_nan)
+        verdicts[role] = {m: "fail" if m in failed else "pass" for m in judged}
+        for metric in METRICS:
+            if metric not in judged:
+                ratios[role][metric], verdicts[role][metric] = math.nan, "not recorded"
         for metric in INFORMATION:
             floor = floors[metric]
             ratios[role][metric] = values[metric] / floor if floor > 0 else math.nan
@@ -461,6 +496,15 @@ def system_report(
             role: float(np.mean(_pooled(by_role[role], "temperature", skip)))
             if len(_pooled(by_role[role], "temperature", skip))
             else math.nan
+            for role in sampling
+        },
+        "configurational_temperature_K": {
+            role: {
+                group: configurational_temperatures(
+                    reference, by_role[role], temperature, skip, interval
+                )[group][0]
+                for group in ("hydrogen", "heavy")
+            }
             for role in sampling
         },
         "group_temperature_K": {
@@ -586,11 +630,17 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
             f"{role} {t['hydrogen']['mean']:.0f} / {t['heavy']['mean']:.0f} K"
             for role, t in report["group_temperature_K"].items()
         )
+        configurational = ", ".join(
+            f"{role} {t['hydrogen']:.0f} / {t['heavy']:.0f} K"
+            for role, t in report["configurational_temperature_K"].items()
+        )
         lines += [
             f"## {report['system']}: {report['verdict']}",
             "",
             f"- basin transitions: {transitions}",
             f"- mean temperature, hydrogens / heavy atoms: {temperature}",
+            "- configurational temperature from the reference's forces (the reference run's "
+            f"is the bath's by definition), hydrogens / heavy atoms: {configurational}",
             f"- NVE energy drift (meV/ps/atom; BoostMD at its refresh frames, where the "
             f"potential is the reference's): {drift}",
             f"- NVE drift over every frame (surrogate energies between refreshes): {drift_all}",
