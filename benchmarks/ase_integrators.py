@@ -27,11 +27,11 @@ from ase import units
 from ase.md.langevin import Langevin
 
 from boostmd import BoostMDCalculator
-from boostmd.adaptive import AdaptiveLangevin
-from boostmd.md import boost_langevin, group_temperatures, thermal_momenta
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
-from boostmd.stability import BondTopology, first_collapse
+from boostmd.dynamics.adaptive import AdaptiveLangevin
+from boostmd.dynamics.md import boost_langevin, group_temperatures, thermal_momenta
+from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 PER_PS = 0.001 / units.fs
 SETTINGS = {
@@ -83,7 +83,7 @@ def run(models, code, integrator, frame, steps, equilibration=0, seed=0, tempera
 
     dynamics.attach(observe, interval=1)
     handler = _Warnings()
-    calculator_log = logging.getLogger("boostmd.calculator")
+    calculator_log = logging.getLogger("boostmd.dynamics.calculator")
     calculator_log.addHandler(handler)
     calculator_log.setLevel(logging.WARNING)  # main() quiets everything else
     try:
@@ -97,7 +97,7 @@ def run(models, code, integrator, frame, steps, equilibration=0, seed=0, tempera
             if first_collapse(np.asarray(positions), topology) is not None:
                 break  # the rest of a broken run is not sampling
     finally:
-        logging.getLogger("boostmd.calculator").removeHandler(handler)
+        logging.getLogger("boostmd.dynamics.calculator").removeHandler(handler)
     collapse = first_collapse(np.asarray(positions), topology)
     half = np.round(np.asarray(temperatures)[len(temperatures) // 2 :].mean(0), 1).tolist()
     errors = 1000 * np.asarray(calc.refresh_errors)

@@ -3,7 +3,7 @@
 Alanine dipeptide with the shipped models (float32), ``BoostLangevin`` at ``N = 10`` and
 1/ps, three ways in one run, interleaved: with device windows (the default: the surrogate
 steps of a window integrated at once where the models run, one copy back per window;
-:mod:`boostmd.device_window`), without them (every step through ASE, positions to the
+:mod:`boostmd.dynamics.device_window`), without them (every step through ASE, positions to the
 device and forces back each step), and the reference alone (ASE's ``Langevin``). Prints
 one JSON line: steps per second of each, the surrogate's share of a window per step
 (wall time of the window less its reference call, per surrogate step), and the MD
@@ -23,11 +23,11 @@ import torch
 from ase import units
 from ase.md.langevin import Langevin
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.integrator import BoostLangevin
-from boostmd.md import thermal_momenta
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
+from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.dynamics.integrator import BoostLangevin
+from boostmd.dynamics.md import thermal_momenta
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 INTERVAL = 10
 FRICTION = 1.0 / (1000 * units.fs)

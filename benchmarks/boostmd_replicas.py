@@ -2,7 +2,7 @@
 
 ``R`` alanine-dipeptide replicas (independent seeds and slightly different geometries) with
 the shipped models, float32, are run by real integrators two ways: one after the other
-(each its own calculator), and together in a :class:`boostmd.replicas.ReplicaBatch` (one
+(each its own calculator), and together in a :class:`boostmd.dynamics.replicas.ReplicaBatch` (one
 batched reference call per window, one batched surrogate call per step). Both for BoostMD
 (``BoostLangevin``, ``N = 10``, checked windows) and for the reference alone (ASE's
 ``Langevin``). Every run first integrates its first window (untimed: the start's extra
@@ -27,12 +27,12 @@ import torch
 from ase import units
 from ase.md.langevin import Langevin
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.integrator import BoostLangevin
-from boostmd.md import thermal_momenta
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
-from boostmd.replicas import ReplicaBatch
+from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.dynamics.integrator import BoostLangevin
+from boostmd.dynamics.md import thermal_momenta
+from boostmd.dynamics.replicas import ReplicaBatch
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 INTERVAL = 10
 TEMPERATURE = 300.0

@@ -29,10 +29,10 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from tqdm import tqdm
 
 from boostmd import BoostMDCalculator
-from boostmd.md import ase_units, boost_langevin, group_temperatures, langevin
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
-from boostmd.stability import BondTopology, first_collapse
+from boostmd.dynamics.md import ase_units, boost_langevin, group_temperatures, langevin
+from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 TEMPERATURE = 300.0
 EQUILIBRATION_FRICTION = 20.0  # 1/ps

@@ -22,9 +22,9 @@ import torch
 from ase import Atoms
 from timing import device_sync, median_ms
 
-from boostmd.graph import radius_graph, solve_pair_forces
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
+from boostmd.forcefields.graph import radius_graph, solve_pair_forces
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 
 def box(side, spacing=12.0):

@@ -28,11 +28,11 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from timing import median_ms
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
-from boostmd.calculator import ReferenceCalculator
-from boostmd.md import boost_langevin
-from boostmd.md import langevin as run_langevin
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
+from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.md import boost_langevin
+from boostmd.dynamics.md import langevin as run_langevin
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 SMALL_MACE = Path("runs/small-mace/small-mace.pt")
 

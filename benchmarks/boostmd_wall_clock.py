@@ -1,6 +1,6 @@
 """Claim: BoostMD's default sampler is several times faster than the reference alone.
 
-Wall-clock speedup of ``boostmd.md.boost_langevin`` (checked windows, per-atom adaptive
+Wall-clock speedup of ``boostmd.dynamics.md.boost_langevin`` (checked windows, per-atom adaptive
 friction, energy-consistent refresh; centred frames, N = 10) over ASE's ``Langevin`` with
 the reference alone, 300 K, 1 fs, 1/ps, shipped models, one CPU thread, every call
 counted (reruns, frame prediction, refresh errors). Each system is timed in interleaved
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from boostmd import BoostMDCalculator
-from boostmd.calculator import ReferenceCalculator
-from boostmd.md import boost_langevin, langevin, thermal_momenta
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
+from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.md import boost_langevin, langevin, thermal_momenta
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 NAMES = ("reference", "boostmd")
 

@@ -19,9 +19,9 @@ import numpy as np
 from ase import units
 
 from boostmd import BoostMDCalculator
-from boostmd.md import boost_langevin, group_temperatures, thermal_momenta
-from boostmd.peptides import capped_dipeptide
-from boostmd.pretrained import load_pretrained
+from boostmd.dynamics.md import boost_langevin, group_temperatures, thermal_momenta
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import load_pretrained
 
 
 def run(models, code, energy_consistent, steps, seed):

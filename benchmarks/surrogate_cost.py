@@ -17,8 +17,8 @@ import torch
 from timing import median_ms
 
 from boostmd import BoostMDCalculator, MACEReference, Surrogate
-from boostmd.peptides import capped_dipeptide
-from boostmd.testing import build_mace
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.testing import build_mace
 
 
 def main():

@@ -9,7 +9,8 @@ Only the held-out part of each run (its last ``--validation-fraction``) is used 
 ``--all-frames``: the rest is what ``python -m boostmd.train`` trained on. Prints one
 JSON line.
 
-    python benchmarks/surrogate_errors.py --surrogate boostmd/models/dipeptides-surrogate.pt \
+    python benchmarks/surrogate_errors.py \
+        --surrogate boostmd/forcefields/models/dipeptides-surrogate.pt \
         --data data/pairs data/windows
 """
 
@@ -20,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from boostmd import MACEReference, Surrogate
-from boostmd.data import load_trajectories
-from boostmd.pretrained import MODELS_DIR
-from boostmd.train import Pair, TrainConfig, errors_by_k, split_pairs
+from boostmd.forcefields.pretrained import MODELS_DIR
+from boostmd.training.run_files import load_trajectories
+from boostmd.training.train import Pair, TrainConfig, errors_by_k, split_pairs
 
 
 def main():

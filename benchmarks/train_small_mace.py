@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from ase.io import read, write
 
-from boostmd.mace_io import save_mace
+from boostmd.forcefields.mace_io import save_mace
 
 
 def main():

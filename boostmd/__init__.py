@@ -11,12 +11,12 @@ carries a per-atom adaptive friction that absorbs what slightly wrong windows pu
 their model calls batched.
 """
 
-from boostmd.adaptive import AdaptiveLangevin
-from boostmd.calculator import BoostMDCalculator
-from boostmd.integrator import BoostLangevin
-from boostmd.reference import MACEReference, ReferenceResult
-from boostmd.replicas import ReplicaBatch
-from boostmd.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
+from boostmd.dynamics.adaptive import AdaptiveLangevin
+from boostmd.dynamics.calculator import BoostMDCalculator
+from boostmd.dynamics.integrator import BoostLangevin
+from boostmd.dynamics.replicas import ReplicaBatch
+from boostmd.forcefields.reference import MACEReference, ReferenceResult
+from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
 
 __version__ = "0.1.0"
 

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
-
-from boostmd._mace import import_mace
-from integrators.console import known_prints_dropped, start_tool
 
 COMMANDS = {
     "demo": ("boostmd.demo", "BoostMD against the reference alone on a dipeptide"),
-    "validate": ("boostmd.validate", "does BoostMD sample what the reference samples?"),
-    "train": ("boostmd.train", "train a surrogate from reference MD runs"),
-    "data": ("boostmd.data", "generate reference MD runs for surrogate training"),
-    "make-reference": ("boostmd.make_reference", "make the dipeptide reference MACE"),
-    "xtb-data": ("boostmd.xtb_data", "generate GFN2-xTB data for the reference"),
+    "validate": ("boostmd.validation.validate", "does BoostMD sample what the reference samples?"),
+    "train": ("boostmd.training.train", "train a surrogate from reference MD runs"),
+    "data": ("boostmd.training.data", "generate reference MD runs for surrogate training"),
+    "make-reference": ("boostmd.training.make_reference", "make the dipeptide reference MACE"),
+    "xtb-data": ("boostmd.training.xtb_data", "generate GFN2-xTB data for the reference"),
 }
-
-
-def start(level: int = logging.INFO, *, mace: bool = True) -> None:
-    """Start a BoostMD tool: logging at ``level``, known third-party noise dropped.
-
-    With ``mace`` the reference's packages are imported here, so that what they print at
-    import is filtered (:func:`integrators.console.known_prints_dropped`).
-    """
-    start_tool(level)
-    if mace:
-        with known_prints_dropped():
-            import_mace()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostMDCalculator
-from boostmd.peptides import capped_dipeptide
+from boostmd.forcefields.peptides import capped_dipeptide
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--peptide", default="ALA")

@@ -16,7 +16,7 @@ def dtype(request):
 def reference():
     """A small random MACE in float64 (a test file may define its own ``reference``)."""
     from boostmd import MACEReference
-    from boostmd.testing import build_mace
+    from boostmd.forcefields.testing import build_mace
 
     return MACEReference(build_mace(dtype=torch.float64, seed=1))
 

@@ -19,9 +19,9 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.md.langevin import Langevin
 from scipy import integrate, stats
 
-from boostmd.adaptive import AdaptiveLangevin
-from boostmd.calculator import ReferenceCalculator
-from boostmd.md import thermal_momenta
+from boostmd.dynamics.adaptive import AdaptiveLangevin
+from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.md import thermal_momenta
 
 TEMPERATURE = 300.0
 KT = units.kB * TEMPERATURE
@@ -150,7 +150,7 @@ def test_small_mace_reference_alone_samples_as_ase_langevin(reference):
     from ase.build import molecule
     from ase.calculators.mixing import SumCalculator
 
-    from boostmd.stability import BondTopology
+    from boostmd.dynamics.stability import BondTopology
 
     samples = {}
     for name in ("ase", "adaptive"):
@@ -291,7 +291,7 @@ def test_calculator_warns_once_when_windows_pump_energy(reference, surrogate, ca
     atoms.calc = calc = BoostMDCalculator(reference, surrogate, interval=10, timestep_fs=1.0)
     atoms.get_forces()
     rng = np.random.default_rng(0)
-    with caplog.at_level("WARNING", logger="boostmd.calculator"):
+    with caplog.at_level("WARNING", logger="boostmd.dynamics.calculator"):
         for _ in range(60):  # jumps that scatter about zero: no warning
             calc._watch_pumping(rng.normal(0.0, 0.01), 10)
         assert "pumping energy" not in caplog.text

@@ -13,9 +13,9 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostLangevin, BoostMDCalculator, Surrogate
-from boostmd.adaptive import AdaptiveLangevin
-from boostmd.calculator import ReferenceCalculator
-from boostmd.md import boost_langevin
+from boostmd.dynamics.adaptive import AdaptiveLangevin
+from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.md import boost_langevin
 from integrators import Threshold
 
 TIMESTEP = 0.5 * units.fs
@@ -310,7 +310,7 @@ def test_energy_consistent_guards_against_negative_kinetic_energy(
     atoms.calc = calc = boost(reference, surrogate)
     dynamics = BoostLangevin(atoms, TIMESTEP, 300, 0.0, energy_consistent=True, rng=0)
     kinetic = atoms.get_kinetic_energy()
-    with caplog.at_level(logging.WARNING, logger="boostmd.integrator"):
+    with caplog.at_level(logging.WARNING, logger="boostmd.dynamics.integrator"):
         dynamics._remove_from_kinetic_energy(10 * kinetic, calc, None)
     assert atoms.get_kinetic_energy() == pytest.approx(0.05 * kinetic, rel=1e-12)
     assert "would leave less than 5% of the kinetic energy" in caplog.text

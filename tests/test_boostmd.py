@@ -17,8 +17,8 @@ from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
 from boostmd import BoostLangevin, BoostMDCalculator, MACEReference, Surrogate
-from boostmd.calibration import CurvatureCalibration
-from boostmd.testing import build_mace
+from boostmd.dynamics.calibration import CurvatureCalibration
+from boostmd.forcefields.testing import build_mace
 from integrators import ErrorControlled, Threshold
 
 
@@ -108,8 +108,8 @@ def test_shipped_reference_gives_the_same_forces_on_its_first_call_as_later():
     """A fresh process: TorchScript's profiling executor must not change the first result."""
     script = (
         "import numpy as np\n"
-        "from boostmd.peptides import capped_dipeptide\n"
-        "from boostmd.pretrained import load_pretrained\n"
+        "from boostmd.forcefields.peptides import capped_dipeptide\n"
+        "from boostmd.forcefields.pretrained import load_pretrained\n"
         "reference, _ = load_pretrained()\n"
         "atoms = capped_dipeptide('ALA')\n"
         "forces = [reference(atoms).forces.numpy() for _ in range(3)]\n"
@@ -144,7 +144,7 @@ def test_reference_from_missing_file(tmp_path):
 
 
 def test_reference_files_round_trip(reference, ethanol, tmp_path):
-    from boostmd.mace_io import save_mace
+    from boostmd.forcefields.mace_io import save_mace
 
     expected = reference(ethanol)
     torch.save(reference.model, tmp_path / "pickled.model")
@@ -542,7 +542,7 @@ def test_force_guard_falls_back_to_the_reference(reference, surrogate, ethanol, 
     ethanol.calc = calc
     ethanol.get_forces()
     ethanol.positions[0] += [0.6, 0.0, 0.0]  # far outside any boost window
-    with caplog.at_level("WARNING", logger="boostmd.calculator"):
+    with caplog.at_level("WARNING", logger="boostmd.dynamics.calculator"):
         forces = ethanol.get_forces()
     assert calc.results["boostmd_source"] == "reference" and calc.fallbacks == 1
     assert "running the reference instead" in caplog.text
@@ -685,7 +685,7 @@ def test_window_state_restores_identical_results(reference, surrogate, ethanol):
 def test_thermal_momenta_draw_what_maxwell_boltzmann_draws_without_a_warning(ethanol):
     import warnings
 
-    from boostmd.md import thermal_momenta
+    from boostmd.dynamics.md import thermal_momenta
 
     expected = ethanol.copy()
     with warnings.catch_warnings():

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from boostmd.calibration import CurvatureCalibration
+from boostmd.dynamics.calibration import CurvatureCalibration
 
 
 def _windows(true_scale: float, scales_used, rng):

@@ -23,10 +23,10 @@ def test_start_tool_drops_known_third_party_warnings_and_keeps_ours(monkeypatch)
         start_tool()
         _warn_from("e3nn.o3._wigner", deprecated, DeprecationWarning)
         _warn_from("mace.modules.blocks", "TorchScript does not support this", UserWarning)
-        _warn_from("boostmd.calculator", deprecated, DeprecationWarning)
+        _warn_from("boostmd.dynamics.calculator", deprecated, DeprecationWarning)
         _warn_from("e3nn.o3._wigner", "some other message", UserWarning)
     assert [(w.filename, str(w.message)) for w in caught] == [
-        ("boostmd.calculator.py", deprecated),
+        ("boostmd.dynamics.calculator.py", deprecated),
         ("e3nn.o3._wigner.py", "some other message"),
     ]
 
@@ -41,7 +41,7 @@ def test_known_prints_dropped_passes_on_other_lines(capsys):
 def test_demo_prints_no_third_party_start_up_noise(tmp_path):
     pytest.importorskip("rdkit")
     env = {**os.environ, "PYTHONWARNINGS": "always"}  # what a warning-verbose user sees
-    importing = "from boostmd._mace import import_mace; import_mace()"
+    importing = "from boostmd.forcefields.mace_import import import_mace; import_mace()"
     bare = subprocess.run(
         [sys.executable, "-c", importing], env=env, capture_output=True, text=True, check=True
     )

@@ -7,8 +7,8 @@ import torch
 from ase.build import molecule
 
 from boostmd import MACEReference
-from boostmd.mace_io import save_mace
-from boostmd.testing import build_mace
+from boostmd.forcefields.mace_io import save_mace
+from boostmd.forcefields.testing import build_mace
 
 HAS_CUEQ = importlib.util.find_spec("cuequivariance_torch") is not None
 

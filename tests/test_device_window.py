@@ -8,9 +8,9 @@ from ase.build import molecule
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostLangevin, BoostMDCalculator, MACEReference, Surrogate
-from boostmd.device_window import LangevinCoefficients, integrate_window
-from boostmd.model_calls import windows_many
-from boostmd.testing import build_mace
+from boostmd.dynamics.device_window import LangevinCoefficients, integrate_window
+from boostmd.dynamics.model_calls import windows_many
+from boostmd.forcefields.testing import build_mace
 from integrators import Threshold
 
 TIMESTEP = 0.5 * units.fs

@@ -5,7 +5,7 @@ heated alanine dipeptide from 300 K to divergence within 900 steps at this frict
 broke C-H bonds on dipeptides it never saw. One 1 ps run each with BoostLangevin (checked
 windows), on the trained dipeptide with windows framed at their start and at their
 centre, and on an unseen one (THR is kept out of the surrogate's training data), under
-``boostmd.md.boost_langevin``'s default sampler (checked windows, per-atom adaptive
+``boostmd.dynamics.md.boost_langevin``'s default sampler (checked windows, per-atom adaptive
 friction), after 200 steps at 20/ps that bring every group to the bath. With
 ASE's plain Langevin the shipped surrogate still heats alanine dipeptide (about 400 K
 after 1 ps) and breaks THR within 0.3 ps (README), so those cases are measured in
@@ -18,8 +18,8 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostMDCalculator
-from boostmd.md import boost_langevin, group_temperatures
-from boostmd.stability import BondTopology, first_collapse
+from boostmd.dynamics.md import boost_langevin, group_temperatures
+from boostmd.dynamics.stability import BondTopology, first_collapse
 
 pytest.importorskip("rdkit")
 
@@ -30,7 +30,7 @@ PER_PS = 0.001 / units.fs
 
 @pytest.fixture(scope="module")
 def models():
-    from boostmd.pretrained import load_pretrained
+    from boostmd.forcefields.pretrained import load_pretrained
 
     return load_pretrained("dipeptides")
 
@@ -48,7 +48,7 @@ def models():
 def test_checked_boostmd_holds_temperature_without_collapse_at_friction_1_per_ps(
     models, code, frame, max_rerun_fraction
 ):
-    from boostmd.peptides import capped_dipeptide
+    from boostmd.forcefields.peptides import capped_dipeptide
 
     atoms = capped_dipeptide(code)
     atoms.calc = BoostMDCalculator(*models, interval=10, frame=frame, timestep_fs=1.0)

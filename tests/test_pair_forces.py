@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from boostmd.graph import pair_forces, radius_graph, solve_pair_forces
-from boostmd.peptides import capped_dipeptide
+from boostmd.forcefields.graph import (
+    NonCentralForces,
+    pair_forces,
+    radius_graph,
+    residual_tolerance,
+    solve_pair_forces,
+)
+from boostmd.forcefields.peptides import capped_dipeptide
 
 
 def copies(side, spacing=12.0):
@@ -95,18 +101,36 @@ def test_separate_molecules_in_one_solve_equal_their_own_solves():
     torch.testing.assert_close(together[first], alone, atol=1e-9, rtol=0)
 
 
-def test_forces_with_a_net_torque_are_decomposed_approximately_with_a_warning(caplog):
+def test_forces_with_a_net_torque_are_decomposed_approximately_and_reported_once(caplog):
     positions = copies(1)
     edge_index, shifts = graph(positions)
     forces = pair_potential_forces(positions, edge_index)
     twist = torch.cross(
         torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(positions), positions, dim=1
     )
-    with caplog.at_level(logging.WARNING, logger="boostmd.graph"):
-        solution = solve_pair_forces(positions, forces + 0.1 * twist, edge_index, shifts)
-    assert "approximately central pair forces" in caplog.text
+    report = NonCentralForces()
+    with caplog.at_level(logging.WARNING, logger="boostmd.forcefields.graph"):
+        exact = solve_pair_forces(positions, forces, edge_index, shifts)
+        report.check(exact)
+        for scale in (0.1, 0.2, 0.3):
+            solution = solve_pair_forces(positions, forces + scale * twist, edge_index, shifts)
+            report.check(solution)
+    assert exact.central and not solution.central
+    assert caplog.text.count("not central pair forces") == 1  # a persisting condition: once
+    assert report.frames == 3 and report.largest >= solution.residual
     assert 1e-4 < solution.residual < 1.0
     assert torch.isfinite(solution.pair_force).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_tolerance_is_what_the_precision_of_the_forces_explains(dtype):
+    """Central forces rounded to ``dtype`` are central within its tolerance."""
+    positions = copies(1)
+    edge_index, shifts = graph(positions)
+    forces = pair_potential_forces(positions, edge_index).to(dtype)
+    solution = solve_pair_forces(positions, forces, edge_index, shifts)
+    assert solution.central
+    assert solution.tolerance == residual_tolerance(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from boostmd.peptides import AMINO_ACIDS, capped_dipeptide, residue_code
+from boostmd.forcefields.peptides import AMINO_ACIDS, capped_dipeptide, residue_code
 
 pytest.importorskip("rdkit")
 

@@ -6,8 +6,8 @@ import torch
 from ase.build import molecule
 
 from boostmd import MACEReference, Surrogate
-from boostmd.peptides import capped_dipeptide
-from boostmd.testing import build_mace
+from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.testing import build_mace
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from boostmd import BoostLangevin, BoostMDCalculator, Surrogate
-from boostmd.calculator import ReferenceCalculator
-from boostmd.model_calls import ModelCalls, frames_many, surrogate_many
-from boostmd.replicas import ReplicaBatch
-from boostmd.surrogate import ReferenceFrame
+from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.model_calls import ModelCalls, frames_many, surrogate_many
+from boostmd.dynamics.replicas import ReplicaBatch
+from boostmd.forcefields.surrogate import ReferenceFrame
 
 TIMESTEP = 0.5 * units.fs
 FRICTION = 0.01 / units.fs

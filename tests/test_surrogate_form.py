@@ -6,8 +6,8 @@ import torch
 from ase.build import molecule
 
 from boostmd import MACEReference, Surrogate
-from boostmd.surrogate import _polynomial_coefficients
-from boostmd.testing import build_mace
+from boostmd.forcefields.surrogate import _polynomial_coefficients
+from boostmd.forcefields.testing import build_mace
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,8 @@ def test_learned_energy_is_bounded_below_by_the_saturating_term(reference):
 
 
 def test_old_surrogate_files_are_refused_with_the_fix(reference, tmp_path):
-    from boostmd.files import write_payload
-    from boostmd.surrogate import FORMAT
+    from boostmd.forcefields.files import write_payload
+    from boostmd.forcefields.surrogate import FORMAT
 
     surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)
     path = write_payload(
@@ -67,9 +67,9 @@ def test_old_surrogate_files_are_refused_with_the_fix(reference, tmp_path):
 
 
 def test_version_1_files_are_upgraded_with_their_networks(reference, tmp_path):
-    from boostmd.files import write_payload
-    from boostmd.surrogate import FORMAT
-    from boostmd.upgrade import upgrade_version_1
+    from boostmd.forcefields.files import write_payload
+    from boostmd.forcefields.surrogate import FORMAT
+    from boostmd.forcefields.upgrade import upgrade_version_1
 
     torch.manual_seed(2)
     template = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)
@@ -102,8 +102,8 @@ def test_version_1_files_are_upgraded_with_their_networks(reference, tmp_path):
 
 
 def test_version_2_files_load_with_the_many_body_term_switched_off(reference, tmp_path):
-    from boostmd.files import write_payload
-    from boostmd.surrogate import FORMAT
+    from boostmd.forcefields.files import write_payload
+    from boostmd.forcefields.surrogate import FORMAT
 
     torch.manual_seed(5)
     surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=8)

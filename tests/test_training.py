@@ -9,13 +9,14 @@ from ase.build import molecule
 from ase.io import read
 
 from boostmd import MACEReference, Surrogate
-from boostmd.calculator import BoostMDCalculator
-from boostmd.data import PairDataConfig, generate_trajectories, load_trajectories
-from boostmd.mace_io import save_mace
-from boostmd.pretrained import MODELS_DIR
-from boostmd.testing import build_mace
-from boostmd.train import TrainConfig, force_rmse_by_k, split_pairs, train
-from boostmd.windows import WindowConfig, generate_windows, run_temperature
+from boostmd.dynamics.calculator import BoostMDCalculator
+from boostmd.forcefields.mace_io import save_mace
+from boostmd.forcefields.pretrained import MODELS_DIR
+from boostmd.forcefields.testing import build_mace
+from boostmd.training.data import PairDataConfig, generate_trajectories
+from boostmd.training.run_files import load_trajectories
+from boostmd.training.train import TrainConfig, force_rmse_by_k, split_pairs, train
+from boostmd.training.windows import WindowConfig, generate_windows, run_temperature
 
 
 @pytest.fixture(scope="module")

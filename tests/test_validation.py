@@ -11,9 +11,13 @@ import torch
 from ase.build import molecule
 
 from boostmd import MACEReference, Surrogate
-from boostmd.mace_io import save_mace
-from boostmd.pretrained import MODELS_DIR
-from boostmd.sampling import (
+from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.forcefields.mace_io import save_mace
+from boostmd.forcefields.pretrained import MODELS_DIR
+from boostmd.forcefields.testing import build_mace
+from boostmd.validation import runs
+from boostmd.validation.report import METRICS, judge, refresh_error_stats, system_report
+from boostmd.validation.sampling import (
     block_standard_error,
     count_transitions,
     jensen_shannon,
@@ -23,11 +27,13 @@ from boostmd.sampling import (
     pmf_error,
     wasserstein,
 )
-from boostmd.stability import BondTopology, first_collapse
-from boostmd.testing import build_mace
-from boostmd.validate import PRESETS, ValidationConfig, _parser, reference_calls, validate
-from boostmd.validation import runs
-from boostmd.validation.report import METRICS, judge, refresh_error_stats, system_report
+from boostmd.validation.validate import (
+    PRESETS,
+    ValidationConfig,
+    _parser,
+    reference_calls,
+    validate,
+)
 
 
 def test_jensen_shannon_is_a_symmetric_divergence_bounded_by_ln2():
@@ -254,7 +260,7 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
 def test_equilibration_steps_run_at_the_equilibration_friction_then_production():
     from ase.calculators.lj import LennardJones
 
-    from boostmd.md import ase_units, langevin
+    from boostmd.dynamics.md import ase_units, langevin
 
     atoms = molecule("H2O")
     atoms.calc = LennardJones()
@@ -482,9 +488,9 @@ def test_two_processes_give_the_same_report_as_one(models, tmp_path):
     # neither inherits this process's history (an earlier test here that ran MACE's own
     # calculator changes later results in the last bits).
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = [sys.executable, "-m", "boostmd.validate"]
+    single = [sys.executable, "-m", "boostmd.validation.validate"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    for command, out in ((single, "one"), ([*launch, "-m", "boostmd.validate"], "two")):
+    for command, out in ((single, "one"), ([*launch, "-m", "boostmd.validation.validate"], "two")):
         subprocess.run(
             [*command, *common, "--out", str(tmp_path / out)],
             check=True,
@@ -567,7 +573,7 @@ def test_centred_frames_need_a_fixed_interval_and_no_calibration(models, tmp_pat
 
 
 def test_reference_runs_are_stored_once_and_reused_when_everything_matches(models, tmp_path):
-    from boostmd.peptides import capped_dipeptide
+    from boostmd.forcefields.peptides import capped_dipeptide
     from boostmd.validation.stored import BOND_QUANTUM, load_run, run_key
 
     store = tmp_path / "store"

@@ -1,7 +1,7 @@
 """Configurational temperatures of a sampler from the reference's forces at its frames.
 
-A thermostat that enforces kinetic temperatures (:class:`~boostmd.adaptive.AdaptiveLangevin`
-sets each atom's) makes them no evidence that a sampler samples right; the forces the
+A thermostat that enforces kinetic temperatures (:class:`~boostmd.AdaptiveLangevin` sets
+each atom's) makes them no evidence that a sampler samples right; the forces the
 configurations feel are. For a Boltzmann distribution at temperature ``T`` the
 configurational temperature of a group of atoms ``g`` satisfies
 ``kB T <sum_(i in g) lap_i U> = <sum_(i in g) |F_i|^2>``. The Laplacian needs second
@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from boostmd.sampling import mean_difference_floor
+from boostmd.validation.sampling import mean_difference_floor
 
 __all__ = ["GROUPS", "KEY", "configurational_temperatures", "force_series", "recorded"]
 
@@ -77,7 +77,7 @@ def configurational_temperatures(
     """Return per group ``(T_conf of other, |T_conf - T| floor, standard error)`` in K.
 
     ``T_conf`` is ``temperature_K`` times ``other``'s mean ``|F_g|^2`` over the
-    reference's; the floor is :func:`~boostmd.sampling.mean_difference_floor` of the two
+    reference's; the floor is :func:`~boostmd.validation.sampling.mean_difference_floor` of the two
     scaled series, so called with ``other`` the second reference run it is the metric's
     noise floor. ``nan`` throughout when a group is empty or a run recorded no forces.
     """

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from boostmd.sampling import free_energy_surface, pmf, ramachandran_histogram
+from boostmd.validation.sampling import free_energy_surface, pmf, ramachandran_histogram
 
-__all__ = ["plot_bonds_and_temperatures", "plot_free_energy_surfaces", "plot_pmfs"]
+__all__ = [
+    "plot_against_reference",
+    "plot_bonds_and_temperatures",
+    "plot_free_energy_surfaces",
+    "plot_pmfs",
+]
 
 LABELS = {
     "reference": "reference",
@@ -150,6 +155,87 @@ def plot_bonds_and_temperatures(
     ax.set_xticks(range(2))
     ax.set_xticklabels(["hydrogens", "heavy atoms"])
     ax.set(ylabel="kinetic temperature (K)", title="equipartition (block-averaged error)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_against_reference(path: Path, observables: dict, title: str, bins: int = 60) -> None:
+    """Plot a run's bond lengths, reference energies and phi/psi over the reference's.
+
+    Four panels: the X-H and the heavy-atom bond lengths (every bond of a kind pooled),
+    the reference's potential energy at the frames (relative to the reference run's
+    mean) and every frame's phi and psi.
+
+    Parameters
+    ----------
+    path
+        PNG to write.
+    observables
+        Role (``reference`` first, ``reference-2`` optional, then the run shown) to the
+        arrays of :func:`boostmd.validation.report.sampled_observables`.
+    title
+        Figure title.
+    bins
+        Histogram bins.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    offset = float(np.mean(observables["reference"]["reference_energy"]))
+    panels = (
+        ("bonds_xh", "X-H bond lengths", "length (Å)", 1.0, 0.0),
+        ("bonds_heavy", "heavy-atom bond lengths", "length (Å)", 1.0, 0.0),
+        (
+            "reference_energy",
+            "reference energy at the frames",
+            "energy - reference mean (meV)",
+            1000.0,
+            offset,
+        ),
+    )
+    for ax, (key, name, unit, scale, shift) in zip(axes.ravel(), panels):
+        values = {role: scale * (obs[key] - shift) for role, obs in observables.items()}
+        pooled = np.concatenate([v for v in values.values() if len(v)])
+        fewest = min(len(v) for v in values.values() if len(v))
+        count = int(min(bins, max(10, 2 * np.sqrt(fewest))))  # bins the smallest sample fills
+        edges = np.histogram_bin_edges(pooled, bins=count, range=np.percentile(pooled, [0.1, 99.9]))
+        for role, value in values.items():
+            if len(value):
+                ax.hist(
+                    value,
+                    bins=edges,
+                    density=True,
+                    histtype="stepfilled" if role == "reference" else "step",
+                    color="0.75" if role == "reference" else _colour(role),
+                    linestyle=":" if role == "reference-2" else "-",
+                    linewidth=1.4,
+                    label=f"{LABELS.get(role, role)} ({len(value):,} samples)",
+                )
+        ax.set(title=name, xlabel=unit, ylabel="density")
+        ax.legend(fontsize=7)
+    ax = axes[1, 1]
+    for role, obs in observables.items():
+        if role != "reference-2":
+            ax.plot(
+                obs["phi"],
+                obs["psi"],
+                ".",
+                markersize=1.5 if role == "reference" else 1.0,
+                color="0.7" if role == "reference" else _colour(role),
+                alpha=0.3 if role == "reference" else 0.6,
+                label=LABELS.get(role, role),
+            )
+    ax.set(
+        title="phi/psi: every frame",
+        xlabel="phi (degrees)",
+        ylabel="psi (degrees)",
+        xlim=(-180, 180),
+        ylim=(-180, 180),
+        xticks=range(-180, 181, 90),
+        yticks=range(-180, 181, 90),
+    )
+    ax.legend(fontsize=7, markerscale=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -10,14 +10,14 @@ Replicas are pooled per role: every replica's frames after equilibration form on
 of the role. The metrics (:data:`METRICS`, units in the names):
 
 - ``jsd``, ``pmf_phi_kT``, ``pmf_psi_kT``: the phi/psi distribution
-  (:mod:`boostmd.sampling`); floor: the same metric between the two reference runs.
+  (:mod:`boostmd.validation.sampling`); floor: the same metric between the two reference runs.
 - ``temperature_hydrogen_K``, ``temperature_heavy_K``: ``|mean T_group - mean T_group of
   the reference|``, the kinetic temperature of the hydrogens and of the heavy atoms
   (equipartition: a sampler that heats its fast X-H modes shows it here within
   picoseconds). Floor: one pair of short runs can agree by chance, so it is
   ``max(|reference-2 - reference|, 2 x the standard error of that difference)``, the
   standard error from block averaging each role's replicas
-  (:func:`~boostmd.sampling.mean_difference_floor`).
+  (:func:`~boostmd.validation.sampling.mean_difference_floor`).
 - ``bond_xh_w1_mA``, ``bond_heavy_w1_mA``: Wasserstein-1 distance (mÅ) of each bond's
   length distribution, averaged over the X-H bonds or the heavy-atom bonds of the
   starting structure; floor: reference-2 against reference.
@@ -42,7 +42,7 @@ A sampler fails when any metric exceeds ``tolerance`` times its floor, when a me
 floor could not be computed (``nan``; the failure line says why), or when one of its runs
 (sampling or NVE) collapses; a collapse of a reference run fails every sampler. The
 refresh energy error dE (RMS, mean, largest, count; meV), the speedups, rollbacks,
-fallbacks, curvature scales (:mod:`boostmd.calibration`) and NVE drifts are reported, not
+fallbacks, curvature scales (:mod:`boostmd.dynamics.calibration`) and NVE drifts are reported, not
 judged. The NVE drift is the slope of the total energy; for BoostMD runs it is taken at
 the frames whose potential is the reference's (refresh frames, rerun windows included),
 the honest measure, since in between the potential is the surrogate's; the drift over
@@ -55,7 +55,9 @@ import math
 
 import numpy as np
 
-from boostmd.sampling import (
+from boostmd.validation.configurational import configurational_temperatures, recorded
+from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
+from boostmd.validation.sampling import (
     block_standard_error,
     count_transitions,
     jensen_shannon,
@@ -65,16 +67,16 @@ from boostmd.sampling import (
     ramachandran_histogram,
     wasserstein,
 )
-from boostmd.validation.configurational import configurational_temperatures, recorded
-from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 
 __all__ = [
     "INFORMATION",
     "METRICS",
     "adaptive_friction_stats",
+    "compare_runs",
     "judge",
     "refresh_error_stats",
     "refresh_force_rmse",
+    "sampled_observables",
     "summary_markdown",
     "system_report",
 ]
@@ -150,6 +152,24 @@ def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
     return np.concatenate(energies) if energies else np.zeros(0)
 
 
+def sampled_observables(runs: list[dict], skip: int, interval: int) -> dict[str, np.ndarray]:
+    """Pool what the verdict compares: phi, psi, bond lengths, reference energies.
+
+    Returns ``phi``, ``psi`` (degrees), ``bonds_xh``, ``bonds_heavy`` (Å, every bond of a
+    kind pooled) of the frames after ``skip``, and ``reference_energy`` (eV): for BoostMD
+    runs the reference's energy at the scheduled refresh frames, for reference runs at
+    every frame.
+    """
+    observables = {key: _pooled(runs, key, skip) for key in ("phi", "psi")}
+    for key in ("bonds_xh", "bonds_heavy"):
+        observables[key] = _pooled_bonds(runs, key, skip).ravel()
+    boostmd = [r for r in runs if r["job"].uses_boostmd]
+    energies = [_energy_frames(boostmd, skip, interval)] if boostmd else []
+    energies += [_pooled([r], "potential_energy", skip) for r in runs if not r["job"].uses_boostmd]
+    observables["reference_energy"] = np.concatenate(energies) if energies else np.zeros(0)
+    return observables
+
+
 def _bond_w1_mA(a: list[dict], b: list[dict], key: str, skip: int) -> float:
     first, second = _pooled_bonds(a, key, skip), _pooled_bonds(b, key, skip)
     if first.shape[1] == 0:
@@ -164,10 +184,30 @@ def _pooled_bonds(runs: list[dict], key: str, skip: int) -> np.ndarray:
     return np.concatenate(bonds) if bonds else np.zeros((0, 0))
 
 
-def _compare(
-    reference: list[dict], other: list[dict], skip: int, bins: int, interval: int, temperature
-):
-    """Every metric of ``other`` against ``reference`` (both lists of replica runs)."""
+def compare_runs(
+    reference: list[dict],
+    other: list[dict],
+    skip: int,
+    interval: int,
+    temperature_K: float,
+    bins: int = 36,
+) -> dict[str, float]:
+    """Every metric (:data:`METRICS`, :data:`INFORMATION`) of ``other`` against ``reference``.
+
+    Parameters
+    ----------
+    reference, other
+        Job results (:func:`~boostmd.validation.runs.job_result`), one per replica.
+    skip
+        Equilibration frames to leave out.
+    interval
+        Every how many steps the reference is called (which frames count as refresh frames).
+    temperature_K
+        The bath temperature.
+    bins
+        Histogram bins per angle.
+    """
+    temperature = temperature_K
     a = tuple(_pooled(reference, key, skip) for key in ("phi", "psi"))
     b = tuple(_pooled(other, key, skip) for key in ("phi", "psi"))
     if len(a[0]) and len(b[0]):
@@ -348,7 +388,7 @@ def system_report(
         A metric passes at most ``tolerance`` times its noise floor.
     own_wall_clock
         Whether each run's wall time is its own: false when the runs advanced together
-        (:class:`~boostmd.replicas.ReplicaBatch`), where every run's time includes the
+        (:class:`~boostmd.dynamics.replicas.ReplicaBatch`), where every run's time includes the
         others' calls; the wall-clock speedup is then ``nan``.
 
     Returns
@@ -371,7 +411,7 @@ def system_report(
     samplers = [role for role in BOOSTMD_ROLES if role in by_role]
     reference = by_role["reference"]
     temperature = settings.temperature_K
-    raw_floor = _compare(reference, by_role["reference-2"], skip, bins, interval, temperature)
+    raw_floor = compare_runs(reference, by_role["reference-2"], skip, interval, temperature, bins)
     floors = dict(raw_floor)
     floor_errors = {}
     for metric, key in _MEAN_METRICS.items():
@@ -400,7 +440,7 @@ def system_report(
     vs_reference, ratios, verdicts, reports, all_failures = {}, {}, {}, {}, []
     for role in samplers:
         runs = by_role[role]
-        values = _compare(reference, runs, skip, bins, interval, temperature)
+        values = compare_runs(reference, runs, skip, interval, temperature, bins)
         vs_reference[role] = values
         ratios[role], failed = judge({m: values[m] for m in judged}, floors, tolerance, why_nan)
         verdicts[role] = {m: "fail" if m in failed else "pass" for m in judged}

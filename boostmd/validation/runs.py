@@ -4,8 +4,8 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
 
 - ``reference``, ``reference-2``: Langevin with the reference alone (two independent runs:
   the second gives the noise floor);
-- ``boostmd``: ASE's Langevin driving :class:`~boostmd.calculator.BoostMDCalculator`;
-- ``boostmd-checked``: :class:`boostmd.integrator.BoostLangevin` (checked windows: a window
+- ``boostmd``: ASE's Langevin driving :class:`~boostmd.dynamics.calculator.BoostMDCalculator`;
+- ``boostmd-checked``: :class:`boostmd.dynamics.integrator.BoostLangevin` (checked windows: a window
   whose refresh energy error is too large is undone and rerun with the reference; with
   ``MDSettings.energy_consistent`` each accepted refresh also gives back its error);
 - ``nve-reference``, ``nve-boostmd`` (velocity Verlet), ``nve-boostmd-consistent``
@@ -22,7 +22,7 @@ Per frame the recorder keeps phi and psi, the kinetic temperature (all atoms, hy
 heavy atoms), the total and potential energy, whether the reference produced the frame's
 forces, the refresh energy error dE when the frame ends a surrogate window (``nan``
 otherwise) and the lengths (float32) of the X-H and heavy-atom bonds of the starting
-structure (:class:`~boostmd.stability.BondTopology`).
+structure (:class:`~boostmd.dynamics.stability.BondTopology`).
 """
 
 from __future__ import annotations
@@ -41,13 +41,19 @@ from ase.md.verlet import VelocityVerlet
 from ase.units import fs
 from tqdm import tqdm
 
-from boostmd.adaptive import DEFAULT_TAU_FS
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.calibration import CurvatureCalibration
-from boostmd.dihedrals import dihedral_angles
-from boostmd.md import ase_units, group_temperatures, langevin, thermal_momenta, window_schedule
-from boostmd.replicas import ReplicaBatch
-from boostmd.stability import BondTopology, first_collapse
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.dynamics.calibration import CurvatureCalibration
+from boostmd.dynamics.md import (
+    ase_units,
+    group_temperatures,
+    langevin,
+    thermal_momenta,
+    window_schedule,
+)
+from boostmd.dynamics.replicas import ReplicaBatch
+from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.validation.dihedrals import dihedral_angles
 
 __all__ = ["Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
 
@@ -128,7 +134,7 @@ class Job:
 
     @property
     def checked(self) -> bool:
-        """Whether the run is integrated by :class:`boostmd.integrator.BoostLangevin`."""
+        """Whether the run is integrated by :class:`boostmd.dynamics.integrator.BoostLangevin`."""
         return self.role in ("boostmd-checked", "nve-boostmd-consistent")
 
     @property
@@ -169,7 +175,7 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings, batch) -> 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
     if job.checked:
-        from boostmd.md import boost_langevin
+        from boostmd.dynamics.md import boost_langevin
 
         if job.nve:
             return boost_langevin(
@@ -319,7 +325,7 @@ def run_job(
 
     Sampling jobs run ``equilibration_steps + steps`` Langevin steps; NVE jobs run
     ``nve_steps`` steps without a thermostat from Maxwell-Boltzmann momenta. A run stops at
-    its first collapsed frame (:func:`~boostmd.stability.first_collapse`). The counters of
+    its first collapsed frame (:func:`~boostmd.dynamics.stability.first_collapse`). The counters of
     BoostMD runs come from the calculator and integrator: ``reference_calls`` counts every
     reference call (reruns of undone windows and force-guard fallbacks too),
     ``rollbacks`` and ``windows`` the undone and all checked windows of
@@ -329,8 +335,8 @@ def run_job(
     of every window, undone ones included.
 
     With ``batch``, the job's model calls go through that
-    :class:`~boostmd.replicas.ReplicaBatch` (it must hold ``reference`` and ``surrogate``;
-    run the job inside :meth:`~boostmd.replicas.ReplicaBatch.run` to batch them with other
+    :class:`~boostmd.dynamics.replicas.ReplicaBatch` (it must hold ``reference`` and ``surrogate``;
+    run the job inside :meth:`~boostmd.dynamics.replicas.ReplicaBatch.run` to batch them with other
     jobs'). ``progress``: a shared bar to count the steps on (default: a bar of its own).
     """
     path = checkpoints / f"{job.name}.npz"

@@ -51,7 +51,7 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
     atoms
         Its starting structure.
     reference_fingerprint
-        The reference model's :attr:`~boostmd.reference.MACEReference.fingerprint`.
+        The reference model's :attr:`~boostmd.forcefields.reference.MACEReference.fingerprint`.
     settings
         The validation's MD settings.
     """

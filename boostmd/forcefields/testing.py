@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from boostmd._mace import import_mace
+from boostmd.forcefields.mace_import import import_mace
 
 __all__ = ["build_mace"]
 

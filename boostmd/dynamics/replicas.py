@@ -2,7 +2,7 @@
 
 Many independent MD runs (replicas, or different systems) each keep their own integrator,
 calculator and random numbers, so every decision a run makes is its own: where its
-window ends, whether :class:`~boostmd.integrator.BoostLangevin` rejects the window and
+window ends, whether :class:`~boostmd.dynamics.integrator.BoostLangevin` rejects the window and
 reruns it with the reference, its force guard, its curvature fit. What they share is the
 models. :meth:`ReplicaBatch.run` runs each replica in its own thread; every model call a
 replica's calculator makes waits until each running replica has made one, and then all
@@ -12,7 +12,7 @@ of them run at once, one batched call per kind::
     frame       Surrogate.prepare_many over those replicas' new reference frames
     surrogate   one surrogate pass over ReferenceFrame.join of every replica's frame
     window      the surrogate steps of every replica's window, integrated together on the
-                models' device (BoostLangevin's device windows, boostmd.device_window)
+                models' device (BoostLangevin's device windows, boostmd.dynamics.device_window)
 
 So ``BoostLangevin`` replicas in step make one batched reference call, one batched frame
 preparation and one batched window per window (with ``device_windows=False`` or ASE's
@@ -37,10 +37,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.model_calls import ModelCalls
-from boostmd.reference import MACEReference
-from boostmd.surrogate import ReferenceFrame, Surrogate
+from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.dynamics.model_calls import ModelCalls
+from boostmd.forcefields.reference import MACEReference
+from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 
 __all__ = ["ReplicaBatch", "ReplicaStopped"]
 
@@ -128,12 +128,12 @@ class ReplicaBatch(ModelCalls):
 
     # ----------------------------------------------------------------- building
     def boostmd_calculator(self, **kwargs: Any) -> BoostMDCalculator:
-        """Build a :class:`~boostmd.calculator.BoostMDCalculator` whose calls this batches.
+        """Build a :class:`~boostmd.dynamics.calculator.BoostMDCalculator` whose calls this batches.
 
         Parameters
         ----------
         **kwargs
-            Passed to :class:`~boostmd.calculator.BoostMDCalculator` (``interval``,
+            Passed to :class:`~boostmd.dynamics.calculator.BoostMDCalculator` (``interval``,
             ``schedule``, ``frame``, ...).
         """
         if self.surrogate_model is None:
@@ -141,7 +141,7 @@ class ReplicaBatch(ModelCalls):
         return BoostMDCalculator(self.reference_model, self.surrogate_model, calls=self, **kwargs)
 
     def reference_calculator(self, **kwargs: Any) -> ReferenceCalculator:
-        """Build a :class:`~boostmd.calculator.ReferenceCalculator` whose calls this batches."""
+        """Build a :class:`~boostmd.dynamics.calculator.ReferenceCalculator` batched by this."""
         return ReferenceCalculator(self.reference_model, calls=self, **kwargs)
 
     # ----------------------------------------------------------------- running

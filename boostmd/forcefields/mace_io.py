@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boostmd._mace import eager_e3nn, import_mace
-from boostmd.files import read_payload, write_payload
+from boostmd.forcefields.files import read_payload, write_payload
+from boostmd.forcefields.mace_import import eager_e3nn, import_mace
 
 __all__ = ["load_mace", "save_mace"]
 
@@ -89,7 +89,7 @@ def load_mace(
         If the file is not in this format or is corrupt.
     """
     how = (
-        "write one with boostmd.mace_io.save_mace, or load a pickled .model with "
+        "write one with boostmd.forcefields.mace_io.save_mace, or load a pickled .model with "
         "MACEReference.from_file"
     )
     payload = read_payload(path, FORMAT, "MACE weights", how)

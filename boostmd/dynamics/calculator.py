@@ -17,11 +17,11 @@ import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 
-from boostmd.calibration import CurvatureCalibration
-from boostmd.device_window import LangevinCoefficients, WindowPath
-from boostmd.model_calls import ModelCalls
-from boostmd.reference import MACEReference
-from boostmd.surrogate import ReferenceFrame, Surrogate
+from boostmd.dynamics.calibration import CurvatureCalibration
+from boostmd.dynamics.device_window import LangevinCoefficients, WindowPath
+from boostmd.dynamics.model_calls import ModelCalls
+from boostmd.forcefields.reference import MACEReference
+from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
 from integrators.schedules import consult
 
@@ -71,8 +71,8 @@ class ReferenceCalculator(Calculator):
         The reference force field.
     calls
         How the model calls are made: one at a time (default), or gathered with other
-        replicas' by a :class:`~boostmd.replicas.ReplicaBatch`
-        (:meth:`~boostmd.replicas.ReplicaBatch.reference_calculator`).
+        replicas' by a :class:`~boostmd.dynamics.replicas.ReplicaBatch`
+        (:meth:`~boostmd.dynamics.replicas.ReplicaBatch.reference_calculator`).
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
     """
@@ -185,7 +185,8 @@ class BoostMDCalculator(Calculator):
     force_guard
         A surrogate step whose largest force exceeds ``force_guard`` times the largest
         force of its reference frame (at least 10 eV/Å), or is not finite, is replaced by
-        a reference call and counted in ``fallbacks``, with a warning.
+        a reference call and counted in ``fallbacks``; the first fallback logs a warning
+        with what to do, later ones a summary line at the 10th, 100th, ... only.
     schedule
         Any :mod:`integrators` schedule, e.g. ``Threshold(tol=0.3, max_reuse=19)`` for a
         reference call once some atom may have moved 0.3 Å, or
@@ -194,7 +195,7 @@ class BoostMDCalculator(Calculator):
         every window's refresh energy error to a schedule that has ``report_error``).
     calibration
         ``True`` fits the scale of the surrogate's learned curvature term to the refresh
-        energy errors as the run goes (:class:`~boostmd.calibration.CurvatureCalibration`:
+        energy errors as the run goes (:class:`~boostmd.dynamics.calibration.CurvatureCalibration`:
         fewer rerun windows and a refresh error with mean near zero on an unseen
         molecule, but one scale cannot correct errors that differ from bond to bond, and
         the validations of THR, ILE and GLN got worse with it); pass a saved one to
@@ -220,15 +221,15 @@ class BoostMDCalculator(Calculator):
         The MD timestep in fs, for ``frame="centred"``'s prediction.
     calls
         How the model calls are made: one at a time (default), or gathered with other
-        replicas' into batched calls by a :class:`~boostmd.replicas.ReplicaBatch`
-        (:meth:`~boostmd.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
+        replicas' into batched calls by a :class:`~boostmd.dynamics.replicas.ReplicaBatch`
+        (:meth:`~boostmd.dynamics.replicas.ReplicaBatch.boostmd_calculator`); it must hold the
         same reference and surrogate.
     warn_pumping
         Log a warning, once, when the refresh energy errors of the last 50 windows (10
         at least) average significantly above zero (over 3 standard errors and 1 meV):
         the windows pump energy into the system, which ASE's own integrators keep (it
         heats, and can break bonds). An
-        :class:`~boostmd.adaptive.AdaptiveLangevin` (and so :class:`~boostmd.BoostLangevin`)
+        :class:`~boostmd.AdaptiveLangevin` (and so :class:`~boostmd.BoostLangevin`)
         with an adaptive friction absorbs it and turns the warning off.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
@@ -356,11 +357,11 @@ class BoostMDCalculator(Calculator):
 
         Examples
         --------
-        >>> from boostmd.peptides import capped_dipeptide  # doctest: +SKIP
+        >>> from boostmd.forcefields.peptides import capped_dipeptide  # doctest: +SKIP
         >>> atoms = capped_dipeptide("ALA")  # doctest: +SKIP
         >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides", interval=10)  # doctest: +SKIP
         """
-        from boostmd.pretrained import load_pretrained
+        from boostmd.forcefields.pretrained import load_pretrained
 
         reference, surrogate = load_pretrained(name, device=device, dtype=dtype)
         return cls(reference, surrogate, interval=interval, schedule=schedule, **kwargs)
@@ -443,7 +444,7 @@ class BoostMDCalculator(Calculator):
         Known in advance only for a :class:`~integrators.Periodic` schedule inside a
         window (0 otherwise, and inside :meth:`reference_only`); the force guard can still
         end the window earlier. :class:`~boostmd.BoostLangevin` integrates that many steps
-        at once on the models' device (:mod:`boostmd.device_window`).
+        at once on the models' device (:mod:`boostmd.dynamics.device_window`).
         """
         if self._frame is None or self._reference_only or not isinstance(self.schedule, Periodic):
             return 0
@@ -462,8 +463,8 @@ class BoostMDCalculator(Calculator):
 
         From ``positions``, ``momenta`` and the per-atom adaptive friction ``xi`` (zeros
         without one), where the last call's forces apply, one step
-        per ``(xi, eta)`` of ``noise`` (:func:`boostmd.device_window.integrate_window`;
-        through a :class:`~boostmd.replicas.ReplicaBatch`, batched with the other
+        per ``(xi, eta)`` of ``noise`` (:func:`boostmd.dynamics.device_window.integrate_window`;
+        through a :class:`~boostmd.dynamics.replicas.ReplicaBatch`, batched with the other
         replicas' windows). Changes nothing here: :meth:`record_surrogate_step` takes the
         steps.
         """
@@ -719,14 +720,27 @@ class BoostMDCalculator(Calculator):
             return False
         largest, limit = beyond
         self.fallbacks += 1
-        logger.warning(
-            "surrogate force %.3g eV/Å exceeds %.3g eV/Å %d steps after the reference "
-            "frame; running the reference instead (fallback %d)",
-            largest,
-            limit,
-            self._steps_since_reference,
-            self.fallbacks,
-        )
+        if self.fallbacks == 1:
+            logger.warning(
+                "surrogate force %.3g eV/Å exceeds %.3g eV/Å at step %d after the reference "
+                "frame; running the reference instead (a force-guard fallback, one reference "
+                "call each). Many fallbacks mean the surrogate is far off here: a run that "
+                "heats (use boostmd.BoostLangevin) or a molecule unlike its training data. "
+                "Further fallbacks are summarised at the 10th, 100th, ...; calc.fallbacks "
+                "counts them",
+                largest,
+                limit,
+                self._steps_since_reference,
+            )
+        elif math.log10(self.fallbacks).is_integer():
+            logger.warning(
+                "%d force-guard fallbacks so far (the latest: %.3g eV/Å against %.3g eV/Å, at "
+                "step %d after the frame)",
+                self.fallbacks,
+                largest,
+                limit,
+                self._steps_since_reference,
+            )
         return True
 
     def _surrogate_refresh(

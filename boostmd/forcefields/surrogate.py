@@ -30,7 +30,7 @@ symbol               meaning
 ``z_i``              per-atom latent strain: one- and two-hop sums of edge-length changes
 ``U``                a learned many-body energy of the current positions (angles
                      included), conditioned on the node features
-                     (:class:`~boostmd.many_body.ManyBodyTerm`); bounded
+                     (:class:`~boostmd.forcefields.many_body.ManyBodyTerm`); bounded
 ``u_e``              the central pair decomposition of ``U``'s forces at the reference
                      positions, which makes ``U``'s first-order term vanish there
 ===================  ===============================================================
@@ -67,10 +67,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from boostmd.elements import element_indices
-from boostmd.files import read_payload, write_payload
-from boostmd.graph import PairForceSolver, radius_graph_per_graph
-from boostmd.many_body import ManyBodyTerm
+from boostmd.forcefields.elements import element_indices
+from boostmd.forcefields.files import read_payload, write_payload
+from boostmd.forcefields.graph import NonCentralForces, PairForceSolver, radius_graph_per_graph
+from boostmd.forcefields.many_body import ManyBodyTerm
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
 
@@ -301,6 +301,8 @@ class Surrogate(nn.Module):
     def __init__(self, config: SurrogateConfig) -> None:
         super().__init__()
         self.config = config
+        # reference forces at frames that are not central pair forces, reported once
+        self.noncentral_forces = NonCentralForces()
         hidden, channels = config.hidden_dim, config.num_channels
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
@@ -358,7 +360,7 @@ class Surrogate(nn.Module):
             :class:`ase.Atoms` objects.
         results
             Their reference results, in the same order
-            (:meth:`~boostmd.reference.MACEReference.compute_many`).
+            (:meth:`~boostmd.forcefields.reference.MACEReference.compute_many`).
         """
         if len(systems) != len(results) or not len(systems):
             raise ValueError(
@@ -410,7 +412,7 @@ class Surrogate(nn.Module):
             Edges and image shifts (default: all pairs within the cutoff, each graph of
             the batch on its own, as molecules).
         pair_force
-            Precomputed :func:`~boostmd.graph.pair_forces` (default: computed here).
+            Precomputed :func:`~boostmd.forcefields.graph.pair_forces` (default: computed here).
         """
         dtype, device = self.feature_in.weight.dtype, self.feature_in.weight.device
         as_float = {"dtype": dtype, "device": device}
@@ -440,7 +442,9 @@ class Surrogate(nn.Module):
         # One solver serves both decompositions on this graph (forces, many-body term).
         solver = PairForceSolver(positions, edge_index, shifts)
         if pair_force is None:
-            pair_force = solver.solve(forces).pair_force.to(forces.dtype)
+            solution = solver.solve(forces)
+            self.noncentral_forces.check(solution)
+            pair_force = solution.pair_force.to(forces.dtype)
         src, dst = edge_index
         lengths = (positions[dst] - positions[src] + shifts).norm(dim=1)
 
@@ -528,7 +532,7 @@ class Surrogate(nn.Module):
         """Energy in eV of each graph at ``positions`` (shape ``(n, 3)``), differentiable.
 
         ``curvature_scale`` multiplies the learned curvature term (see :meth:`energy_parts`;
-        :class:`~boostmd.calibration.CurvatureCalibration` fits it during a run).
+        :class:`~boostmd.dynamics.calibration.CurvatureCalibration` fits it during a run).
         """
         base, curvature = self.energy_parts(frame, positions)
         return base + curvature_scale * curvature
@@ -598,7 +602,7 @@ class Surrogate(nn.Module):
         """Energies per graph, forces and the unscaled curvature term per graph, for MD.
 
         :meth:`energy_and_forces` plus the curvature term of :meth:`energy_parts`, which
-        :class:`~boostmd.calibration.CurvatureCalibration` fits its scale to; nothing is
+        :class:`~boostmd.dynamics.calibration.CurvatureCalibration` fits its scale to; nothing is
         kept for a backward pass.
         """
         return self._differentiate(frame, positions, curvature_scale, training=False)

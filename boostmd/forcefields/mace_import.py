@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+from integrators.console import known_prints_dropped, start_tool
+
 logger = logging.getLogger(__name__)
 
 _VARIABLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
@@ -71,3 +73,15 @@ def eager_e3nn() -> Iterator[None]:
         yield
     finally:
         e3nn.set_optimization_defaults(jit_script_fx=previous)
+
+
+def start_command(level: int = logging.INFO, *, mace: bool = True) -> None:
+    """Start a BoostMD command: logging at ``level``, known third-party noise dropped.
+
+    With ``mace`` the reference's packages are imported here, so that what they print at
+    import is filtered (:func:`integrators.console.known_prints_dropped`).
+    """
+    start_tool(level)
+    if mace:
+        with known_prints_dropped():
+            import_mace()

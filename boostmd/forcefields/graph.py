@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "NonCentralForces",
     "PairForceSolution",
     "PairForceSolver",
     "pair_forces",
@@ -98,12 +100,76 @@ class PairForceSolution:
         Conjugate-gradient iterations taken.
     residual
         ``|J^T g + F| / |F|``: zero for forces that are exactly central pair forces.
+    tolerance
+        The largest ``residual`` the forces' precision explains (:func:`residual_tolerance`);
+        above it the forces are not central pair forces (:attr:`central` is false).
     """
 
     pair_force: torch.Tensor
     displacement: torch.Tensor
     iterations: int
     residual: float
+    tolerance: float
+
+    @property
+    def central(self) -> bool:
+        """Whether the forces are central pair forces to within their precision."""
+        return self.residual <= self.tolerance
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    """Relative residual at which a solve stops for forces of ``dtype``.
+
+    ``1e-12`` for float64 forces; ``1e-5`` for lower precision, whose forces are central
+    only to about ``1e-7`` and would otherwise stall the solve at that floor.
+    """
+    return 1e-12 if dtype == torch.float64 else 1e-5
+
+
+def residual_tolerance(dtype: torch.dtype) -> float:
+    """Return the largest relative residual the precision of ``dtype`` forces explains.
+
+    A hundred times the solve's stopping residual (:func:`default_rtol`): ``1e-10`` for
+    float64, ``1e-3`` for float32. A residual above it is a part of the forces that no
+    central pair forces make (a net force or torque, or a graph that is not rigid); the
+    surrogate's forces at its frame then miss that part.
+    """
+    return 100 * default_rtol(dtype)
+
+
+class NonCentralForces:
+    """Reports forces that are not central pair forces: once, with what to do, then counts.
+
+    Attributes
+    ----------
+    frames
+        Solutions seen whose residual exceeded their tolerance.
+    largest
+        The largest such relative residual.
+    """
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.largest = 0.0
+
+    def check(self, solution: PairForceSolution) -> None:
+        """Count ``solution`` if its forces are not central; log the first such one."""
+        if solution.central:
+            return
+        self.frames += 1
+        self.largest = max(self.largest, solution.residual)
+        if self.frames == 1:
+            logger.warning(
+                "reference forces are not central pair forces (relative residual %.1e, more "
+                "than their precision explains, %.0e): a net force or torque, or atoms with "
+                "too few neighbours within the cutoff for a rigid graph (a molecule coming "
+                "apart). The surrogate's forces at its frames miss that part. If the run is "
+                "heating apart, see the README on sampling at low friction; a reference "
+                "with a net force or torque needs float64. Reported once; later frames are "
+                "counted (NonCentralForces.frames)",
+                solution.residual,
+                solution.tolerance,
+            )
 
 
 def pair_forces(
@@ -111,15 +177,15 @@ def pair_forces(
     forces: torch.Tensor,
     edge_index: torch.Tensor,
     shifts: torch.Tensor,
-    tolerance: float = 1e-4,
+    report: NonCentralForces | None = None,
 ) -> torch.Tensor:
     """Decompose forces into central pair forces along the edges.
 
     Finds the smallest ``g`` (one value per directed edge) whose forces
     ``-grad sum_e g_e d_e`` (``d_e`` the length of edge ``e``) equal ``forces``. Forces of
     a translation- and rotation-invariant energy (zero net force and torque) on a rigid
-    graph are decomposed exactly; otherwise the closest such forces are used and a
-    warning is logged. Cost and memory are linear in the number of edges; several
+    graph are decomposed exactly; otherwise the closest such forces are used (and
+    ``report`` counts it). Cost and memory are linear in the number of edges; several
     graphs (a batch) are one solve, since edges never join two graphs. See
     :func:`solve_pair_forces`.
 
@@ -133,15 +199,17 @@ def pair_forces(
         Directed edges, shape ``(2, n_edges)``.
     shifts
         Image shifts in Å, shape ``(n_edges, 3)``.
-    tolerance
-        Relative residual above which a warning is logged.
+    report
+        Where forces that are not central pair forces are reported (none: not reported).
 
     Returns
     -------
     torch.Tensor
         ``g`` in eV/Å, shape ``(n_edges,)``, in the dtype of ``forces``.
     """
-    solution = solve_pair_forces(positions, forces, edge_index, shifts, tolerance=tolerance)
+    solution = solve_pair_forces(positions, forces, edge_index, shifts)
+    if report is not None:
+        report.check(solution)
     return solution.pair_force.to(forces.dtype)
 
 
@@ -152,7 +220,6 @@ def solve_pair_forces(
     shifts: torch.Tensor,
     initial: torch.Tensor | None = None,
     rtol: float | None = None,
-    tolerance: float = 1e-4,
 ) -> PairForceSolution:
     """Minimum-norm central pair forces by preconditioned conjugate gradients, in float64.
 
@@ -161,13 +228,13 @@ def solve_pair_forces(
 
     Parameters
     ----------
-    positions, forces, edge_index, shifts, tolerance
+    positions, forces, edge_index, shifts
         As for :func:`pair_forces`.
     initial, rtol
         As for :meth:`PairForceSolver.solve`.
     """
     solver = PairForceSolver(positions, edge_index, shifts)
-    return solver.solve(forces, initial=initial, rtol=rtol, tolerance=tolerance)
+    return solver.solve(forces, initial=initial, rtol=rtol)
 
 
 class PairForceSolver:
@@ -217,14 +284,15 @@ class PairForceSolver:
         forces: torch.Tensor,
         initial: torch.Tensor | None = None,
         rtol: float | None = None,
-        tolerance: float = 1e-4,
     ) -> PairForceSolution:
         """Decompose ``forces`` (shape ``(n, 3)``) into pair forces on this graph.
 
         The solve stops when ``|J^T g + F| <= rtol |F|``, or when the residual has not
         improved for 500 iterations (forces with a net force or torque, whose rigid-motion
-        part no ``g`` can produce); the best iterate is kept, and a warning is logged if
-        its relative residual exceeds ``tolerance``. ``g`` is differentiable with respect
+        part no ``g`` can produce); the best iterate is kept, and the solution says whether
+        its relative residual is within what the forces' precision explains
+        (:attr:`PairForceSolution.central`; :class:`NonCentralForces` reports it). ``g``
+        is differentiable with respect
         to ``forces`` (the backward pass is one more solve with the same matrix).
 
         Parameters
@@ -234,27 +302,18 @@ class PairForceSolver:
         initial
             A previous solution's ``displacement`` on the same atoms (a warm start).
         rtol
-            Relative residual at which the solve stops (default: ``1e-12`` for float64
-            forces; ``1e-5`` for lower precision, whose forces are central only to about
-            ``1e-7`` and would otherwise stall the solve at that floor).
-        tolerance
-            Relative residual above which a warning is logged.
+            Relative residual at which the solve stops (default: :func:`default_rtol`).
         """
         if rtol is None:
-            rtol = 1e-12 if forces.dtype == torch.float64 else 1e-5
+            rtol = default_rtol(forces.dtype)
         with torch.no_grad():
             target = forces.detach().double().reshape(-1)
             start = initial.detach().double().reshape(-1) if initial is not None else None
             s, iterations = _conjugate_gradient(self.gram, -target, self.precondition, start, rtol)
             residual = float((self.gram @ s + target).norm() / target.norm().clamp_min(1e-300))
-        if residual > tolerance:
-            logger.warning(
-                "reference forces are only approximately central pair forces (relative "
-                "residual %.1e): net force or torque is not zero, or the graph is not rigid",
-                residual,
-            )
         g = _PairForce.apply(forces.double().reshape(-1), self, s, rtol)
-        return PairForceSolution(g, s.reshape(-1, 3), iterations, residual)
+        tolerance = max(residual_tolerance(forces.dtype), 100 * rtol)
+        return PairForceSolution(g, s.reshape(-1, 3), iterations, residual, tolerance)
 
 
 class _PairForce(torch.autograd.Function):
@@ -293,9 +352,21 @@ def _length_jacobian(
 
 def _csr(matrix: torch.Tensor) -> torch.Tensor:
     """Compressed rows: matrix-vector products several times faster than coordinates."""
+    _csr_note_taken()
+    return matrix.to_sparse_csr()
+
+
+@functools.cache
+def _csr_note_taken() -> None:
+    """Take torch's once-per-process note that CSR support is in beta, unshown, once.
+
+    torch emits the note at its first CSR tensor only; catching it here, once, keeps it
+    from the user without a ``catch_warnings`` on every frame (leaving one resets
+    Python's once-per-location record, and every warning of the process shows again).
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
-        return matrix.to_sparse_csr()
+        torch.zeros(1, 1).to_sparse_csr()
 
 
 def _block_jacobi(unit: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, n: int):

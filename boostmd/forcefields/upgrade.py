@@ -1,7 +1,7 @@
 """Start a current surrogate from a version-1 file (``python -m boostmd.train --init``).
 
 Version 1 learned a free polynomial ``a z^2 + b z^3 + c z^4`` (only ``c >= 0``) per atom
-and channel; version 2 bounds it below (:mod:`boostmd.surrogate`). Everything else, the
+and channel; version 2 bounds it below (:mod:`boostmd.forcefields.surrogate`). Everything else, the
 networks that read the reference's node features and weight the edges, has the same
 shape and meaning, so it is copied. The new coefficient head is a linear map from the
 same hidden features; it is fitted by least squares so that on the given node features
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from boostmd.files import read_payload
-from boostmd.surrogate import FORMAT, Surrogate, SurrogateConfig
+from boostmd.forcefields.files import read_payload
+from boostmd.forcefields.surrogate import FORMAT, Surrogate, SurrogateConfig
 
 __all__ = ["upgrade_version_1"]
 

@@ -1,6 +1,6 @@
 """The model calls of BoostMD's calculators, for one system or for several at once.
 
-A :class:`~boostmd.calculator.BoostMDCalculator` needs three things from its models:
+A :class:`~boostmd.dynamics.calculator.BoostMDCalculator` needs three things from its models:
 
 - ``reference(atoms)``: one reference forward pass (energy, forces, node features);
 - ``frame(atoms, result)``: the surrogate's reference frame prepared from that result;
@@ -8,11 +8,11 @@ A :class:`~boostmd.calculator.BoostMDCalculator` needs three things from its mod
 
 :class:`ModelCalls` makes them one system at a time. The ``*_many`` functions here make
 each for several systems in one batched call (:meth:`MACEReference.compute_many
-<boostmd.reference.MACEReference.compute_many>`, :meth:`Surrogate.prepare_many
-<boostmd.surrogate.Surrogate.prepare_many>`, one surrogate pass over
-:meth:`ReferenceFrame.join <boostmd.surrogate.ReferenceFrame.join>`); with one system each
-is exactly the single call. :class:`boostmd.replicas.ReplicaBatch` gathers the calls of
-many replicas into them.
+<boostmd.forcefields.reference.MACEReference.compute_many>`, :meth:`Surrogate.prepare_many
+<boostmd.forcefields.surrogate.Surrogate.prepare_many>`, one surrogate pass over
+:meth:`ReferenceFrame.join <boostmd.forcefields.surrogate.ReferenceFrame.join>`); with one
+system each is exactly the single call. :class:`~boostmd.ReplicaBatch` gathers the calls
+of many replicas into them.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from boostmd.device_window import LangevinCoefficients, WindowPath, integrate_window
-from boostmd.graph import radius_graph
-from boostmd.reference import MACEReference, ReferenceResult
-from boostmd.surrogate import ReferenceFrame, Surrogate
+from boostmd.dynamics.device_window import LangevinCoefficients, WindowPath, integrate_window
+from boostmd.forcefields.graph import radius_graph
+from boostmd.forcefields.reference import MACEReference, ReferenceResult
+from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 
 __all__ = [
     "ModelCalls",
@@ -80,9 +80,9 @@ def frames_many(
 ) -> list[ReferenceFrame]:
     """Prepare the frames of ``systems``: molecules as one batch, periodic ones alone.
 
-    One pair-force solve serves the whole batch (:class:`~boostmd.graph.PairForceSolver`);
-    its tolerance is relative to the batch's forces, so a frame can differ from one
-    prepared alone within that tolerance.
+    One pair-force solve serves the whole batch
+    (:class:`~boostmd.forcefields.graph.PairForceSolver`); its tolerance is relative to the
+    batch's forces, so a frame can differ from one prepared alone within that tolerance.
     """
     with torch.no_grad():
         if len(systems) == 1:
@@ -116,7 +116,7 @@ def surrogate_many(
     ----------
     join
         Makes the batch of the frames (:meth:`ReferenceFrame.join`; a
-        :class:`~boostmd.replicas.ReplicaBatch` passes one that reuses its last batch).
+        :class:`~boostmd.dynamics.replicas.ReplicaBatch` passes one that reuses its last batch).
     """
     x = np.asarray(positions[0]) if len(frames) == 1 else np.concatenate(positions)
     frame = join(frames)
@@ -144,7 +144,7 @@ def windows_many(
 
     Systems with the same number of steps, timestep and friction form one batch over
     their joined frames (``join``, as for :func:`surrogate_many`); each batch is one
-    :func:`~boostmd.device_window.integrate_window`.
+    :func:`~boostmd.dynamics.device_window.integrate_window`.
     """
     groups: dict[tuple, list[int]] = {}
     for index, (_, _, coefficients, *_, noise) in enumerate(calls):
@@ -180,7 +180,7 @@ def windows_many(
 class ModelCalls:
     """A calculator's model calls, made one system at a time.
 
-    Each call is :meth:`many` with one system; :class:`~boostmd.replicas.ReplicaBatch`
+    Each call is :meth:`many` with one system; :class:`~boostmd.dynamics.replicas.ReplicaBatch`
     gathers many replicas' calls and makes them with :meth:`many` too.
 
     Parameters
@@ -220,7 +220,7 @@ class ModelCalls:
     ) -> WindowPath:
         """Integrate a window's surrogate steps on the models' device.
 
-        See :func:`boostmd.device_window.integrate_window`.
+        See :func:`boostmd.dynamics.device_window.integrate_window`.
         """
         args = (frame, scale, coefficients, positions, momenta, forces, xi, noise)
         return self._call("window", args)

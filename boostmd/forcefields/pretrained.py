@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from boostmd.reference import MACEReference
-from boostmd.surrogate import Surrogate
+from boostmd.forcefields.reference import MACEReference
+from boostmd.forcefields.surrogate import Surrogate
 
 __all__ = ["MODELS_DIR", "PRETRAINED", "load_pretrained"]
 

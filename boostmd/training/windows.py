@@ -13,7 +13,7 @@ windows show the surrogate exactly that situation and nothing else:
 Unlike long on-policy runs, a window never compounds earlier errors: a window that heats
 cannot hand a hot start to the next one, so hot outliers do not dominate the training loss.
 
-A window file has the layout of a reference run (:mod:`boostmd.data`), with the windows
+A window file has the layout of a reference run (:mod:`boostmd.training.data`), with the windows
 one after the other: reference frames every ``window + 1`` frames, and ``window`` in the
 ``.npz`` so that training never pairs frames of different windows.
 
@@ -34,12 +34,12 @@ from ase import Atoms
 from ase.io import read
 from tqdm import tqdm
 
-from boostmd.calculator import BoostMDCalculator, ReferenceCalculator
-from boostmd.data import labelled_frame, write_run
-from boostmd.md import langevin, thermal_momenta
-from boostmd.reference import MACEReference
-from boostmd.stability import BondTopology, first_collapse
-from boostmd.surrogate import Surrogate
+from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
+from boostmd.dynamics.md import langevin, thermal_momenta
+from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.forcefields.reference import MACEReference
+from boostmd.forcefields.surrogate import Surrogate
+from boostmd.training.run_files import labelled_frame, write_run
 
 __all__ = ["WindowConfig", "generate_windows", "run_temperature"]
 
@@ -129,7 +129,7 @@ def generate_windows(
     surrogate
         The surrogate that drives the windows.
     sources
-        Reference runs (``.extxyz`` from :mod:`boostmd.data`) whose frames start windows.
+        Reference runs (``.extxyz`` from :mod:`boostmd.training.data`) whose frames start windows.
     out
         Directory of the window files, named like their sources.
     config

@@ -6,8 +6,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
-from boostmd.adaptive import DEFAULT_TAU_FS
-from boostmd.integrator import BoostLangevin
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = [
@@ -111,12 +111,12 @@ def boost_langevin(
     energy_consistent: bool = False,
     tau_fs: float | None = DEFAULT_TAU_FS,
 ) -> BoostLangevin:
-    """:class:`~boostmd.integrator.BoostLangevin` with the timestep in fs and friction in 1/ps.
+    """:class:`~boostmd.BoostLangevin` with the timestep in fs and friction in 1/ps.
 
     Parameters
     ----------
     atoms
-        The system, with a :class:`~boostmd.calculator.BoostMDCalculator` attached.
+        The system, with a :class:`~boostmd.dynamics.calculator.BoostMDCalculator` attached.
     temperature_K
         Bath temperature.
     timestep_fs
@@ -132,7 +132,7 @@ def boost_langevin(
         Remove each accepted refresh energy error from the kinetic energy.
     tau_fs
         Response time (fs) of the per-atom adaptive friction
-        (:mod:`boostmd.adaptive`); ``None`` for plain Langevin steps.
+        (:mod:`boostmd.dynamics.adaptive`); ``None`` for plain Langevin steps.
     """
     timestep, friction = ase_units(timestep_fs, friction_per_ps)
     return BoostLangevin(

@@ -13,7 +13,7 @@ Each atom ``i`` gets an energy :math:`\epsilon_i` from its neighbours' current p
 ``h`` of both atoms of the edge, ``Y_lm`` real spherical harmonics up to ``l = 2`` and
 ``nu`` a typical neighbour count. The sums over ``m`` are rotation invariant, so
 :math:`\epsilon_i` depends on bond angles (three-body terms) as well as on distances; the
-two-hop latent strains of :mod:`boostmd.surrogate` see angles only through distances.
+two-hop latent strains of :mod:`boostmd.forcefields.surrogate` see angles only through distances.
 
 Everything that depends on ``h`` (radial weights per edge, a context vector per atom) is
 computed once per reference frame by :meth:`ManyBodyTerm.prepare`; a step costs one

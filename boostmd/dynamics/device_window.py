@@ -1,6 +1,6 @@
 """A window's surrogate steps integrated where the models run, without host round trips.
 
-:class:`~boostmd.integrator.BoostLangevin` otherwise takes every step through ASE: the
+:class:`~boostmd.dynamics.integrator.BoostLangevin` otherwise takes every step through ASE: the
 positions go to the model's device, the forces come back to numpy, every step. Within a
 window the surrogate's frame is fixed, so its steps need nothing from the host but the
 random numbers, which are drawn for the whole window at once from the integrator's own
@@ -16,8 +16,8 @@ the device, operation for operation as ASE writes them::
     v  += c1 F' / m - c2 v + (c3 xi - c4 eta)
     p'  = v m
 
-with, for :class:`~boostmd.integrator.BoostLangevin`'s adaptive friction, its half steps
-before and after (:func:`boostmd.adaptive.friction_half_step`, the function the host
+with, for :class:`~boostmd.dynamics.integrator.BoostLangevin`'s adaptive friction, its half steps
+before and after (:func:`boostmd.dynamics.adaptive.friction_half_step`, the function the host
 steps use), and hands back the whole path in one copy. On a CPU the path is ASE's bit for bit; on a
 GPU the same arithmetic in another order of kernels can differ in the last bits.
 
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from boostmd.adaptive import friction_half_step
-from boostmd.surrogate import ReferenceFrame, Surrogate
+from boostmd.dynamics.adaptive import friction_half_step
+from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 
 __all__ = ["LangevinCoefficients", "WindowPath", "integrate_window"]
 
@@ -51,7 +51,7 @@ class LangevinCoefficients:
 
     ``c3``, ``c4``, ``c5``, ``masses`` and the adaptive friction's ``kinetic_target``
     (``3 kB T``) and ``inverse_mu`` (``1 / mu``, zero without one:
-    :class:`~boostmd.adaptive.AdaptiveLangevin`) have shape ``(n, 1)``; ``c1``, ``c2``
+    :class:`~boostmd.dynamics.adaptive.AdaptiveLangevin`) have shape ``(n, 1)``; ``c1``, ``c2``
     and ``dt`` are numbers.
     """
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from boostmd._mace import import_mace
-from boostmd.elements import element_indices
+from boostmd.forcefields.elements import element_indices
+from boostmd.forcefields.mace_import import import_mace
 
 __all__ = ["MACEReference", "ReferenceResult"]
 
@@ -190,7 +190,7 @@ class MACEReference:
         head: str | None = None,
         cuequivariance: bool = False,
     ) -> MACEReference:
-        """Load MACE weights saved by :func:`boostmd.mace_io.save_mace` (safe to load).
+        """Load MACE weights saved by :func:`boostmd.forcefields.mace_io.save_mace` (safe to load).
 
         Parameters
         ----------
@@ -205,7 +205,7 @@ class MACEReference:
         cuequivariance
             Run on cuEquivariance kernels (:meth:`with_cuequivariance`).
         """
-        from boostmd.mace_io import load_mace
+        from boostmd.forcefields.mace_io import load_mace
 
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         reference = cls(load_mace(path, device=device, dtype=dtype), head=head)
@@ -334,7 +334,7 @@ class MACEReference:
 
     def _forward(self, graphs: list[dict[str, torch.Tensor]]) -> list[ReferenceResult]:
         data = graphs[0] if len(graphs) == 1 else _collate(graphs)
-        # Models from load() have no TorchScript (boostmd._mace.eager_e3nn); a pickled
+        # Models from load() have no TorchScript (mace_import.eager_e3nn); a pickled
         # model's e3nn modules do, and unoptimised execution keeps their first call's
         # result equal to later ones' there too, at the same speed.
         with torch.enable_grad(), torch.jit.optimized_execution(False):

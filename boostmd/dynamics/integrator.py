@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
-from boostmd.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
-from boostmd.calculator import BoostMDCalculator, WindowState
-from boostmd.device_window import LangevinCoefficients
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
+from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
+from boostmd.dynamics.device_window import LangevinCoefficients
 
 __all__ = ["BoostLangevin"]
 
@@ -83,7 +83,7 @@ class BoostLangevin(AdaptiveLangevin):
     """Langevin dynamics with checked BoostMD windows and a per-atom adaptive friction.
 
     The step is ASE's :class:`~ase.md.langevin.Langevin` step (Vanden-Eijnden and
-    Ciccotti, Eq. 23), driven by a :class:`~boostmd.calculator.BoostMDCalculator`. A
+    Ciccotti, Eq. 23), driven by a :class:`~boostmd.dynamics.calculator.BoostMDCalculator`. A
     **window** runs from one reference call to the next (the calculator's schedule
     decides where it ends). The reference call that ends it measures the window's refresh
     energy error ``dE``; when ``|dE| > tolerance`` (or ``dE`` is not finite) the window
@@ -189,7 +189,7 @@ class BoostLangevin(AdaptiveLangevin):
     Parameters
     ----------
     atoms
-        The system; ``atoms.calc`` must be a :class:`~boostmd.calculator.BoostMDCalculator`.
+        The system; ``atoms.calc`` must be a :class:`~boostmd.BoostMDCalculator`.
     timestep
         Timestep in ASE time units (``1 * ase.units.fs``).
     temperature_K
@@ -215,9 +215,9 @@ class BoostLangevin(AdaptiveLangevin):
         state is saved and restored to rerun windows.
     device_windows
         Integrate the surrogate steps a window's schedule announces
-        (:meth:`~boostmd.calculator.BoostMDCalculator.scheduled_surrogate_steps`: a
+        (:meth:`~boostmd.dynamics.calculator.BoostMDCalculator.scheduled_surrogate_steps`: a
         ``Periodic`` schedule) all at once on the models' device
-        (:func:`boostmd.device_window.integrate_window`: the positions stay there, a CUDA
+        (:func:`boostmd.dynamics.device_window.integrate_window`: the positions stay there, a CUDA
         graph replays each step, one copy back per window) instead of one ASE step at a
         time. The same steps with the same random numbers: on a CPU the trajectory is
         the same bit for bit (tested). Not used with constraints or ``fixcm``; a step
