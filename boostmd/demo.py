@@ -1,22 +1,23 @@
-"""The main job: BoostMD against the reference alone on a capped dipeptide.
+"""The main job: BoostMD on a capped dipeptide, its speedup, and a look at what it samples.
 
-Runs Langevin MD (300 K, friction 1/ps) twice from the same structure, momenta and random
-seed: once with the reference MACE on every step, once with BoostMD (reference every
-``interval`` steps, surrogate in between) under :class:`~boostmd.integrator.BoostLangevin`,
-which checks every window's refresh energy error, reruns a window with the reference
-when it is far off (10 kT), gives each accepted window's energy error back along the force
-error (the energy-consistent refresh; ``--no-energy-consistent`` leaves it out) and
-carries a per-atom adaptive friction (:mod:`boostmd.adaptive`, tau = 100 fs) that absorbs
-what windows with a slightly wrong surrogate pump into or drain from single atoms
-(``--unchecked`` uses ASE's plain ``Langevin`` instead). Prints the speedup (counting
-every reference call, reruns included), the call counts, the refresh energy errors and
-the surrogate's force error against the reference on sampled surrogate steps; writes
-both trajectories, a Ramachandran plot and a JSON summary.
+Runs BoostMD (the reference every ``interval`` steps, the surrogate in between) under
+:class:`~boostmd.BoostLangevin` at 300 K and friction 1/ps, exactly as the validation's
+BoostMD runs (:func:`boostmd.validation.runs.run_job`): 300 steps at 20/ps bring the
+built structure to the bath, then ``--steps`` sampling steps. Each window is framed at
+its predicted time centre, checked (a window whose refresh energy error exceeds 10 kT is
+rerun with the reference) and a per-atom adaptive friction absorbs what a slightly wrong
+window pumps into single atoms. The reference alone is timed on a short segment from the
+same state, and the speedup counts every call BoostMD made (reference calls, reruns and
+the centres' predictions included). ``comparison.png`` shows the run's bond lengths,
+reference energies and phi/psi over the stored reference runs of the validation
+(:mod:`boostmd.validation.stored`); ``--full-reference`` runs the reference for as many
+steps instead, for the speedup and the picture.
 
-    python -m boostmd.demo                 # alanine dipeptide, 300 K, shipped models
+    python -m boostmd.demo                    # alanine dipeptide, shipped models, minutes
+    python -m boostmd.demo --full-reference   # the reference run of the same length too
     boostmd demo --peptide VAL --steps 4000
-    python -m boostmd.demo --peptide GLN --target-error 13   # window length chosen per
-                                           # window for a 13 meV RMS refresh error
+
+The run checkpoints to ``OUT/checkpoints``; the same command resumes it.
 """
 
 from __future__ import annotations
@@ -25,124 +26,132 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator
-from ase.io import write
-from tqdm import tqdm
+from ase.md.langevin import Langevin
+from ase.units import fs
 
-from boostmd.calculator import FRAMES, BoostMDCalculator, ReferenceCalculator
-from boostmd.cli import start
-from boostmd.dihedrals import backbone_dihedrals, dihedral_angles
-from boostmd.md import boost_langevin, langevin, thermal_momenta, window_schedule
-from boostmd.validation.report import refresh_error_stats, refresh_force_rmse
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.calculator import FRAMES, ReferenceCalculator
+from boostmd.dynamics.md import thermal_momenta
+from boostmd.forcefields.mace_import import start_command
+from boostmd.validation.dihedrals import backbone_dihedrals
+from boostmd.validation.report import (
+    adaptive_friction_stats,
+    compare_runs,
+    refresh_error_stats,
+    refresh_force_rmse,
+    sampled_observables,
+)
+from boostmd.validation.runs import Job, MDSettings, run_job
+from boostmd.validation.stored import STORE, load_run, run_key
+from boostmd.validation.validate import PRESETS
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "format_summary", "run_demo"]
 
 logger = logging.getLogger(__name__)
+
+# what the picture and the printed distances compare
+SHOWN = {
+    "bond_xh_w1_mA": "X-H bond lengths, W1 (mÅ)",
+    "bond_heavy_w1_mA": "heavy-atom bond lengths, W1 (mÅ)",
+    "reference_energy_w1_meV": "reference energy at the frames, W1 (meV)",
+    "config_temperature_hydrogen_K": "configurational T of the hydrogens, |T - bath| (K)",
+    "config_temperature_heavy_K": "configurational T of the heavy atoms, |T - bath| (K)",
+}
 
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo (defaults finish in a few minutes on a 2-core CPU)."""
+    """Settings of the demo (the defaults take a few minutes on a 2-core CPU)."""
 
     peptide: str = "ALA"
-    steps: int = 2000
+    steps: int = PRESETS["standard"]["steps"]
+    equilibration_steps: int = PRESETS["standard"]["equilibration_steps"]
+    reference_steps: int = 200
     interval: int = 10
     target_error_meV: float | None = None
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
+    equilibration_friction_per_ps: float = 20.0
     checked: bool = True
     energy_consistent: bool = True
-    frame: str = "start"
-    force_samples: int = 100
-    write_every: int = 10
+    frame: str = "centred"
+    full_reference: bool = False
     seed: int = 0
     out: Path = Path("boostmd-demo")
     overwrite: bool = False
 
+    def settings(self) -> MDSettings:
+        """Return the integration settings of the BoostMD run (the validation's form)."""
+        return MDSettings(
+            temperature_K=self.temperature_K,
+            timestep_fs=self.timestep_fs,
+            friction_per_ps=self.friction_per_ps,
+            steps=self.steps,
+            equilibration_steps=self.equilibration_steps,
+            nve_steps=0,
+            interval=self.interval,
+            checkpoint_every=50 * self.interval,
+            seed=self.seed,
+            energy_consistent=self.energy_consistent,
+            equilibration_friction_per_ps=self.equilibration_friction_per_ps,
+            frame=self.frame,
+            target_refresh_error_meV=self.target_error_meV,
+            adaptive_tau_fs=DEFAULT_TAU_FS,
+        )
 
-def _run(atoms: Atoms, calc: Calculator, config: DemoConfig, label: str):
-    """Run Langevin MD; return positions, sources, surrogate forces and wall time."""
+
+def _time_reference(atoms: Atoms, reference, config: DemoConfig, job: Job) -> float:
+    """Seconds per step of Langevin MD with the reference alone, from the run's start."""
+    settings = config.settings()
     atoms = atoms.copy()
-    atoms.calc = calc
-    checked = config.checked and isinstance(calc, BoostMDCalculator)
-    args = (atoms, config.temperature_K, config.timestep_fs, config.friction_per_ps)
-    if checked:
-        dynamics = boost_langevin(
-            *args, rng=config.seed + 1, energy_consistent=config.energy_consistent
-        )
-    else:
-        dynamics = langevin(*args, rng=config.seed + 1)
-    positions, sources, surrogate_forces = [], [], {}
-    progress = tqdm(total=config.steps + 1, desc=label, unit="step")
-
-    def observe():
-        source = calc.results.get("boostmd_source", "reference")
-        if source == "surrogate":
-            surrogate_forces[len(positions)] = calc.results["forces"].copy()
-        positions.append(atoms.positions.copy())
-        sources.append(source)
-        progress.update()
-
-    dynamics.attach(observe, interval=1)
+    atoms.calc = ReferenceCalculator(reference)
+    thermal_momenta(
+        atoms, config.temperature_K, np.random.default_rng(job.seed(settings, "momenta"))
+    )
+    atoms.get_forces()  # the first call warms the model up: not timed
+    dynamics = Langevin(
+        atoms,
+        config.timestep_fs * fs,
+        temperature_K=config.temperature_K,
+        friction=config.friction_per_ps / (1000 * fs),
+        fixcm=False,
+        rng=np.random.default_rng(config.seed),
+    )
     start = time.perf_counter()
-    dynamics.run(config.steps)
-    seconds = time.perf_counter() - start
-    progress.close()
-    rollbacks = getattr(dynamics, "rollbacks", 0)
-    return np.asarray(positions), sources, surrogate_forces, seconds, rollbacks
+    dynamics.run(config.reference_steps)
+    return (time.perf_counter() - start) / config.reference_steps
 
 
-def _force_error(reference, numbers, positions, surrogate_forces: dict, samples: int) -> dict:
-    """Surrogate force RMSE against the reference on evenly spread surrogate steps."""
-    steps = sorted(surrogate_forces)
-    chosen = steps[:: max(1, len(steps) // samples)][:samples]
-    errors = [
-        np.mean(
-            (
-                surrogate_forces[step]
-                - reference.compute(numbers, positions[step]).forces.double().numpy()
-            )
-            ** 2
-        )
-        for step in chosen
-    ]
-    rmse = 1000 * float(np.sqrt(np.mean(errors))) if errors else None
-    return {"sampled_steps": len(chosen), "force_rmse_meV_per_A": rmse}
-
-
-def _plot(path: Path, angles: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(angles), figsize=(5 * len(angles), 4.6), sharey=True)
-    for ax, (label, (phi, psi)) in zip(np.atleast_1d(axes), angles.items()):
-        ax.hist2d(phi, psi, bins=60, range=[[-180, 180], [-180, 180]], cmap="viridis", cmin=1)
-        ax.set(
-            title=label,
-            xlabel="phi (degrees)",
-            xlim=(-180, 180),
-            ylim=(-180, 180),
-            xticks=range(-180, 181, 90),
-            yticks=range(-180, 181, 90),
-        )
-        ax.set_aspect("equal")
-    np.atleast_1d(axes)[0].set_ylabel("psi (degrees)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _stored_reference(name: str, atoms: Atoms, fingerprint: str, config: DemoConfig):
+    """Return the validation's stored reference runs of this system (``{}`` if none match)."""
+    standard = PRESETS["standard"]
+    settings = replace(
+        config.settings(),
+        steps=standard["steps"],
+        equilibration_steps=standard["equilibration_steps"],
+        seed=0,
+    )
+    runs = {}
+    for role in ("reference", "reference-2"):
+        found = []
+        for replica in range(standard["replicas"]):
+            job = Job(name, role, replica)
+            arrays = load_run(STORE, run_key(job, atoms, fingerprint, settings))
+            if arrays is not None:
+                found.append({"job": job, **arrays})
+        if found:
+            runs[role] = found
+    return runs if "reference" in runs else {}
 
 
 def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | None = None):
-    """Run the comparison; returns the summary (also written to ``out/summary.json``).
+    """Run BoostMD, time the reference, compare; returns the summary (``out/summary.json``).
 
     Parameters
     ----------
@@ -157,101 +166,135 @@ def run_demo(config: DemoConfig, reference=None, surrogate=None, atoms: Atoms | 
     if summary_path.exists() and not config.overwrite:
         raise FileExistsError(f"{summary_path} exists; pass --overwrite or another --out")
     if reference is None or surrogate is None:
-        from boostmd.pretrained import load_pretrained
+        from boostmd.forcefields.pretrained import load_pretrained
 
         reference, surrogate = load_pretrained("dipeptides")
     if atoms is None:
-        from boostmd.peptides import capped_dipeptide
+        from boostmd.forcefields.peptides import capped_dipeptide, residue_code
 
-        atoms = capped_dipeptide(config.peptide)
-    atoms = atoms.copy()
-    thermal_momenta(atoms, config.temperature_K, np.random.default_rng(config.seed))
-    config.out.mkdir(parents=True, exist_ok=True)
-
-    ref_positions, _, _, ref_seconds, _ = _run(
-        atoms, ReferenceCalculator(reference), config, "reference MD"
-    )
-    boost = BoostMDCalculator(
-        reference,
-        surrogate,
-        schedule=window_schedule(config.interval, config.target_error_meV),
-        frame=config.frame,
-        timestep_fs=config.timestep_fs,
-    )
-    boost_positions, _, surrogate_forces, boost_seconds, rollbacks = _run(
-        atoms, boost, config, "BoostMD"
-    )
-    forces = _force_error(
-        reference, atoms.numbers, boost_positions, surrogate_forces, config.force_samples
-    )
-
-    angles = {}
-    for label, positions in (("reference", ref_positions), ("BoostMD", boost_positions)):
-        frames = [Atoms(atoms.numbers, p) for p in positions[:: config.write_every]]
-        write(config.out / f"{label.lower()}.extxyz", frames, format="extxyz")
-    try:
-        phi, psi = backbone_dihedrals(atoms)
-        angles = {
-            label: (dihedral_angles(p, phi), dihedral_angles(p, psi))
-            for label, p in (("reference", ref_positions), ("BoostMD", boost_positions))
-        }
-        _plot(
-            config.out / "ramachandran.png",
-            angles,
-            f"{config.peptide} dipeptide, {config.temperature_K:.0f} K, "
-            f"{config.steps} steps of {config.timestep_fs} fs",
-        )
-    except (ValueError, ImportError) as error:
-        logger.warning("no Ramachandran plot: %s", error)
-
+        name, atoms = residue_code(config.peptide), capped_dipeptide(config.peptide)
+    else:
+        name = config.peptide
+    dihedrals = backbone_dihedrals(atoms)
+    settings = config.settings()
+    checkpoints = config.out / "checkpoints"
+    if config.overwrite:
+        for old in checkpoints.glob("*.npz"):
+            old.unlink()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    job = Job(name, "boostmd-checked" if config.checked else "boostmd", 0)
+    boostmd = run_job(job, atoms, dihedrals, reference, surrogate, settings, checkpoints)
+    if config.full_reference:
+        own = Job(name, "reference", 0)
+        full = run_job(own, atoms, dihedrals, reference, surrogate, settings, checkpoints)
+        seconds_per_reference_step = full["seconds"] / full["steps"]
+        references, compared_with = {"reference": [full]}, "a reference run of the same length"
+    else:
+        seconds_per_reference_step = _time_reference(atoms, reference, config, job)
+        references = _stored_reference(name, atoms, reference.fingerprint, config)
+        compared_with = "the stored reference runs" if references else None
+    seconds_per_step = boostmd["seconds"] / boostmd["steps"]
     summary = {
         "config": {**asdict(config), "out": str(config.out)},
         "atoms": len(atoms),
-        "reference_seconds": ref_seconds,
-        "boostmd_seconds": boost_seconds,
-        "speedup": ref_seconds / boost_seconds,
-        "reference_calls": boost.stats.full_steps,
-        "surrogate_calls": boost.stats.reuse_steps,
-        "guard_fallbacks": boost.fallbacks,
-        "rollbacks": rollbacks,
-        "refresh_energy_error_meV": refresh_error_stats(np.asarray(boost.refresh_errors)),
-        "refresh_force_rmse_meV_per_A": refresh_force_rmse(boost.refresh_force_errors),
-        "reference_time_s": boost.stats.full_time_s,
-        "surrogate_time_s": boost.stats.reuse_time_s,
-        "surrogate_vs_reference": forces,
+        "steps": boostmd["steps"],
+        "reference_seconds_per_step": seconds_per_reference_step,
+        "reference_steps_timed": boostmd["steps"]
+        if config.full_reference
+        else config.reference_steps,
+        "boostmd_seconds_per_step": seconds_per_step,
+        "speedup": seconds_per_reference_step / seconds_per_step,
+        **{key: boostmd[key] for key in ("reference_calls", "surrogate_calls", "rollbacks")},
+        "guard_fallbacks": boostmd["fallbacks"],
+        "collapse": boostmd["collapse"],
+        "refresh_energy_error_meV": refresh_error_stats(boostmd["refresh_errors"]),
+        "refresh_force_rmse_meV_per_A": refresh_force_rmse(boostmd["refresh_force_errors"]),
+        "adaptive_friction_per_ps": adaptive_friction_stats(
+            [boostmd], settings.equilibration_steps + 1
+        ),
+        "compared_with": compared_with,
     }
+    if references:
+        summary["comparison"] = _compare(name, references, boostmd, settings, config)
+    else:
+        logger.warning(
+            "no stored reference runs for %s with this reference and these settings: no "
+            "comparison (make them with python -m boostmd.validate --store-reference-runs, "
+            "or pass --full-reference)",
+            name,
+        )
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary
 
 
+def _compare(name: str, references: dict, boostmd: dict, settings, config: DemoConfig) -> dict:
+    """Distances of the run (and of the second reference run) from the reference; plot."""
+    skip, interval = settings.equilibration_steps + 1, settings.interval
+    distances = {}
+    for role, runs in (("boostmd", [boostmd]), ("reference-2", references.get("reference-2"))):
+        if runs:
+            values = compare_runs(
+                references["reference"], runs, skip, interval, config.temperature_K
+            )
+            distances[role] = {key: values[key] for key in SHOWN}
+    observables = {
+        role: sampled_observables(runs, skip, interval) for role, runs in references.items()
+    }
+    observables[boostmd["job"].role] = sampled_observables([boostmd], skip, interval)
+    try:
+        from boostmd.validation.plots import plot_against_reference
+    except ImportError as error:  # matplotlib is optional
+        logger.warning("no picture (%s); pip install matplotlib", error)
+        return distances
+    plot_against_reference(
+        config.out / "comparison.png",
+        observables,
+        f"{name}, {config.temperature_K:g} K, friction {config.friction_per_ps:g}/ps: BoostMD "
+        f"(N = {interval}, {boostmd['steps']} steps) over the reference",
+    )
+    return distances
+
+
 def format_summary(summary: dict) -> str:
     """Format the summary as a short human-readable report."""
-    forces = summary["surrogate_vs_reference"]
-    rmse = forces["force_rmse_meV_per_A"]
     refresh = summary["refresh_energy_error_meV"]
-    refresh_line = (
-        f"refresh dE   : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} meV, "
-        f"largest {refresh['max_abs_meV']:.0f} meV over {refresh['count']} windows "
-        f"(force RMSE there {summary['refresh_force_rmse_meV_per_A']:.1f} meV/Å); "
-        f"{summary['rollbacks']} windows rerun with the reference"
-        if refresh["count"]
-        else "refresh dE   : no finished windows"
+    xi = summary["adaptive_friction_per_ps"]
+    lines = [
+        f"reference alone: {summary['reference_seconds_per_step']:.3f} s per step "
+        f"(timed over {summary['reference_steps_timed']} steps)",
+        f"BoostMD        : {summary['boostmd_seconds_per_step']:.3f} s per step over "
+        f"{summary['steps']} steps, every call counted: speedup {summary['speedup']:.1f}x",
+        f"calls          : {summary['reference_calls']} reference, "
+        f"{summary['surrogate_calls']} surrogate; {summary['rollbacks']} windows rerun, "
+        f"{summary['guard_fallbacks']} guard fallbacks"
+        + (f"; collapsed: {summary['collapse']}" if summary["collapse"] else "; no collapse"),
+    ]
+    if refresh["count"]:
+        lines.append(
+            f"refresh dE     : RMS {refresh['rms_meV']:.1f} meV, mean {refresh['mean_meV']:+.1f} "
+            f"meV over {refresh['count']} windows (force RMSE there "
+            f"{summary['refresh_force_rmse_meV_per_A']:.0f} meV/Å)"
+        )
+    if xi:
+        lines.append(
+            f"adaptive friction: largest mean xi {xi['largest_mean']:+.2f}/ps (atom {xi['atom']})"
+        )
+    comparison = summary.get("comparison")
+    if comparison:
+        lines.append(f"against {summary['compared_with']} (the second reference run for scale):")
+        for key, label in SHOWN.items():
+            value = comparison["boostmd"][key]
+            if not np.isfinite(value):
+                continue  # runs made before the reference's forces were recorded
+            scale = comparison.get("reference-2", {}).get(key, np.nan)
+            second = f"   (reference-2: {scale:.2f})" if np.isfinite(scale) else ""
+            lines.append(f"  {label:52s} {value:7.2f}{second}")
+    lines.append(
+        f"written to {summary['config']['out']}/ (summary.json"
+        + (", comparison.png" if comparison else "")
+        + ", checkpoints/); sampling verdicts: python -m boostmd.validate"
     )
-    return "\n".join(
-        [
-            f"reference MD : {summary['reference_seconds']:7.1f} s",
-            f"BoostMD      : {summary['boostmd_seconds']:7.1f} s   "
-            f"speedup {summary['speedup']:.1f}x",
-            f"calls        : {summary['reference_calls']} reference "
-            f"({summary['reference_time_s']:.1f} s), {summary['surrogate_calls']} surrogate "
-            f"({summary['surrogate_time_s']:.1f} s); {summary['guard_fallbacks']} guard fallbacks",
-            refresh_line,
-            f"surrogate force RMSE vs reference on {forces['sampled_steps']} sampled steps: "
-            + (f"{rmse:.1f} meV/Å" if rmse is not None else "n/a"),
-            f"written to {summary['config']['out']}/ (trajectories, ramachandran.png, "
-            "summary.json)",
-        ]
-    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,26 +302,39 @@ def main(argv: list[str] | None = None) -> None:
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peptide", default=defaults.peptide)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help="sampling steps after equilibration"
+    )
+    parser.add_argument("--equilibration-steps", type=int, default=defaults.equilibration_steps)
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        default=defaults.reference_steps,
+        help="steps of the reference alone timed for the speedup",
+    )
+    parser.add_argument(
+        "--full-reference",
+        action="store_true",
+        help="run the reference alone for as many steps as BoostMD (the speedup and the "
+        "picture come from it)",
+    )
     parser.add_argument("--interval", type=int, default=defaults.interval)
     parser.add_argument(
         "--target-error",
         type=float,
         help="meV: choose each window's length (2-20 steps, from --interval) so that the "
-        "refresh energy error is about this RMS (integrators.ErrorControlled)",
+        "refresh energy error is about this RMS (integrators.ErrorControlled; start frames)",
     )
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
     parser.add_argument(
-        "--friction",
-        type=float,
-        default=defaults.friction_per_ps,
-        help="Langevin friction in 1/ps",
+        "--friction", type=float, default=defaults.friction_per_ps, help="1/ps, sampling"
     )
     parser.add_argument(
         "--unchecked",
         action="store_true",
-        help="ASE's plain Langevin instead of BoostLangevin (no window checks or reruns)",
+        help="ASE's plain Langevin instead of BoostLangevin (no window checks, no adaptive "
+        "friction: it heats on unseen molecules)",
     )
     parser.add_argument(
         "--energy-consistent",
@@ -291,17 +347,18 @@ def main(argv: list[str] | None = None) -> None:
         "--frame",
         choices=FRAMES,
         default=defaults.frame,
-        help="frame each window at its start or at its predicted time centre "
-        "(BoostMDCalculator(frame=...))",
+        help="frame each window at its predicted time centre (default) or at its start",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    start(logging.WARNING)
+    start_command(logging.WARNING)
     config = DemoConfig(
         peptide=args.peptide,
         steps=args.steps,
+        equilibration_steps=args.equilibration_steps,
+        reference_steps=args.reference_steps,
         interval=args.interval,
         target_error_meV=args.target_error,
         temperature_K=args.temperature,
@@ -310,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         checked=not args.unchecked,
         energy_consistent=args.energy_consistent,
         frame=args.frame,
+        full_reference=args.full_reference,
         seed=args.seed,
         out=args.out,
         overwrite=args.overwrite,
