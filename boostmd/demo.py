@@ -34,7 +34,6 @@ from ase import Atoms
 from ase.md.langevin import Langevin
 from ase.units import fs
 
-from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
 from boostmd.dynamics.calculator import FRAMES, ReferenceCalculator
 from boostmd.dynamics.md import thermal_momenta
 from boostmd.forcefields.mace_import import start_command
@@ -48,7 +47,7 @@ from boostmd.validation.report import (
 )
 from boostmd.validation.runs import Job, MDSettings, run_job
 from boostmd.validation.stored import STORE, load_run, run_key
-from boostmd.validation.validate import PRESETS
+from boostmd.validation.validate import PRESETS, ValidationConfig
 
 __all__ = ["DemoConfig", "format_summary", "run_demo"]
 
@@ -87,23 +86,23 @@ class DemoConfig:
     overwrite: bool = False
 
     def settings(self) -> MDSettings:
-        """Return the integration settings of the BoostMD run (the validation's form)."""
-        return MDSettings(
-            temperature_K=self.temperature_K,
-            timestep_fs=self.timestep_fs,
-            friction_per_ps=self.friction_per_ps,
+        """Return the integration settings of the BoostMD run (the validation's own)."""
+        return ValidationConfig(
+            out=self.out,
             steps=self.steps,
             equilibration_steps=self.equilibration_steps,
             nve_steps=0,
             interval=self.interval,
             checkpoint_every=50 * self.interval,
-            seed=self.seed,
-            energy_consistent=self.energy_consistent,
+            temperature_K=self.temperature_K,
+            timestep_fs=self.timestep_fs,
+            friction_per_ps=self.friction_per_ps,
             equilibration_friction_per_ps=self.equilibration_friction_per_ps,
-            frame=self.frame,
             target_refresh_error_meV=self.target_error_meV,
-            adaptive_tau_fs=DEFAULT_TAU_FS,
-        )
+            energy_consistent=self.energy_consistent,
+            frame=self.frame,
+            seed=self.seed,
+        ).settings()
 
 
 def _time_reference(atoms: Atoms, reference, config: DemoConfig, job: Job) -> float:
