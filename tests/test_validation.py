@@ -605,3 +605,19 @@ def test_reference_runs_are_stored_once_and_reused_when_everything_matches(model
     assert load_run(store, run_key(job, atoms, "another model", config.settings())) is None
     atoms.positions[0] += 0.01
     assert load_run(store, run_key(job, atoms, fingerprint, config.settings())) is None
+
+
+def test_forces_at_predicted_centres_are_no_samples_of_the_configurational_temperature():
+    from boostmd.dynamics.stability import BondTopology
+    from boostmd.forcefields.peptides import capped_dipeptide
+
+    atoms = capped_dipeptide("ALA")
+    recorder = runs._Recorder(atoms, BondTopology.of(atoms))
+    forces = np.random.default_rng(0).normal(size=(len(atoms), 3))
+    hydrogen = atoms.numbers == 1
+    at_frame = recorder._reference_force_sq({"forces": forces}, "reference")
+    expected = [np.sum(forces[group] ** 2, axis=1).mean() for group in (hydrogen, ~hydrogen)]
+    np.testing.assert_allclose(at_frame, expected)
+    centred = {"forces": forces, "boostmd_reference_forces": forces}
+    assert np.isnan(recorder._reference_force_sq(centred, "reference")).all()
+    assert np.isnan(recorder._reference_force_sq({"forces": forces}, "surrogate")).all()

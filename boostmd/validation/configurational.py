@@ -15,9 +15,10 @@ with ``|F_g|^2`` the mean over the group's atoms of ``|F_i|^2`` (the reference's
 A sampler whose windows pump the X-H vibrations spreads the hydrogens further from their
 minima and raises ``T_conf`` of the hydrogens, whatever their kinetic temperature.
 
-For BoostMD the forces are the reference's at its scheduled refresh frames (at the
-window's centre with centred frames; reruns and force-guard fallbacks are left out, being
-picked by the surrogate's error), for the reference runs at every frame, and for the
+For BoostMD the forces are the reference's at its scheduled refresh frames (reruns and
+force-guard fallbacks are left out, being picked by the surrogate's error; with centred
+frames the reference runs at a predicted window centre, which is no sampled frame, so
+those runs have no configurational temperature), for the reference runs at every frame, and for the
 second reference run, which makes the noise floor, at every ``interval``-th frame (as many
 samples as a sampler has).
 """
@@ -37,8 +38,12 @@ GROUPS = ("hydrogen", "heavy")
 
 
 def recorded(runs: list[dict]) -> bool:
-    """Whether every run recorded the reference's forces (runs made before did not)."""
-    return bool(runs) and all(KEY in run for run in runs)
+    """Whether every run recorded the reference's forces at some frame.
+
+    Runs made before the forces were kept did not, nor do BoostMD runs with centred
+    frames, whose reference calls are at predicted window centres, not at sampled frames.
+    """
+    return bool(runs) and all(KEY in run and np.isfinite(run[KEY]).any() for run in runs)
 
 
 def force_series(runs: list[dict], group: str, skip: int, interval: int | None) -> list:
