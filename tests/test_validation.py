@@ -618,6 +618,6 @@ def test_forces_at_predicted_centres_are_no_samples_of_the_configurational_tempe
     at_frame = recorder._reference_force_sq({"forces": forces}, "reference")
     expected = [np.sum(forces[group] ** 2, axis=1).mean() for group in (hydrogen, ~hydrogen)]
     np.testing.assert_allclose(at_frame, expected)
-    centred = {"forces": forces, "boostmd_reference_forces": forces}
+    centred = {"forces": forces, "boostmd_reference_energy": -1.0}
     assert np.isnan(recorder._reference_force_sq(centred, "reference")).all()
     assert np.isnan(recorder._reference_force_sq({"forces": forces}, "surrogate")).all()

@@ -258,9 +258,8 @@ class BoostMDCalculator(Calculator):
 
     With ``frame="centred"`` a scheduled reference call returns the surrogate's energy and
     forces at the current positions (expanded about the new, predicted frame): the
-    reference's own energy and forces at the frame are
-    ``results["boostmd_reference_energy"]`` and ``results["boostmd_reference_forces"]``,
-    and the refresh errors are those of the ending window's surrogate at the new frame's
+    reference's own energy at the frame is ``results["boostmd_reference_energy"]``, and
+    the refresh errors are those of the ending window's surrogate at the new frame's
     positions (``refresh_frame_positions``), the reference's values there being known;
     ``frame_switch_energy`` is then the difference of the two surrogates at the current
     positions.
@@ -581,7 +580,6 @@ class BoostMDCalculator(Calculator):
             self.results["node_features"] = features
         if reference_energy is not None:
             self.results["boostmd_reference_energy"] = reference_energy
-            self.results["boostmd_reference_forces"] = refresh[3]
         if centre is not None:
             self.results["refresh_frame_positions"] = centre
         if switch is not None:

@@ -271,7 +271,7 @@ class _Recorder:
         # With centred frames the reference ran at a predicted window centre, not at a
         # sampled frame: its forces there are no sample (on ALA the hydrogens' mean
         # |F|^2 was 0.77 eV^2/Å^2 at the centres, 1.22 at the same steps' own positions)
-        if source != "reference" or "boostmd_reference_forces" in results:
+        if source != "reference" or "boostmd_reference_energy" in results:
             return np.full(2, np.nan)
         squared = np.sum(np.asarray(results["forces"]) ** 2, axis=1)
         return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
