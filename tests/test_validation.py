@@ -141,14 +141,14 @@ def test_refresh_error_statistics_in_meV_skip_frames_without_a_refresh():
     assert refresh_error_stats(np.full(4, np.nan))["count"] == 0
 
 
-def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0.0):
+def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0.0, phi=-70.0):
     """A fake job result: correlated observables, as a sampler that is right or wrong.
 
     The reference's squared forces are those of harmonic oscillators (3 hydrogens,
     2 heavy atoms) sampled at the hydrogens' and heavy atoms' temperature: ``|F|^2`` per
     component is ``k kB T z^2``, so its mean is proportional to the temperature.
     """
-    angles = rng.normal(-70, 15, (frames, 2))
+    angles = rng.normal((phi, -70), 15, (frames, 2))
     temperature_h = 300 + hot_hydrogens + 20 * _ar1(rng, frames, 0.9) / np.sqrt(1 / 0.19)
     temperature_heavy = 300 + 10 * _ar1(rng, frames, 0.9) / np.sqrt(1 / 0.19)
     xh = 1.09 + long_xh + 0.02 * rng.normal(size=(frames, 3))
@@ -257,6 +257,61 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
     assert not any("config" in f for f in older["failures"])
 
 
+def test_the_floor_is_the_larger_distance_of_reference_2_and_reference_adaptive():
+    """A short run's phi statistics depend on its kinetics: the adaptive reference says how much.
+
+    Here the exact model under the adaptive friction sits 10 degrees off in phi (as a run
+    that left its starting basin by another route would), and so does the sampler: against
+    reference-2 alone it fails, with the adaptive reference's floor it passes, and the
+    report names which run set each floor.
+    """
+    rng = np.random.default_rng(7)
+    shifted = {"phi": -60.0}
+    results = [
+        _synthetic_run(role, replica, rng, **wrong)
+        for replica in range(2)
+        for role, wrong in (
+            ("reference", {}),
+            ("reference-2", {}),
+            ("reference-adaptive", shifted),
+            ("boostmd-checked", shifted),
+        )
+    ]
+    settings = runs.MDSettings(300.0, 1.0, 1.0, 4000, 0, 100, 10, 500, 0)
+    report = system_report("X", results, settings, atoms=5)
+    without = system_report(
+        "X", [r for r in results if r["job"].role != "reference-adaptive"], settings, atoms=5
+    )
+    assert without["metric_verdicts"]["boostmd-checked"]["pmf_phi_kT"] == "fail"
+    assert report["metric_verdicts"]["boostmd-checked"]["pmf_phi_kT"] == "pass"
+    sources = report["noise_floor_source"]
+    assert sources["pmf_phi_kT"] == sources["jsd"] == "reference-adaptive"
+    assert sources["pmf_psi_kT"] in ("reference-2", "reference-adaptive")
+    for metric, floor in report["noise_floor"].items():
+        assert floor >= without["noise_floor"][metric] or np.isnan(floor), metric
+        other = report["reference_adaptive_vs_reference"][metric]
+        assert floor == pytest.approx(max(without["noise_floor"][metric], other)) or (
+            metric in report["floor_standard_error"]  # mean differences: at least 2 x SE
+        ), metric
+    assert report["transitions"]["reference-adaptive"] >= 0
+
+
+def test_every_dipeptide_starts_with_phi_in_its_main_basin():
+    """RDKit's conformer 0 of GLN has phi = +86 degrees, which a reference run leaves late."""
+    from boostmd.forcefields.peptides import capped_dipeptide
+    from boostmd.validation.dihedrals import backbone_dihedrals, dihedral_angles
+    from boostmd.validation.validate import MAIN_BASIN_PHI, starting_dipeptide
+
+    def phi(atoms):
+        return float(dihedral_angles(atoms.positions[None], backbone_dihedrals(atoms)[0])[0])
+
+    assert phi(capped_dipeptide("GLN")) > 0
+    for code in ("ALA", "GLN"):
+        assert MAIN_BASIN_PHI[0] <= phi(starting_dipeptide(code)) <= MAIN_BASIN_PHI[1]
+    # where conformer 0 is in the main basin it is the start, so stored runs stay valid
+    assert np.array_equal(starting_dipeptide("ALA").positions, capped_dipeptide("ALA").positions)
+
+
 def test_equilibration_steps_run_at_the_equilibration_friction_then_production():
     from ase.calculators.lj import LennardJones
 
@@ -347,7 +402,7 @@ def _config(models, out, **overrides):
 
 def test_validation_writes_report_summary_and_plots(models, tmp_path):
     (report,) = validate(_config(models, tmp_path), command="test")
-    roles = ("reference", "reference-2", "boostmd", "boostmd-checked")
+    roles = ("reference", "reference-2", "reference-adaptive", "boostmd", "boostmd-checked")
     assert report["frames"] == dict.fromkeys(roles, 40)
     assert report["verdict"] in ("pass", "fail")
     assert not any(report["collapses"].values())
@@ -581,7 +636,8 @@ def test_reference_runs_are_stored_once_and_reused_when_everything_matches(model
     only = _config(models, tmp_path / "a", integrator="none", store_reference_runs=True, **small)
     (references_only,) = validate(only)
     assert references_only["verdict"] == "no sampler"
-    assert len(list(store.glob("ALA-*.npz"))) == 3  # reference, reference-2, nve-reference
+    # reference, reference-2, reference-adaptive, nve-reference
+    assert len(list(store.glob("ALA-*.npz"))) == 4
     # storing again runs only what the store lacks: nothing
     again = _config(models, tmp_path / "d", integrator="none", store_reference_runs=True, **small)
     validate(again)
@@ -603,6 +659,17 @@ def test_reference_runs_are_stored_once_and_reused_when_everything_matches(model
     warmer = replace(config, temperature_K=250.0).settings()
     assert load_run(store, run_key(job, atoms, fingerprint, warmer)) is None
     assert load_run(store, run_key(job, atoms, "another model", config.settings())) is None
+    # the reference-adaptive run is integrated with the adaptive friction, keyed by its tau
+    adaptive = load_run(
+        store,
+        run_key(runs.Job("ALA", "reference-adaptive", 0), atoms, fingerprint, config.settings()),
+    )
+    assert adaptive["adaptive_friction"].shape == (31, len(atoms))
+    assert np.abs(adaptive["adaptive_friction"][1:]).min() > 0
+    slower = replace(config, adaptive_tau_fs=50.0).settings()
+    adaptive_job = runs.Job("ALA", "reference-adaptive", 0)
+    assert load_run(store, run_key(adaptive_job, atoms, fingerprint, slower)) is None
+    assert load_run(store, run_key(job, atoms, fingerprint, slower)) is not None
     atoms.positions[0] += 0.01
     assert load_run(store, run_key(job, atoms, fingerprint, config.settings())) is None
 

@@ -6,11 +6,12 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
-from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
 from boostmd.dynamics.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = [
+    "adaptive_langevin",
     "ase_units",
     "boost_langevin",
     "group_temperatures",
@@ -96,6 +97,46 @@ def langevin(
         timestep,
         temperature_K=temperature_K,
         friction=friction,
+        fixcm=False,
+        rng=np.random.default_rng(rng),
+    )
+
+
+def adaptive_langevin(
+    atoms: Atoms,
+    temperature_K: float,
+    timestep_fs: float = 1.0,
+    friction_per_ps: float = 1.0,
+    rng: np.random.Generator | int | None = None,
+    tau_fs: float = DEFAULT_TAU_FS,
+) -> AdaptiveLangevin:
+    """:class:`~boostmd.dynamics.adaptive.AdaptiveLangevin` with fs and 1/ps units.
+
+    The dynamics :func:`boost_langevin` integrates, for any calculator: with the reference
+    alone it is the exact-model counterpart of a BoostMD run.
+
+    Parameters
+    ----------
+    atoms
+        The system, with a calculator attached.
+    temperature_K
+        Bath temperature.
+    timestep_fs
+        Timestep in femtoseconds.
+    friction_per_ps
+        Friction coefficient in inverse picoseconds.
+    rng
+        Generator or seed of the random forces.
+    tau_fs
+        Response time (fs) of the per-atom adaptive friction.
+    """
+    timestep, friction = ase_units(timestep_fs, friction_per_ps)
+    return AdaptiveLangevin(
+        atoms,
+        timestep,
+        temperature_K,
+        friction,
+        tau=tau_fs * units.fs,
         fixcm=False,
         rng=np.random.default_rng(rng),
     )

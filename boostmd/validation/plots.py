@@ -18,10 +18,17 @@ __all__ = [
 LABELS = {
     "reference": "reference",
     "reference-2": "reference, 2nd run",
+    "reference-adaptive": "reference, adaptive friction",
     "boostmd": "BoostMD (ASE Langevin)",
     "boostmd-checked": "BoostMD (checked windows)",
 }
-STYLES = {"reference": "k-", "reference-2": "k:", "boostmd": "C3-", "boostmd-checked": "C0-"}
+STYLES = {
+    "reference": "k-",
+    "reference-2": "k:",
+    "reference-adaptive": "C2-",
+    "boostmd": "C3-",
+    "boostmd-checked": "C0-",
+}
 
 
 def _colour(role: str) -> str:

@@ -6,6 +6,15 @@ same starting structures: that second comparison, made by the same function, giv
 **noise floor**, how far the reference differs from itself with this much sampling. A
 sampler passes a metric when it is within ``tolerance`` (1.5) times the noise floor.
 
+With a ``reference-adaptive`` run (the reference alone under the checked sampler's
+adaptive friction, :mod:`boostmd.validation.runs`), each metric's floor is the larger of
+reference-2's and reference-adaptive's distance from the reference (``noise_floor_source``
+says which). Both are runs of the exact model, so either distance is sampling noise; the
+second also holds what a short run's statistics owe to its kinetics, which the adaptive
+friction changes: which basins a run from the starting structure reaches first and how
+soon. Where a system leaves its starting basin only after picoseconds (GLN), that
+dominates the slow phi/psi metrics of 3 ps runs.
+
 Replicas are pooled per role: every replica's frames after equilibration form one sample
 of the role. The metrics (:data:`METRICS`, units in the names):
 
@@ -56,7 +65,7 @@ import math
 import numpy as np
 
 from boostmd.validation.configurational import configurational_temperatures, recorded
-from boostmd.validation.runs import BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
+from boostmd.validation.runs import ADAPTIVE_REFERENCE, BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 from boostmd.validation.sampling import (
     block_standard_error,
     count_transitions,
@@ -360,6 +369,33 @@ def _speedup(value: float) -> str:
     return "n/a (batched)" if math.isnan(value) else f"{value:.1f}x"
 
 
+def _noise_floor(
+    reference: list[dict],
+    other: list[dict],
+    skip: int,
+    interval: int,
+    temperature_K: float,
+    bins: int,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """``(metrics, floors, standard errors)`` of a reference run ``other`` against ``reference``.
+
+    The floors are the metrics, except for the mean differences (kinetic and
+    configurational temperatures), whose floor is at least twice the standard error of
+    the difference.
+    """
+    raw = compare_runs(reference, other, skip, interval, temperature_K, bins)
+    floors, errors = dict(raw), {}
+    for metric, key in _MEAN_METRICS.items():
+        floor, _, error = mean_difference_floor(
+            _samples(reference, key, skip), _samples(other, key, skip)
+        )
+        floors[metric], errors[metric] = floor, error
+    conf = configurational_temperatures(reference, other, temperature_K, skip, interval)
+    for metric, group in CONFIGURATIONAL.items():
+        floors[metric], errors[metric] = conf[group][1:]
+    return raw, floors, errors
+
+
 def system_report(
     system: str,
     results: list[dict],
@@ -411,26 +447,27 @@ def system_report(
     samplers = [role for role in BOOSTMD_ROLES if role in by_role]
     reference = by_role["reference"]
     temperature = settings.temperature_K
-    raw_floor = compare_runs(reference, by_role["reference-2"], skip, interval, temperature, bins)
-    floors = dict(raw_floor)
-    floor_errors = {}
-    for metric, key in _MEAN_METRICS.items():
-        floor, _, error = mean_difference_floor(
-            _samples(reference, key, skip), _samples(by_role["reference-2"], key, skip)
-        )
-        floors[metric], floor_errors[metric] = floor, error
-    conf_floor = configurational_temperatures(
-        reference, by_role["reference-2"], temperature, skip, interval
+    raw_floor, floors, floor_errors = _noise_floor(
+        reference, by_role["reference-2"], skip, interval, temperature, bins
     )
-    for metric, group in CONFIGURATIONAL.items():
-        floors[metric], floor_errors[metric] = conf_floor[group][1:]
+    floor_sources = dict.fromkeys(floors, "reference-2")
+    raw_adaptive = None
+    if by_role.get(ADAPTIVE_REFERENCE):
+        raw_adaptive, adaptive, adaptive_errors = _noise_floor(
+            reference, by_role[ADAPTIVE_REFERENCE], skip, interval, temperature, bins
+        )
+        for metric, floor in adaptive.items():
+            if floor > floors[metric] or (math.isnan(floors[metric]) and not math.isnan(floor)):
+                floors[metric], floor_sources[metric] = floor, ADAPTIVE_REFERENCE
+                if metric in adaptive_errors:
+                    floor_errors[metric] = adaptive_errors[metric]
     forces_recorded = recorded([r for role in sampling for r in by_role[role]])
     judged = [m for m in METRICS if forces_recorded or m not in CONFIGURATIONAL]
     why_nan = {m: why for m, (_, _, why) in {**METRICS, **INFORMATION}.items()}
 
     reference_failures = [
         f"{role} collapsed ({c['reason']}, replica {c['replica']}, frame {c['frame']})"
-        for role in ("reference", "reference-2", "nve-reference")
+        for role in ("reference", "reference-2", ADAPTIVE_REFERENCE, "nve-reference")
         for c in _collapses(by_role.get(role, []))
     ]
 
@@ -526,7 +563,9 @@ def system_report(
             for m, (unit, rule, _) in {**METRICS, **INFORMATION}.items()
         },
         "noise_floor": floors,
+        "noise_floor_source": floor_sources,
         "reference_2_vs_reference": raw_floor,
+        "reference_adaptive_vs_reference": raw_adaptive,
         "floor_standard_error": floor_errors,
         "vs_reference": vs_reference,
         "ratio_to_noise_floor": ratios,
@@ -616,6 +655,9 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         "independent reference run of the same length from the same starts, compared with "
         "the reference by the same function (replicas pooled per role); for mean "
         "temperatures at least twice the block-averaged standard error of the difference. "
+        "With a reference-adaptive run (the reference alone under the checked sampler's "
+        "adaptive friction), the floor is the larger of the two reference runs' distances "
+        "from the reference; the table marks those set by reference-adaptive. "
         "A metric fails above 1.5x its floor, or when it cannot be computed.",
         "",
         f"Command: `{command}`",
@@ -651,9 +693,12 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                 for role in report["samplers"]
             ]
             name = metric if definition["in_verdict"] else f"{metric} (information)"
+            floor = _cell(report["noise_floor"][metric])
+            if report.get("noise_floor_source", {}).get(metric) == ADAPTIVE_REFERENCE:
+                floor += " (reference-adaptive)"
             lines.append(
                 f"| {report['system']} | {name} | {definition['unit']} "
-                f"| {_cell(report['noise_floor'][metric])} | " + " | ".join(cells) + " |"
+                f"| {floor} | " + " | ".join(cells) + " |"
             )
     lines.append("")
     for report in reports:

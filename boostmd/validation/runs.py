@@ -4,6 +4,11 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
 
 - ``reference``, ``reference-2``: Langevin with the reference alone (two independent runs:
   the second gives the noise floor);
+- ``reference-adaptive``: the reference alone under the dynamics ``boostmd-checked``
+  integrates (:class:`~boostmd.dynamics.adaptive.AdaptiveLangevin`, the same ``tau``): an
+  exact-model run whose short-run statistics share BoostMD's kinetics (which basins a
+  run from the starting structure reaches first, and how fast), so it gives a second
+  noise floor;
 - ``boostmd``: ASE's Langevin driving :class:`~boostmd.dynamics.calculator.BoostMDCalculator`;
 - ``boostmd-checked``: :class:`boostmd.dynamics.integrator.BoostLangevin` (checked windows: a window
   whose refresh energy error is too large is undone and rerun with the reference; with
@@ -45,6 +50,7 @@ from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
 from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.md import (
+    adaptive_langevin,
     ase_units,
     group_temperatures,
     langevin,
@@ -60,8 +66,9 @@ __all__ = ["Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_j
 logger = logging.getLogger(__name__)
 
 REFERENCE_ROLES = ("reference", "reference-2")
+ADAPTIVE_REFERENCE = "reference-adaptive"
 BOOSTMD_ROLES = ("boostmd", "boostmd-checked")
-SAMPLING_ROLES = REFERENCE_ROLES + BOOSTMD_ROLES
+SAMPLING_ROLES = (*REFERENCE_ROLES, ADAPTIVE_REFERENCE, *BOOSTMD_ROLES)
 NVE_ROLES = ("nve-reference", "nve-boostmd", "nve-boostmd-consistent")
 # the NVE run of each BoostMD integrator, and which integrator (--integrator) runs a role
 NVE_OF = {"boostmd": "nve-boostmd", "boostmd-checked": "nve-boostmd-consistent"}
@@ -74,16 +81,23 @@ INTEGRATORS = {
 }
 
 
-def roles(integrator: str = "both") -> tuple[tuple[str, ...], tuple[str, ...]]:
+def roles(
+    integrator: str = "both", adaptive_reference: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Return the sampling and NVE roles that run for ``integrator`` (ase, checked, both).
+
+    ``adaptive_reference`` adds the ``reference-adaptive`` run.
 
     >>> roles("ase")
     (('reference', 'reference-2', 'boostmd'), ('nve-reference', 'nve-boostmd'))
+    >>> roles("checked", adaptive_reference=True)[0]
+    ('reference', 'reference-2', 'reference-adaptive', 'boostmd-checked')
     """
     if integrator not in INTEGRATORS:
         raise ValueError(f"integrator must be one of {sorted(INTEGRATORS)}, got {integrator!r}")
     boost = INTEGRATORS[integrator]
-    return REFERENCE_ROLES + boost, ("nve-reference", *(NVE_OF[role] for role in boost))
+    references = REFERENCE_ROLES + ((ADAPTIVE_REFERENCE,) if adaptive_reference else ())
+    return references + boost, ("nve-reference", *(NVE_OF[role] for role in boost))
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,17 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
         )
     if job.nve:
         return VelocityVerlet(atoms, settings.timestep_fs * fs)
+    if job.role == ADAPTIVE_REFERENCE:
+        if settings.adaptive_tau_fs is None:
+            raise ValueError("the reference-adaptive run needs the adaptive friction's tau")
+        return adaptive_langevin(
+            atoms,
+            settings.temperature_K,
+            settings.timestep_fs,
+            settings.friction_per_ps,
+            rng,
+            settings.adaptive_tau_fs,
+        )
     return langevin(
         atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
     )

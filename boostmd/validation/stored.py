@@ -1,6 +1,7 @@
 """Reference runs computed once and reused by later validations.
 
-A validation's reference runs (roles ``reference``, ``reference-2`` and ``nve-reference``)
+A validation's reference runs (roles ``reference``, ``reference-2``, ``reference-adaptive``
+and ``nve-reference``)
 do not depend on the BoostMD sampler being validated, only on the system, the reference
 model and the MD settings; at about 0.13 s a reference call on a 2-core CPU they are most
 of a validation's cost. :func:`save_run` writes a finished run's observables to a store
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from boostmd.validation.runs import Job, MDSettings
+from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings
 
 __all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run"]
 
@@ -71,6 +72,8 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
         "timestep_fs": settings.timestep_fs,
         "seed": settings.seed,
     }
+    if job.role == ADAPTIVE_REFERENCE:
+        key["adaptive_tau_fs"] = settings.adaptive_tau_fs
     if job.nve:
         key["nve_steps"] = settings.nve_steps
     else:

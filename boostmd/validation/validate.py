@@ -58,7 +58,7 @@ from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
 from boostmd.dynamics.calculator import FRAMES
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.forcefields.mace_import import start_command
-from boostmd.validation.dihedrals import backbone_dihedrals
+from boostmd.validation.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.validation.report import summary_markdown, system_report
 from boostmd.validation.runs import (
     INTEGRATORS,
@@ -71,7 +71,14 @@ from boostmd.validation.runs import (
 )
 from boostmd.validation.stored import STORE, load_run, run_key, save_run
 
-__all__ = ["PRESETS", "ValidationConfig", "main", "reference_calls", "validate"]
+__all__ = [
+    "PRESETS",
+    "ValidationConfig",
+    "main",
+    "reference_calls",
+    "starting_dipeptide",
+    "validate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +109,7 @@ def reference_calls(
     nve_steps: int,
     interval: int = 10,
     integrator: str = "both",
+    adaptive_reference: bool = False,
 ) -> int:
     """Estimate the reference calls of a validation per system (without reruns).
 
@@ -110,7 +118,8 @@ def reference_calls(
     """
     samplers = len(INTEGRATORS[integrator])
     run = equilibration_steps + steps
-    sampling = replicas * (2 * run + samplers * run // interval)
+    references = 3 if adaptive_reference else 2
+    sampling = replicas * (references * run + samplers * run // interval)
     return sampling + nve_steps + samplers * nve_steps // interval
 
 
@@ -143,9 +152,23 @@ class ValidationConfig:
     calibrate: bool = False
     frame: str = "start"
     adaptive_tau_fs: float | None = DEFAULT_TAU_FS
+    adaptive_reference: bool = True
     batch: bool = True
     reference_runs: Path | None = STORE
     store_reference_runs: bool = False
+
+    @property
+    def runs_adaptive_reference(self) -> bool:
+        """Whether the ``reference-adaptive`` run (a second noise floor) is part of it.
+
+        It is, unless switched off, whenever the checked sampler runs with the adaptive
+        friction, and when only the reference runs are made (to store them).
+        """
+        return (
+            self.adaptive_reference
+            and self.adaptive_tau_fs is not None
+            and self.integrator in ("checked", "both", "none")
+        )
 
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run."""
@@ -180,13 +203,44 @@ class ValidationConfig:
         )
 
 
+# phi of an L-residue's main basins (beta, C5, C7eq, alpha_R): where a run should start
+MAIN_BASIN_PHI = (-180.0, -45.0)
+
+
+def starting_dipeptide(code: str, seeds: int = 20) -> Atoms:
+    """Build the capped dipeptide from RDKit's first conformer with phi in a main basin.
+
+    Seeds 0, 1, ... are tried in turn.
+
+    RDKit's embedding can put phi in the left-handed region (GLN, seed 0: phi = +86
+    degrees), a basin an L-residue's reference run leaves only after 1-14 ps. A run of a
+    few picoseconds from there measures that escape (which way, how soon), not the
+    Boltzmann distribution, so the validation starts from a conformer with phi in
+    :data:`MAIN_BASIN_PHI`, as seed 0 already is for ALA, THR, ILE and TRP.
+    """
+    from boostmd.forcefields.peptides import capped_dipeptide
+
+    for seed in range(seeds):
+        atoms = capped_dipeptide(code, seed)
+        phi, _ = backbone_dihedrals(atoms)
+        angle = float(dihedral_angles(atoms.positions[None], phi)[0])
+        if MAIN_BASIN_PHI[0] <= angle <= MAIN_BASIN_PHI[1]:
+            if seed:
+                logger.info("%s starts from RDKit's conformer %d (phi %.0f)", code, seed, angle)
+            return atoms
+    raise RuntimeError(
+        f"none of RDKit's first {seeds} conformers of {code} has phi in {MAIN_BASIN_PHI}; "
+        "pass a structure of your own with --structure"
+    )
+
+
 def _systems(config: ValidationConfig) -> dict[str, tuple[Atoms, tuple]]:
     """Return the starting structure and (phi, psi) atom indices of every system."""
-    from boostmd.forcefields.peptides import capped_dipeptide, residue_code
+    from boostmd.forcefields.peptides import residue_code
 
     systems = {}
     for code in config.peptides:
-        atoms = capped_dipeptide(code)
+        atoms = starting_dipeptide(code)
         systems[residue_code(code)] = (atoms, backbone_dihedrals(atoms))
     if config.structure is not None:
         if not config.structure.is_file():
@@ -233,8 +287,10 @@ def _warm_up(reference, systems: dict) -> None:
             reference(atoms)
 
 
-def _jobs(systems: dict, replicas: int, integrator: str = "both") -> list[Job]:
-    sampling, nve = roles(integrator)
+def _jobs(
+    systems: dict, replicas: int, integrator: str = "both", adaptive_reference: bool = False
+) -> list[Job]:
+    sampling, nve = roles(integrator, adaptive_reference)
     jobs = [
         Job(system, role, replica)
         for system in systems
@@ -282,7 +338,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     rank, world = _process_group()
     checkpoints = config.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(systems, config.replicas, config.integrator)
+    jobs = _jobs(systems, config.replicas, config.integrator, config.runs_adaptive_reference)
     logger.info(
         "about %d reference calls per system",
         reference_calls(
@@ -292,6 +348,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
             config.nve_steps,
             config.interval,
             config.integrator,
+            config.runs_adaptive_reference,
         ),
     )
     stored, to_run = _stored_runs(config, jobs, systems, reference.fingerprint, settings)
@@ -493,6 +550,14 @@ def _parser() -> argparse.ArgumentParser:
         help="fs: response time of the checked sampler's per-atom adaptive friction "
         f"(boostmd.dynamics.adaptive; default {DEFAULT_TAU_FS:g}); 0 runs plain Langevin steps",
     )
+    parser.add_argument(
+        "--adaptive-reference",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.adaptive_reference,
+        help="also run the reference alone under the checked sampler's adaptive friction "
+        "(role reference-adaptive) and take each metric's noise floor as the larger of "
+        "reference-2's and its distance from the reference (default on)",
+    )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
     parser.add_argument("--interval", type=int, default=defaults.interval)
@@ -583,6 +648,7 @@ def main(argv: list[str] | None = None) -> None:
         calibrate=args.calibrate,
         frame=args.frame,
         adaptive_tau_fs=args.adaptive_tau or None,
+        adaptive_reference=args.adaptive_reference,
         batch=args.batch,
         reference_runs=None if args.no_stored_reference else args.reference_runs,
         store_reference_runs=args.store_reference_runs,
