@@ -484,7 +484,7 @@ def test_interrupted_validation_resumes_to_the_same_result(
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runs, "_save", save_then_stop)
-    for _ in range(4):  # reference, reference-2, boostmd, boostmd-checked
+    for _ in range(5):  # reference, reference-2, reference-adaptive, boostmd, boostmd-checked
         with pytest.raises(KeyboardInterrupt):
             validate(_config(models, tmp_path / "b", **short))
     (resumed,) = validate(_config(models, tmp_path / "b", **short))
