@@ -194,18 +194,25 @@ def _synthetic_run(role, replica, rng, frames=4000, hot_hydrogens=0.0, long_xh=0
     }
 
 
-def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
-    rng = np.random.default_rng(5)
-    results = [
+def _synthetic_results(rng, wrong_by_role, replicas=2):
+    """Synthetic runs of every role (``_synthetic_run``'s options per role), per replica."""
+    return [
         _synthetic_run(role, replica, rng, **wrong)
-        for replica in range(2)
-        for role, wrong in (
-            ("reference", {}),
-            ("reference-2", {}),
-            ("boostmd", {"hot_hydrogens": 40.0, "long_xh": 0.01}),
-            ("boostmd-checked", {}),
-        )
+        for replica in range(replicas)
+        for role, wrong in wrong_by_role.items()
     ]
+
+
+def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
+    results = _synthetic_results(
+        np.random.default_rng(5),
+        {
+            "reference": {},
+            "reference-2": {},
+            "boostmd": {"hot_hydrogens": 40.0, "long_xh": 0.01},
+            "boostmd-checked": {},
+        },
+    )
     settings = runs.MDSettings(300.0, 1.0, 1.0, 4000, 0, 100, 10, 500, 0)
     report = system_report("X", results, settings, atoms=5)
     assert set(report["samplers"]) == {"boostmd", "boostmd-checked"}
@@ -265,18 +272,16 @@ def test_the_floor_is_the_larger_distance_of_reference_2_and_reference_adaptive(
     reference-2 alone it fails, with the adaptive reference's floor it passes, and the
     report names which run set each floor.
     """
-    rng = np.random.default_rng(7)
     shifted = {"phi": -60.0}
-    results = [
-        _synthetic_run(role, replica, rng, **wrong)
-        for replica in range(2)
-        for role, wrong in (
-            ("reference", {}),
-            ("reference-2", {}),
-            ("reference-adaptive", shifted),
-            ("boostmd-checked", shifted),
-        )
-    ]
+    results = _synthetic_results(
+        np.random.default_rng(7),
+        {
+            "reference": {},
+            "reference-2": {},
+            "reference-adaptive": shifted,
+            "boostmd-checked": shifted,
+        },
+    )
     settings = runs.MDSettings(300.0, 1.0, 1.0, 4000, 0, 100, 10, 500, 0)
     report = system_report("X", results, settings, atoms=5)
     without = system_report(

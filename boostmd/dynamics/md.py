@@ -11,7 +11,6 @@ from boostmd.dynamics.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
 __all__ = [
-    "adaptive_langevin",
     "ase_units",
     "boost_langevin",
     "group_temperatures",
@@ -75,45 +74,13 @@ def langevin(
     timestep_fs: float = 1.0,
     friction_per_ps: float = 1.0,
     rng: np.random.Generator | int | None = None,
+    tau_fs: float | None = None,
 ) -> Langevin:
     """ASE Langevin dynamics with the timestep in fs and the friction in 1/ps.
 
-    Parameters
-    ----------
-    atoms
-        The system, with a calculator attached.
-    temperature_K
-        Bath temperature.
-    timestep_fs
-        Timestep in femtoseconds.
-    friction_per_ps
-        Friction coefficient in inverse picoseconds.
-    rng
-        Generator or seed of the random forces.
-    """
-    timestep, friction = ase_units(timestep_fs, friction_per_ps)
-    return Langevin(
-        atoms,
-        timestep,
-        temperature_K=temperature_K,
-        friction=friction,
-        fixcm=False,
-        rng=np.random.default_rng(rng),
-    )
-
-
-def adaptive_langevin(
-    atoms: Atoms,
-    temperature_K: float,
-    timestep_fs: float = 1.0,
-    friction_per_ps: float = 1.0,
-    rng: np.random.Generator | int | None = None,
-    tau_fs: float = DEFAULT_TAU_FS,
-) -> AdaptiveLangevin:
-    """:class:`~boostmd.dynamics.adaptive.AdaptiveLangevin` with fs and 1/ps units.
-
-    The dynamics :func:`boost_langevin` integrates, for any calculator: with the reference
-    alone it is the exact-model counterpart of a BoostMD run.
+    With ``tau_fs``, :class:`~boostmd.dynamics.adaptive.AdaptiveLangevin` (the dynamics
+    :func:`boost_langevin` integrates; with the reference alone, the exact-model
+    counterpart of a BoostMD run).
 
     Parameters
     ----------
@@ -128,17 +95,14 @@ def adaptive_langevin(
     rng
         Generator or seed of the random forces.
     tau_fs
-        Response time (fs) of the per-atom adaptive friction.
+        Response time (fs) of the per-atom adaptive friction; ``None`` for none.
     """
     timestep, friction = ase_units(timestep_fs, friction_per_ps)
+    kwargs = {"fixcm": False, "rng": np.random.default_rng(rng)}
+    if tau_fs is None:
+        return Langevin(atoms, timestep, temperature_K=temperature_K, friction=friction, **kwargs)
     return AdaptiveLangevin(
-        atoms,
-        timestep,
-        temperature_K,
-        friction,
-        tau=tau_fs * units.fs,
-        fixcm=False,
-        rng=np.random.default_rng(rng),
+        atoms, timestep, temperature_K, friction, tau=tau_fs * units.fs, **kwargs
     )
 
 

@@ -50,7 +50,6 @@ from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
 from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.md import (
-    adaptive_langevin,
     ase_units,
     group_temperatures,
     langevin,
@@ -215,13 +214,13 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
     if job.role == ADAPTIVE_REFERENCE:
         if settings.adaptive_tau_fs is None:
             raise ValueError("the reference-adaptive run needs the adaptive friction's tau")
-        return adaptive_langevin(
+        return langevin(
             atoms,
             settings.temperature_K,
             settings.timestep_fs,
             settings.friction_per_ps,
             rng,
-            settings.adaptive_tau_fs,
+            tau_fs=settings.adaptive_tau_fs,
         )
     return langevin(
         atoms, settings.temperature_K, settings.timestep_fs, settings.friction_per_ps, rng
