@@ -693,3 +693,20 @@ def test_forces_at_predicted_centres_are_no_samples_of_the_configurational_tempe
     centred = {"forces": forces, "boostmd_reference_energy": -1.0}
     assert np.isnan(recorder._reference_force_sq(centred, "reference")).all()
     assert np.isnan(recorder._reference_force_sq({"forces": forces}, "surrogate")).all()
+
+
+def test_a_checkpoint_from_another_starting_structure_is_not_resumed(reference, tmp_path):
+    from boostmd.forcefields.peptides import capped_dipeptide
+    from boostmd.validation.dihedrals import backbone_dihedrals
+
+    atoms = capped_dipeptide("ALA")
+    dihedrals = backbone_dihedrals(atoms)
+    settings = runs.MDSettings(300.0, 1.0, 1.0, 3, 0, 0, 2, 2, 0, adaptive_tau_fs=None)
+    job = runs.Job("ALA", "reference", 0)
+    done = runs.run_job(job, atoms, dihedrals, reference, None, settings, tmp_path)
+    moved = atoms.copy()
+    moved.positions[0] += 0.05
+    with pytest.raises(ValueError, match="another starting structure"):
+        runs.run_job(job, moved, dihedrals, reference, None, settings, tmp_path)
+    again = runs.run_job(job, atoms, dihedrals, reference, None, settings, tmp_path)
+    np.testing.assert_array_equal(again["phi"], done["phi"])

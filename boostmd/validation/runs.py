@@ -32,6 +32,7 @@ structure (:class:`~boostmd.dynamics.stability.BondTopology`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -365,6 +366,8 @@ def run_job(
     """
     path = checkpoints / f"{job.name}.npz"
     saved = load_checkpoint(path)
+    structure = start_digest(atoms)
+    _check_same_start(path, saved, structure)
     total = job.total_steps(settings)
     if saved is not None and bool(saved["finished"]):
         if progress is not None:
@@ -441,6 +444,7 @@ def run_job(
                 **state,
                 "refresh_errors": np.asarray(refresh_errors, dtype=float),
                 "refresh_force_errors": np.asarray(force_errors, dtype=float),
+                "start_digest": structure,
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
                 "xi": getattr(dynamics, "xi", np.zeros(0)),
@@ -457,6 +461,26 @@ def run_job(
     else:
         progress.update(total - int(state["step"]))  # not run after a collapse
     return job_result(job, load_checkpoint(path))
+
+
+def start_digest(atoms: Atoms) -> str:
+    """Return a digest of a run's starting structure (its elements and positions)."""
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    positions = np.round(np.asarray(atoms.positions, dtype=float), 6)
+    return hashlib.sha256(numbers.tobytes() + positions.tobytes()).hexdigest()[:16]
+
+
+def _check_same_start(path: Path, saved: dict | None, start: str) -> None:
+    """Refuse to resume a checkpoint that began from another starting structure.
+
+    Checkpoints of older versions hold no digest and are resumed unchecked.
+    """
+    if saved is None or "start_digest" not in saved or str(saved["start_digest"]) == start:
+        return
+    raise ValueError(
+        f"{path} began from another starting structure than this run's; resuming it would "
+        "mix two systems. Delete it, or use a new --out, to rerun this job"
+    )
 
 
 def _advance(dynamics, job: Job, settings: MDSettings, step: int, count: int) -> None:
