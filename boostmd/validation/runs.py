@@ -247,7 +247,7 @@ class _Recorder:
     # adaptive_friction: each atom's xi (1/ps, float32) under an adaptive Langevin
     # integrator, empty otherwise; reference_force_sq: the mean |F_i|^2 (eV^2/Å^2) of the
     # reference's forces over the hydrogens and over the heavy atoms where the reference
-    # ran at this frame's positions, nan elsewhere (and with centred frames)
+    # ran at this frame's positions, nan elsewhere (and at every frame of a centred-frame run)
     OPTIONAL = ("scheduled_reference", "reference_energy", "adaptive_friction")
     FORCES = "reference_force_sq"
     BONDS = ("bonds_xh", "bonds_heavy")
@@ -287,16 +287,20 @@ class _Recorder:
         values["reference_energy"].append(float(results.get("boostmd_reference_energy", potential)))
         if xi is not None:
             values["adaptive_friction"].append((xi * 1000 * fs).astype(np.float32))
-        values[self.FORCES].append(self._reference_force_sq(results, source))
+        centred = getattr(atoms.calc, "frame", "start") == "centred"
+        values[self.FORCES].append(self._reference_force_sq(results, source, centred))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
 
-    def _reference_force_sq(self, results: dict, source: str) -> np.ndarray:
+    def _reference_force_sq(self, results: dict, source: str, centred: bool) -> np.ndarray:
         # With centred frames the reference ran at a predicted window centre, not at a
         # sampled frame: its forces there are no sample (on ALA the hydrogens' mean
-        # |F|^2 was 0.77 eV^2/Å^2 at the centres, 1.22 at the same steps' own positions)
-        if source != "reference" or "boostmd_reference_energy" in results:
+        # |F|^2 was 0.77 eV^2/Å^2 at the centres, 1.22 at the same steps' own positions).
+        # The reference calls such a run makes at its own positions are those of rerun
+        # windows and force-guard fallbacks, frames picked by the surrogate's error (on
+        # GLN they read 220 K), so a centred run records none.
+        if source != "reference" or centred:
             return np.full(2, np.nan)
         squared = np.sum(np.asarray(results["forces"]) ** 2, axis=1)
         return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
