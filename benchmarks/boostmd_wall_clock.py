@@ -21,14 +21,14 @@ import torch
 from boostmd import BoostMDCalculator
 from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.dynamics.md import boost_langevin, langevin, thermal_momenta
-from boostmd.forcefields.peptides import capped_dipeptide
 from boostmd.forcefields.pretrained import load_pretrained
+from boostmd.validation.validate import starting_dipeptide
 
 NAMES = ("reference", "boostmd")
 
 
 def dynamics(models, code, boosted, seed):
-    atoms = capped_dipeptide(code)
+    atoms = starting_dipeptide(code)  # the validation's start (main phi basin)
     if boosted:
         atoms.calc = BoostMDCalculator(*models, interval=10, frame="centred", timestep_fs=1.0)
     else:

@@ -8,16 +8,13 @@ checks each window's refresh energy error, reruns a wrong window with the refere
 carries a per-atom adaptive friction that absorbs what slightly wrong windows pump;
 ``AdaptiveLangevin`` is that thermostat for any ASE calculator.
 ``ReplicaBatch(reference, surrogate).run(tasks)`` advances many such runs together, with
-their model calls batched. A script that runs long MD on a CPU should call
-``bound_heap_growth()`` first (glibc's heap otherwise fragments under the model's varying
-tensor sizes; BoostMD's commands do it).
+their model calls batched.
 """
 
 from boostmd.dynamics.adaptive import AdaptiveLangevin
 from boostmd.dynamics.calculator import BoostMDCalculator
 from boostmd.dynamics.integrator import BoostLangevin
 from boostmd.dynamics.replicas import ReplicaBatch
-from boostmd.forcefields.heap import bound_heap_growth
 from boostmd.forcefields.reference import MACEReference, ReferenceResult
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate, SurrogateConfig
 
@@ -33,5 +30,4 @@ __all__ = [
     "ReplicaBatch",
     "Surrogate",
     "SurrogateConfig",
-    "bound_heap_growth",
 ]

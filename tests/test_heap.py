@@ -4,44 +4,55 @@ import sys
 
 import pytest
 
-from boostmd import bound_heap_growth
-
 glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="glibc's allocator only",
 )
 
-# Frees a 24 MB block (glibc then raises its mmap threshold to 24 MB), then asks for a 4 MB
-# block and prints whether it was mmapped (mallinfo2's count of mmapped blocks grew).
+# Fills 128 MB of the heap with 64 KB blocks (below glibc's mmap threshold), frees all but
+# the last (which pins the heap's top, so free() cannot shrink it), then prints the
+# resident set before and after release_free_heap().
 _PROBE = """
-import ctypes, sys
-from boostmd import bound_heap_growth
+import ctypes
+from boostmd.forcefields.heap import release_free_heap
 libc = ctypes.CDLL("libc.so.6")
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
-                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-if sys.argv[1] == "bounded":
-    assert bound_heap_growth()
-libc.free(libc.malloc(24 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(4 << 20)
-print(libc.mallinfo2().hblks > before)
-libc.free(block)
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+blocks = [libc.malloc(64 << 10) for _ in range(2048)]
+for block in blocks:
+    ctypes.memset(block, 1, 64 << 10)
+for block in blocks[:-1]:
+    libc.free(block)
+before = resident()
+released = release_free_heap()
+print(released, before - resident())
 """
 
 
 @glibc
-@pytest.mark.parametrize(("mode", "mmapped"), [("default", "False"), ("bounded", "True")])
-def test_a_fixed_threshold_keeps_large_blocks_off_the_heap(mode, mmapped):
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == mmapped
+def test_release_free_heap_returns_freed_heap_memory_to_the_system():
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
+    released, returned = out.stdout.split()
+    assert released == "True"
+    assert int(returned) > 100 << 20  # of the 128 MB freed
 
 
-def test_a_threshold_must_be_positive():
-    with pytest.raises(ValueError, match="positive"):
-        bound_heap_growth(0)
+def test_the_reference_releases_the_heap_every_interval_calls(reference, monkeypatch):
+    from ase.build import molecule
+
+    import boostmd.forcefields.reference as module
+
+    calls = []
+    monkeypatch.setattr(module, "release_free_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(reference, "heap_trim_interval", 3)
+    atoms = molecule("CH3CH2OH")
+    for _ in range(7):
+        reference(atoms)
+    assert len(calls) == 2
+    monkeypatch.setattr(reference, "heap_trim_interval", 0)
+    for _ in range(6):
+        reference(atoms)
+    assert len(calls) == 2

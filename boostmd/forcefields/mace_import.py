@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from boostmd.forcefields.heap import bound_heap_growth
 from integrators.console import known_prints_dropped, start_tool
 
 logger = logging.getLogger(__name__)
@@ -80,12 +79,9 @@ def start_command(level: int = logging.INFO, *, mace: bool = True) -> None:
     """Start a BoostMD command: logging at ``level``, known third-party noise dropped.
 
     With ``mace`` the reference's packages are imported here, so that what they print at
-    import is filtered (:func:`integrators.console.known_prints_dropped`). The allocator's
-    heap growth is bounded (:func:`boostmd.forcefields.heap.bound_heap_growth`): commands
-    run the model for hours on graphs whose sizes change at every step.
+    import is filtered (:func:`integrators.console.known_prints_dropped`).
     """
     start_tool(level)
-    bound_heap_growth()
     if mace:
         with known_prints_dropped():
             import_mace()

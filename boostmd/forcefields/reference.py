@@ -18,6 +18,7 @@ import torch
 from ase.data import chemical_symbols
 
 from boostmd.forcefields.elements import element_indices
+from boostmd.forcefields.heap import release_free_heap
 from boostmd.forcefields.mace_import import import_mace
 
 __all__ = ["MACEReference", "ReferenceResult"]
@@ -114,7 +115,14 @@ class MACEReference:
     >>> reference = MACEReference.from_file("my.model")  # pickled  # doctest: +SKIP
     >>> result = reference(atoms)  # doctest: +SKIP
     >>> result.energy, result.forces.shape, result.node_features.shape  # doctest: +SKIP
+
+    Every :attr:`heap_trim_interval` forward passes the C heap's free memory is returned
+    to the system (:func:`boostmd.forcefields.heap.release_free_heap`): MD's varying graph
+    sizes can otherwise fragment glibc's heap by gigabytes over a long run. ``0`` turns
+    it off.
     """
+
+    heap_trim_interval: int = 16
 
     def __init__(self, model: torch.nn.Module, head: str | None = None) -> None:
         import_mace()
@@ -143,6 +151,7 @@ class MACEReference:
         self._columns, self.layer_feature_dims = _invariant_columns(model)
         self._columns = self._columns.to(self.device)
         self.fingerprint = model_fingerprint(model)
+        self._forward_passes = 0
 
     @classmethod
     def from_file(
@@ -333,6 +342,9 @@ class MACEReference:
         return self._graph(self.species_index(numbers), positions, cell, pbc)
 
     def _forward(self, graphs: list[dict[str, torch.Tensor]]) -> list[ReferenceResult]:
+        self._forward_passes += 1
+        if self.heap_trim_interval and self._forward_passes % self.heap_trim_interval == 0:
+            release_free_heap()
         data = graphs[0] if len(graphs) == 1 else _collate(graphs)
         # Models from load() have no TorchScript (mace_import.eager_e3nn); a pickled
         # model's e3nn modules do, and unoptimised execution keeps their first call's
