@@ -1,8 +1,8 @@
-"""Claim: returning the heap's free memory every 16 reference calls costs under 1%.
+"""Claim: returning the heap's free memory every 64 reference calls costs little.
 
 The shipped reference runs Langevin MD (300 K, 1 fs, 1/ps) on GLN dipeptide, alone, in
 fresh worker processes that alternate between ``MACEReference.heap_trim_interval = 0``
-(off) and its default of 16 (``malloc_trim`` every 16 calls,
+(off) and its default of 64 (``malloc_trim`` every 64 calls,
 :mod:`boostmd.forcefields.heap`). Each worker reports its seconds per reference call and,
 every 50 calls, its resident memory and the heap's size (``mallinfo2``). Prints one JSON
 line: per setting the median seconds per call and the largest resident and heap sizes

@@ -8,7 +8,7 @@ step that differed from run to run (it depends on the process's allocation histo
 run reached 23 GB and swapped the 24 GB machine to a standstill. ``malloc_trim`` returned
 that memory (2.16 GB to 0.59 GB), so it is fragmentation, not a leak.
 :class:`~boostmd.forcefields.reference.MACEReference` therefore calls
-:func:`release_free_heap` every ``heap_trim_interval`` (16) forward passes, for a cost
+:func:`release_free_heap` every ``heap_trim_interval`` (64) forward passes, for a cost
 measured in ``benchmarks/heap_growth.py``; fixing glibc's mmap threshold at 1 MiB
 instead, the other remedy, made every call 19-29% slower.
 """

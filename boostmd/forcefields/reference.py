@@ -122,7 +122,7 @@ class MACEReference:
     it off.
     """
 
-    heap_trim_interval: int = 16
+    heap_trim_interval: int = 64
 
     def __init__(self, model: torch.nn.Module, head: str | None = None) -> None:
         import_mace()
