@@ -468,9 +468,12 @@ def run_job(
 
 
 def start_digest(atoms: Atoms) -> str:
-    """Return a digest of a run's starting structure (its elements and positions)."""
+    """Return a digest of a run's starting structure (its elements and positions to 1e-5 Å).
+
+    Checkpoints carry it, and stored reference runs are keyed by it.
+    """
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
-    positions = np.round(np.asarray(atoms.positions, dtype=float), 6)
+    positions = np.round(np.asarray(atoms.positions, dtype=float), 5)
     return hashlib.sha256(numbers.tobytes() + positions.tobytes()).hexdigest()[:16]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings
+from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings, start_digest
 
 __all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run"]
 
@@ -58,15 +58,11 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
     """
     if job.uses_boostmd:
         raise ValueError(f"only reference runs are stored, not {job.role}")
-    structure = hashlib.sha256(
-        np.asarray(atoms.numbers, dtype=np.int64).tobytes()
-        + np.round(np.asarray(atoms.positions, dtype=float), 5).tobytes()
-    ).hexdigest()[:16]
     key = {
         "system": job.system,
         "role": job.role,
         "replica": job.replica,
-        "structure": structure,
+        "structure": start_digest(atoms),
         "reference": reference_fingerprint,
         "temperature_K": settings.temperature_K,
         "timestep_fs": settings.timestep_fs,
