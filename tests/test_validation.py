@@ -16,7 +16,14 @@ from boostmd.forcefields.mace_io import save_mace
 from boostmd.forcefields.pretrained import MODELS_DIR
 from boostmd.forcefields.testing import build_mace
 from boostmd.validation import runs
-from boostmd.validation.report import METRICS, judge, refresh_error_stats, system_report
+from boostmd.validation.false_alarms import false_alarm_rates, null_ratios
+from boostmd.validation.report import (
+    METRICS,
+    TOLERANCES,
+    judge,
+    refresh_error_stats,
+    system_report,
+)
 from boostmd.validation.sampling import (
     block_standard_error,
     count_transitions,
@@ -27,6 +34,7 @@ from boostmd.validation.sampling import (
     pmf_error,
     wasserstein,
 )
+from boostmd.validation.stored import STORE, stored_sampling_runs
 from boostmd.validation.validate import (
     PRESETS,
     ValidationConfig,
@@ -133,6 +141,16 @@ def test_a_metric_over_one_and_a_half_floors_fails_and_nan_fails_with_the_reason
     assert failures == {"jsd": "jsd could not be computed (nan): no frames"}
 
 
+def test_each_metric_is_judged_against_its_own_tolerance():
+    floors = {"jsd": 0.1, "bond_xh_w1_mA": 1.0}
+    values = {"jsd": 0.2, "bond_xh_w1_mA": 2.0}
+    _, failures = judge(values, floors, tolerance={"jsd": 2.4, "bond_xh_w1_mA": 1.5})
+    assert list(failures) == ["bond_xh_w1_mA"]
+    with pytest.raises(KeyError, match="no tolerance for metric 'jsd'"):
+        judge(values, floors, tolerance={"bond_xh_w1_mA": 1.5})
+    assert set(TOLERANCES) == set(METRICS) and min(TOLERANCES.values()) >= 1.5
+
+
 def test_refresh_error_statistics_in_meV_skip_frames_without_a_refresh():
     stats = refresh_error_stats(np.array([np.nan, 0.002, np.nan, -0.004, 0.002]))
     assert stats["count"] == 3
@@ -201,6 +219,33 @@ def _synthetic_results(rng, wrong_by_role, replicas=2):
         for replica in range(replicas)
         for role, wrong in wrong_by_role.items()
     ]
+
+
+def test_false_alarm_rates_of_exact_replicas_fall_with_the_tolerance():
+    rng = np.random.default_rng(11)
+    exact = [_synthetic_run("reference", replica, rng, frames=2000) for replica in range(5)]
+    metrics = ["jsd", "pmf_phi_kT", "temperature_hydrogen_K", "bond_xh_w1_mA"]
+    ratios = null_ratios(exact, metrics, skip=0, interval=10, temperature_K=300.0)
+    # every (sampler, reference, two floor runs) assignment of 5 replicas: 5 * 4 * 3 = 60
+    assert all(len(r) == 60 for r in ratios.values()) and list(ratios) == metrics
+    # the floor is the larger of two draws of the same noise as the sampler's distance
+    assert all(np.median(r) < 1.2 for r in ratios.values())
+    loose, strict = false_alarm_rates(ratios, 1.5), false_alarm_rates(ratios, 1.0)
+    assert loose["any"] <= strict["any"] and strict["any"] > 0
+    assert loose["any"] == pytest.approx(
+        np.mean(np.any(np.stack([r > 1.5 for r in ratios.values()]), axis=0))
+    )
+    assert false_alarm_rates(ratios, 1e9)["any"] == 0
+    with pytest.raises(ValueError, match="at least 4 exact runs"):
+        null_ratios(exact[:3], metrics, skip=0, interval=10, temperature_K=300.0)
+
+
+def test_stored_sampling_runs_are_every_exact_replica_of_a_preset():
+    exact = stored_sampling_runs(STORE, "ALA", steps=3000)
+    roles = sorted((r["job"].role, r["job"].replica) for r in exact)
+    assert roles == sorted((role, i) for role in runs.SAMPLING_ROLES[:3] for i in (0, 1))
+    # the starting frame, 300 equilibration steps and 3000 sampled steps
+    assert all(len(r["phi"]) == 3301 and r["bonds_xh"].ndim == 2 for r in exact)
 
 
 def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
@@ -601,7 +646,7 @@ def test_quick_preset_with_the_shipped_models(tmp_path):
                 report["collapses"].get(r) for r in ("reference", "reference-2", "nve-reference")
             )
             and all(
-                ratio <= 1.5
+                ratio <= TOLERANCES[metric]
                 for metric, ratio in report["ratio_to_noise_floor"][sampler].items()
                 if metric in METRICS
             )

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings, start_digest
+from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings, job_result, start_digest
 
-__all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run"]
+__all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run", "stored_sampling_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,31 @@ def load_run(store: Path, key: dict) -> dict | None:
     if json.loads(str(arrays.pop("key"))) != key:
         logger.warning("%s holds another run than its name says; recomputing it", path)
         return None
+    return _unpack_bonds(arrays)
+
+
+def _unpack_bonds(arrays: dict) -> dict:
     for name in _BONDS:
         start, steps = arrays.pop(f"{name}_start"), arrays.pop(f"{name}_steps")
         arrays[name] = (start + BOND_QUANTUM * steps.astype(np.float64)).astype(np.float32)
     return arrays
+
+
+def stored_sampling_runs(store: Path, system: str, steps: int) -> list[dict]:
+    """Every stored sampling run of the exact model of ``system`` with ``steps`` steps.
+
+    The ``reference``, ``reference-2`` and ``reference-adaptive`` replicas, as job results
+    (:func:`~boostmd.validation.runs.job_result`), whatever their other settings: for
+    studies of the exact model's sampling noise
+    (:mod:`boostmd.validation.false_alarms`), not for a validation, which matches keys.
+    """
+    runs = []
+    for path in sorted(store.glob(f"{system}-*.npz")):
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        key = json.loads(str(arrays.pop("key")))
+        if key["system"] != system or key.get("steps") != steps:
+            continue
+        job = Job(system, key["role"], key["replica"])
+        runs.append(job_result(job, _unpack_bonds(arrays)))
+    return runs
