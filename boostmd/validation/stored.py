@@ -11,8 +11,9 @@ returns it to a later validation only when its key is the same, so a changed mod
 temperature, friction, length or seed recomputes the run.
 
 The shipped store, :data:`STORE` (``boostmd/validation/reference_runs``), holds the
-shipped reference's runs of the ``standard`` preset for ALA, THR, ILE and GLN at 300 K,
-1 fs, 1/ps; its ``README.md`` gives the command that made them.
+shipped reference's runs of the ``standard`` preset for ALA, THR, ILE and GLN and of the
+``long`` preset for ALA and GLN, at 300 K, 1 fs, 1/ps; its ``README.md`` gives the
+commands that made them.
 
 Bond lengths are stored as int16 multiples of :data:`BOND_QUANTUM` (0.1 mÅ, 0.4% of a
 bond's thermal spread at 300 K) from each bond's first length; everything else keeps the
