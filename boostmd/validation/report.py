@@ -96,6 +96,7 @@ __all__ = [
     "adaptive_friction_stats",
     "compare_runs",
     "judge",
+    "metric_tolerance",
     "noise_floor",
     "refresh_error_stats",
     "refresh_force_rmse",
@@ -270,7 +271,8 @@ def compare_runs(
     return values
 
 
-def _tolerance(tolerance: float | Mapping[str, float], metric: str) -> float:
+def metric_tolerance(tolerance: float | Mapping[str, float], metric: str) -> float:
+    """Return the tolerance of ``metric``: ``tolerance`` itself, or its entry."""
     if isinstance(tolerance, Mapping):
         if metric not in tolerance:
             raise KeyError(f"no tolerance for metric {metric!r}; give one for every judged metric")
@@ -325,7 +327,7 @@ def judge(
             failures[metric] = f"the noise floor of {metric} could not be computed (nan){suffix}"
         elif not floor > 0:
             failures[metric] = f"the noise floor of {metric} is {floor:.3g}: no ratio can be made"
-        elif not ratios[metric] <= _tolerance(tolerance, metric):
+        elif not ratios[metric] <= metric_tolerance(tolerance, metric):
             failures[metric] = (
                 f"{metric} is {ratios[metric]:.2f}x the noise floor ({value:.3g} vs {floor:.3g})"
             )

@@ -125,19 +125,22 @@ def load_run(store: Path, key: dict) -> dict | None:
     path = _path(store, key)
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as saved:
-        arrays = {name: saved[name] for name in saved.files}
-    if json.loads(str(arrays.pop("key"))) != key:
+    stored_key, arrays = _read(path)
+    if stored_key != key:
         logger.warning("%s holds another run than its name says; recomputing it", path)
         return None
-    return _unpack_bonds(arrays)
+    return arrays
 
 
-def _unpack_bonds(arrays: dict) -> dict:
+def _read(path: Path) -> tuple[dict, dict]:
+    """Return a stored run's key and its arrays (bond lengths back in float32)."""
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    key = json.loads(str(arrays.pop("key")))
     for name in _BONDS:
         start, steps = arrays.pop(f"{name}_start"), arrays.pop(f"{name}_steps")
         arrays[name] = (start + BOND_QUANTUM * steps.astype(np.float64)).astype(np.float32)
-    return arrays
+    return key, arrays
 
 
 def stored_sampling_runs(store: Path, system: str, steps: int) -> list[dict]:
@@ -150,11 +153,8 @@ def stored_sampling_runs(store: Path, system: str, steps: int) -> list[dict]:
     """
     runs = []
     for path in sorted(store.glob(f"{system}-*.npz")):
-        with np.load(path, allow_pickle=False) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-        key = json.loads(str(arrays.pop("key")))
+        key, arrays = _read(path)
         if key["system"] != system or key.get("steps") != steps:
             continue
-        job = Job(system, key["role"], key["replica"])
-        runs.append(job_result(job, _unpack_bonds(arrays)))
+        runs.append(job_result(Job(system, key["role"], key["replica"]), arrays))
     return runs
