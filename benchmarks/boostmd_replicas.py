@@ -59,10 +59,10 @@ def dynamics(kind, seed, calculator):
 def calculator(kind, reference, surrogate, batch=None):
     if batch is not None:
         if kind == "boostmd":
-            return batch.boostmd_calculator(interval=INTERVAL)
+            return batch.boostmd_calculator(interval=INTERVAL, frame="start")
         return batch.reference_calculator()
     if kind == "boostmd":
-        return BoostMDCalculator(reference, surrogate, interval=INTERVAL)
+        return BoostMDCalculator(reference, surrogate, interval=INTERVAL, frame="start")
     return ReferenceCalculator(reference)
 
 

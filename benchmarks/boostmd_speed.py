@@ -126,7 +126,7 @@ def main():
         seconds_ref, _ = langevin(atoms, ReferenceCalculator(reference), args.steps, 3)
         reference_seconds.append(seconds_ref)
         for label, checked in (("checked", True), ("plain", False)):
-            calc = BoostMDCalculator(reference, surrogate, interval=interval)
+            calc = BoostMDCalculator(reference, surrogate, interval=interval, frame="start")
             seconds_boost, _ = langevin(atoms, calc, args.steps, 3, checked=checked)
             md[f"N={interval}_{label}"] = {
                 "speedup": round(seconds_ref / seconds_boost, 2),
@@ -139,7 +139,7 @@ def main():
     worst = max(errors["surrogate"].values())
     # The surrogate's own trajectory: BoostMD (N = 10, windows at steps 0, 10, 20, ...)
     # moves the atoms; the same windows are re-prepared and compared with the reference.
-    own_calc = BoostMDCalculator(reference, surrogate, interval=10)
+    own_calc = BoostMDCalculator(reference, surrogate, interval=10, frame="start")
     _, own_positions = langevin(atoms, own_calc, args.test_steps, 54321, checked=True)
     own_errors = force_errors(reference, surrogate, atoms.numbers, own_positions, 10, None)[
         "surrogate"

@@ -37,7 +37,7 @@ def main():
         )
     moved = atoms.positions + np.random.default_rng(0).normal(0, 0.02, atoms.positions.shape)
 
-    calc = BoostMDCalculator(reference, surrogate, interval=10**9)
+    calc = BoostMDCalculator(reference, surrogate, interval=10**9, frame="start")
     atoms.calc = calc
     atoms.get_forces()  # the reference step of the calculator
 

@@ -15,6 +15,7 @@ import itertools
 import numpy as np
 import pytest
 from ase import Atoms, units
+from ase.build import molecule
 from ase.calculators.calculator import Calculator, all_changes
 from ase.md.langevin import Langevin
 from scipy import integrate, stats
@@ -302,3 +303,17 @@ def test_calculator_warns_once_when_windows_pump_energy(reference, surrogate, ca
     # an adaptive friction takes the pumped energy out: its integrator turns the warning off
     AdaptiveLangevin(atoms, units.fs, TEMPERATURE, PER_PS)
     assert calc.warn_pumping is False
+
+
+def test_an_integer_seed_is_a_generator_and_a_bad_rng_is_named():
+    from ase.calculators.emt import EMT
+
+    runs = []
+    for rng in (2, np.random.default_rng(2)):
+        atoms = molecule("H2O")
+        atoms.calc = EMT()
+        AdaptiveLangevin(atoms, units.fs, 300, 0.001 / units.fs, rng=rng).run(3)
+        runs.append(atoms.positions)
+    np.testing.assert_array_equal(*runs)
+    with pytest.raises(TypeError, match="rng must be a numpy Generator"):
+        AdaptiveLangevin(molecule("H2O"), units.fs, 300, 0.001 / units.fs, rng="two")

@@ -342,7 +342,7 @@ def test_langevin_reference_runs_every_interval(reference, surrogate, ethanol, t
     for observe in (False, True):
         atoms = ethanol.copy()
         MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-        calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=5)
+        calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=5, frame="start")
         dynamics = Langevin(
             atoms,
             0.5 * units.fs,
@@ -367,7 +367,7 @@ def test_langevin_reference_runs_every_interval(reference, surrogate, ethanol, t
 
 
 def test_repeated_property_requests_do_not_advance(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3, frame="start")
     ethanol.calc = calc
     for _ in range(3):
         ethanol.get_potential_energy()
@@ -382,7 +382,7 @@ def test_repeated_property_requests_do_not_advance(reference, surrogate, ethanol
 
 
 def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=100)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=100, frame="start")
     ethanol.calc = calc
     ethanol.get_forces()
     ethanol.positions += 0.01
@@ -403,7 +403,7 @@ def test_reset_and_new_atoms_force_a_reference_call(reference, surrogate, ethano
 def test_calculator_forces_are_gradients(reference, surrogate, ethanol, step_kind, scale):
     fitted = CurvatureCalibration(min_windows=1, sum_rk=scale, sum_kk=1.0, windows=1)
     calc = BoostMDCalculator(
-        reference, surrogate, force_guard=1e9, interval=100, calibration=fitted
+        reference, surrogate, force_guard=1e9, interval=100, calibration=fitted, frame="start"
     )
     assert calc.curvature_scale == scale
     ethanol.calc = calc
@@ -439,7 +439,9 @@ def test_curvature_term_vanishes_with_its_gradient_at_the_frame(reference, surro
 
 def test_calculator_fits_the_curvature_scale_on_every_window(reference, surrogate, ethanol):
     fit = CurvatureCalibration(min_windows=2)
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3, calibration=fit)
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, interval=3, calibration=fit, frame="start"
+    )
     ethanol.calc = calc
     MaxwellBoltzmannDistribution(ethanol, temperature_K=300, rng=np.random.default_rng(0))
     dynamics = VelocityVerlet(ethanol, 0.5 * units.fs)
@@ -458,7 +460,9 @@ def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, 
     for timestep, steps in ((0.2, 20), (0.1, 40)):
         atoms = ethanol.copy()
         MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(2))
-        atoms.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=1000)
+        atoms.calc = BoostMDCalculator(
+            reference, surrogate, force_guard=1e9, interval=1000, frame="start"
+        )
         dynamics = VelocityVerlet(atoms, timestep * units.fs)
         energies = []
         dynamics.attach(lambda a=atoms, e=energies: e.append(a.get_total_energy()))
@@ -481,7 +485,7 @@ def test_velocity_verlet_conserves_energy_within_a_window(reference, surrogate, 
 def test_works_with_ase_integrators(reference, surrogate, ethanol, make_dynamics):
     atoms = ethanol.copy()
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4, frame="start")
     atoms.calc = calc
     make_dynamics(atoms).run(12)
     assert calc.stats.full_steps == 4 and calc.stats.reuse_steps == 9
@@ -489,7 +493,9 @@ def test_works_with_ase_integrators(reference, surrogate, ethanol, make_dynamics
 
 
 def test_threshold_schedule_adapts_to_displacement(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, schedule=Threshold(tol=0.05))
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, schedule=Threshold(tol=0.05), frame="start"
+    )
     ethanol.calc = calc
     ethanol.get_forces()
     sources = []
@@ -507,7 +513,7 @@ def test_periodic_system_runs(reference, surrogate):
     atoms.center()
     atoms.pbc = True
     atoms.positions[0] += [0, 0, 2.5]  # close to a periodic image of another molecule
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=10)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=10, frame="start")
     atoms.calc = calc
     forces = atoms.get_forces()
     np.testing.assert_allclose(forces.sum(0), 0, atol=1e-9)
@@ -524,7 +530,7 @@ def test_calculator_rejects_mismatched_surrogate(reference, surrogate):
 
 
 def test_calculator_rejects_nan_positions(reference, surrogate, ethanol):
-    ethanol.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9)
+    ethanol.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, frame="start")
     ethanol.positions[3, 0] = np.inf
     with pytest.raises(ValueError, match=r"atoms \[3\] have NaN or infinite positions"):
         ethanol.get_forces()
@@ -532,13 +538,13 @@ def test_calculator_rejects_nan_positions(reference, surrogate, ethanol):
 
 def test_calculator_rejects_unknown_elements(reference, surrogate):
     atoms = Atoms("CuH", positions=[[0, 0, 0], [1.5, 0, 0]])
-    atoms.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9)
+    atoms.calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, frame="start")
     with pytest.raises(ValueError, match=r"does not know element\(s\) Cu"):
         atoms.get_forces()
 
 
 def test_force_guard_falls_back_to_the_reference(reference, surrogate, ethanol, caplog):
-    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0)
+    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0, frame="start")
     ethanol.calc = calc
     ethanol.get_forces()
     ethanol.positions[0] += [0.6, 0.0, 0.0]  # far outside any boost window
@@ -548,7 +554,7 @@ def test_force_guard_falls_back_to_the_reference(reference, surrogate, ethanol, 
     assert "running the reference instead" in caplog.text
     np.testing.assert_allclose(forces, reference(ethanol).forces.numpy(), atol=1e-10)
     with pytest.raises(ValueError, match="force_guard must be > 1"):
-        BoostMDCalculator(reference, surrogate, force_guard=0.5)
+        BoostMDCalculator(reference, surrogate, force_guard=0.5, frame="start")
 
 
 # ------------------------------------------------------------- refresh energy error, windows
@@ -571,7 +577,7 @@ def surrogate_energy(surrogate, frame, positions):
 
 
 def test_refresh_energy_error_is_reference_minus_old_frame_surrogate(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3, frame="start")
     start = ethanol.copy()
     seen = walk(ethanol, calc, 3)
     # Independently: the frame of step 0 evaluated at the positions of step 3.
@@ -602,7 +608,7 @@ def test_refresh_energy_error_is_reference_minus_old_frame_surrogate(reference, 
 def test_refresh_errors_one_per_finished_window(reference, surrogate, ethanol):
     atoms = ethanol.copy()
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=4, frame="start")
     atoms.calc = calc
     dynamics = VelocityVerlet(atoms, 0.5 * units.fs)
     errors = []
@@ -616,7 +622,9 @@ def test_refresh_errors_one_per_finished_window(reference, surrogate, ethanol):
 
 def test_an_error_controlled_schedule_hears_every_window_and_adapts(reference, surrogate, ethanol):
     schedule = ErrorControlled(tol=1e-9, initial=4, min_interval=2, order=1.0, memory=1)
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, schedule=schedule)
+    calc = BoostMDCalculator(
+        reference, surrogate, force_guard=1e9, schedule=schedule, frame="start"
+    )
     seen = walk(ethanol, calc, 8)
     sources = "".join("F" if r["boostmd_source"] == "reference" else "." for r in seen)
     # a 4-step window, then the error (far over tol) shortens the interval to the minimum
@@ -627,7 +635,7 @@ def test_an_error_controlled_schedule_hears_every_window_and_adapts(reference, s
 
 
 def test_force_guard_fallback_ends_a_window_with_its_error(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0)
+    calc = BoostMDCalculator(reference, surrogate, interval=100, force_guard=2.0, frame="start")
     ethanol.calc = calc
     ethanol.get_forces()
     _, frame = frame_for(reference, surrogate, ethanol)
@@ -640,7 +648,7 @@ def test_force_guard_fallback_ends_a_window_with_its_error(reference, surrogate,
 
 
 def test_reference_only_and_new_systems_end_no_window(reference, surrogate, ethanol):
-    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3)
+    calc = BoostMDCalculator(reference, surrogate, force_guard=1e9, interval=3, frame="start")
     walk(ethanol, calc, 2)  # reference, surrogate, surrogate
     with calc.reference_only():
         seen = walk(ethanol, calc, 3, seed=1)[1:]
@@ -659,7 +667,11 @@ def test_reference_only_and_new_systems_end_no_window(reference, surrogate, etha
 
 def test_window_state_restores_identical_results(reference, surrogate, ethanol):
     calc = BoostMDCalculator(
-        reference, surrogate, force_guard=1e9, schedule=Threshold(tol=0.05, max_reuse=3)
+        reference,
+        surrogate,
+        force_guard=1e9,
+        schedule=Threshold(tol=0.05, max_reuse=3),
+        frame="start",
     )
     walk(ethanol, calc, 2)
     state = calc.window_state()
@@ -747,9 +759,18 @@ def test_centred_frame_sits_at_the_predicted_window_centre(reference, surrogate,
     assert (calc.stats.full_steps, calc.stats.reuse_steps) == (2, interval - 1)
 
 
-def test_centred_frames_need_a_timestep_a_fixed_interval_and_no_calibration(reference, surrogate):
+def test_centred_frames_need_a_timestep_a_fixed_interval_and_no_calibration(
+    reference, surrogate, ethanol
+):
+    ethanol.calc = BoostMDCalculator(reference, surrogate, frame="centred")  # no timestep yet
+    MaxwellBoltzmannDistribution(ethanol, temperature_K=300, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"timestep.*BoostLangevin \(which sets it\)"):
+        VelocityVerlet(ethanol, units.fs).run(12)  # the first centred window needs it
     with pytest.raises(ValueError, match="timestep_fs"):
-        BoostMDCalculator(reference, surrogate, frame="centred")
+        BoostMDCalculator(reference, surrogate, frame="centred", timestep_fs=-1.0)
+    ethanol.calc = BoostMDCalculator(reference, surrogate, timestep_fs=0.5)
+    with pytest.raises(ValueError, match=r"timestep_fs=0\.5 but the dynamics step 1 fs"):
+        BoostLangevin(ethanol, units.fs, 300, 0.001 / units.fs)
     with pytest.raises(ValueError, match="fixed window length"):
         BoostMDCalculator(
             reference, surrogate, frame="centred", timestep_fs=1.0, schedule=Threshold(0.3)
@@ -758,6 +779,24 @@ def test_centred_frames_need_a_timestep_a_fixed_interval_and_no_calibration(refe
         BoostMDCalculator(reference, surrogate, frame="centred", timestep_fs=1.0, calibration=True)
     with pytest.raises(ValueError, match="frame must be one of"):
         BoostMDCalculator(reference, surrogate, frame="middle", timestep_fs=1.0)
+
+
+def test_the_defaults_are_the_validated_path(reference, surrogate, ethanol, tmp_path):
+    """Centred frames, N = 10, checked windows, adaptive friction, energy-consistent refresh."""
+    ethanol.calc = calc = BoostMDCalculator(reference, surrogate)
+    assert calc.frame == "centred" and calc.schedule.every == 10 and calc.timestep_fs is None
+    dynamics = BoostLangevin(ethanol, 0.5 * units.fs, 300, 0.001 / units.fs, rng=3)
+    assert calc.timestep_fs == 0.5  # taken from the dynamics
+    assert dynamics.energy_consistent and dynamics.tau == pytest.approx(100 * units.fs)
+    assert dynamics.tolerance == pytest.approx(10 * units.kB * 300)
+    # a fitted surrogate carries the interval its fit found, and the calculator uses it
+    fitted = Surrogate.load(surrogate.save(tmp_path / "fitted.pt"))
+    fitted.recipe = {"interval": 6}
+    fitted.save(tmp_path / "fitted.pt", overwrite=True)
+    fitted = Surrogate.load(tmp_path / "fitted.pt")
+    assert fitted.recommended_interval == 6
+    assert BoostMDCalculator(reference, fitted).schedule.every == 6
+    assert BoostMDCalculator(reference, fitted, interval=4).schedule.every == 4
 
 
 def test_boost_langevin_carries_the_energy_across_centred_frame_switches(

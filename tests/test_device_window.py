@@ -33,7 +33,7 @@ def atoms(seed=0):
 def run(models, device_windows, steps=14, **options):
     """Shown frames and counters of a BoostLangevin run, device windows on or off."""
     reference, surrogate = models
-    calc_options = {"interval": 5, "force_guard": 1e9, **options.pop("calc", {})}
+    calc_options = {"interval": 5, "force_guard": 1e9, "frame": "start", **options.pop("calc", {})}
     system = atoms()
     system.calc = calc = BoostMDCalculator(reference, surrogate, **calc_options)
     dynamics = BoostLangevin(
@@ -100,7 +100,7 @@ def test_a_guard_trip_inside_a_window_is_left_to_the_ase_step(models, monkeypatc
 def test_only_a_periodic_schedule_announces_its_surrogate_steps(models):
     reference, surrogate = models
     system = atoms()
-    system.calc = calc = BoostMDCalculator(reference, surrogate, interval=4)
+    system.calc = calc = BoostMDCalculator(reference, surrogate, interval=4, frame="start")
     assert calc.scheduled_surrogate_steps() == 0  # no frame yet
     system.get_forces()
     ahead = []
@@ -111,7 +111,9 @@ def test_only_a_periodic_schedule_announces_its_surrogate_steps(models):
     assert ahead == [3, 2, 1, 0, 3, 2]
     with calc.reference_only():
         assert calc.scheduled_surrogate_steps() == 0
-    system.calc = calc = BoostMDCalculator(reference, surrogate, schedule=Threshold(0.1, 10))
+    system.calc = calc = BoostMDCalculator(
+        reference, surrogate, schedule=Threshold(0.1, 10), frame="start"
+    )
     system.get_forces()
     assert calc.scheduled_surrogate_steps() == 0
 
@@ -122,7 +124,7 @@ def test_two_systems_integrated_together_equal_each_alone(models):
     coefficient_sets, calls = [], []
     rng = np.random.default_rng(0)
     for system in systems:
-        system.calc = calc = BoostMDCalculator(reference, surrogate, interval=8)
+        system.calc = calc = BoostMDCalculator(reference, surrogate, interval=8, frame="start")
         system.get_forces()
         dynamics = BoostLangevin(system, TIMESTEP, 300, FRICTION, rng=0)
         coefficients = LangevinCoefficients.of(dynamics)
@@ -148,7 +150,7 @@ def test_two_systems_integrated_together_equal_each_alone(models):
 def test_captured_window_on_a_gpu_equals_the_cpu_window(models):
     reference, surrogate = models
     system = atoms()
-    system.calc = calc = BoostMDCalculator(reference, surrogate, interval=8)
+    system.calc = calc = BoostMDCalculator(reference, surrogate, interval=8, frame="start")
     system.get_forces()
     dynamics = BoostLangevin(system, TIMESTEP, 300, FRICTION, rng=0)
     coefficients = LangevinCoefficients.of(dynamics)

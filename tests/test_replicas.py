@@ -81,9 +81,9 @@ def test_one_replica_is_the_unbatched_run_bit_for_bit(reference, surrogate):
     for way in ("alone", "batched"):
         batch = ReplicaBatch(reference, surrogate)
         calc = (
-            BoostMDCalculator(reference, surrogate, interval=4, force_guard=1e9)
+            BoostMDCalculator(reference, surrogate, interval=4, force_guard=1e9, frame="start")
             if way == "alone"
-            else batch.boostmd_calculator(interval=4, force_guard=1e9)
+            else batch.boostmd_calculator(interval=4, force_guard=1e9, frame="start")
         )
         dynamics = boost_run(replica(0), calc, seed=7, tolerance=5e-5)  # some rollbacks
         frames = trace(dynamics)
@@ -103,7 +103,9 @@ def test_each_replica_keeps_its_own_rollbacks_and_equals_its_run_alone(reference
     tolerances = [0.0, np.inf, 5e-4]  # every window rerun, none, some
     batch = ReplicaBatch(reference, surrogate)
     together = [
-        boost_run(replica(i), batch.boostmd_calculator(interval=4, force_guard=1e9), i, tol)
+        boost_run(
+            replica(i), batch.boostmd_calculator(interval=4, force_guard=1e9, frame="start"), i, tol
+        )
         for i, tol in enumerate(tolerances)
     ]
     # a reference-only replica shares the same batched calls
@@ -117,7 +119,10 @@ def test_each_replica_keeps_its_own_rollbacks_and_equals_its_run_alone(reference
         assert batch.requests[kind] > batch.batched_calls[kind]
     for i, (tol, dynamics) in enumerate(zip(tolerances, together)):
         alone = boost_run(
-            replica(i), BoostMDCalculator(reference, surrogate, interval=4, force_guard=1e9), i, tol
+            replica(i),
+            BoostMDCalculator(reference, surrogate, interval=4, force_guard=1e9, frame="start"),
+            i,
+            tol,
         )
         alone.run(STEPS)
         assert alone.rollbacks == dynamics.rollbacks and alone.windows == dynamics.windows
@@ -129,7 +134,10 @@ def test_each_replica_keeps_its_own_rollbacks_and_equals_its_run_alone(reference
 
 def test_max_atoms_splits_a_round_into_smaller_batches(reference, surrogate):
     batch = ReplicaBatch(reference, surrogate, max_atoms=20)  # ethanol: 9 atoms, two fit
-    runs = [boost_run(replica(i), batch.boostmd_calculator(interval=4), i) for i in range(5)]
+    runs = [
+        boost_run(replica(i), batch.boostmd_calculator(interval=4, frame="start"), i)
+        for i in range(5)
+    ]
     batch.run([lambda d=d: d.run(4) for d in runs])
     for kind in ("reference", "frame", "window"):
         # five replicas in step: each round's calls as batches of 2, 2 and 1
@@ -140,7 +148,10 @@ def test_max_atoms_splits_a_round_into_smaller_batches(reference, surrogate):
 
 def test_a_failing_replica_stops_the_others_and_its_error_is_raised(reference, surrogate):
     batch = ReplicaBatch(reference, surrogate)
-    runs = [boost_run(replica(i), batch.boostmd_calculator(interval=4), i) for i in range(3)]
+    runs = [
+        boost_run(replica(i), batch.boostmd_calculator(interval=4, frame="start"), i)
+        for i in range(3)
+    ]
     broken = runs[1].atoms
 
     def diverge():
@@ -159,9 +170,9 @@ def test_a_failing_replica_stops_the_others_and_its_error_is_raised(reference, s
 
 def test_misuse_is_named(reference, surrogate):
     with pytest.raises(ValueError, match="no surrogate"):
-        ReplicaBatch(reference).boostmd_calculator()
+        ReplicaBatch(reference).boostmd_calculator(frame="start")
     other = ReplicaBatch(reference, Surrogate.for_reference(reference, num_channels=4))
     with pytest.raises(ValueError, match=r"ReplicaBatch\.boostmd_calculator"):
-        BoostMDCalculator(reference, surrogate, calls=other)
+        BoostMDCalculator(reference, surrogate, calls=other, frame="start")
     with pytest.raises(ValueError, match="at least one frame"):
         ReferenceFrame.join([])

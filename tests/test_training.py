@@ -128,7 +128,7 @@ def test_on_policy_windows_are_driven_by_the_surrogate_and_labelled_by_the_refer
     # pairs never reach into the next window, whatever max_k asks for
     assert max(k for _, k in run.pairs(max_k=12)) == 4
     # the surrogate moved the atoms: its own forces at step 1 give step 2 ...
-    booster = BoostMDCalculator(reference, surrogate, interval=10)
+    booster = BoostMDCalculator(reference, surrogate, interval=10, frame="start")
     start = Atoms(run.numbers, run.positions[0])
     start.calc = booster
     start.get_forces()

@@ -18,7 +18,7 @@ reference, surrogate = load_pretrained()
 with torch.no_grad():  # a deliberately wrong surrogate: forces far beyond the reference's
     surrogate.edge_head[1].weight.mul_(1e4)
 atoms = capped_dipeptide("ALA")
-atoms.calc = BoostMDCalculator(reference, surrogate, interval=10)
+atoms.calc = BoostMDCalculator(reference, surrogate, interval=10, frame="start")
 rng = np.random.default_rng(0)
 dynamics = Langevin(atoms, 1 * units.fs, temperature_K=300, friction=0.001 / units.fs, rng=rng)
 dynamics.run(30)

@@ -50,7 +50,7 @@ import torch
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
-__all__ = ["DEFAULT_TAU_FS", "AdaptiveLangevin", "friction_half_step"]
+__all__ = ["DEFAULT_TAU_FS", "AdaptiveLangevin", "check_rng", "friction_half_step"]
 
 # The response time the validation passes with (README, "Sampling at 1/ps").
 DEFAULT_TAU_FS = 100.0
@@ -85,6 +85,28 @@ def _exp(x: np.ndarray) -> np.ndarray:
     bit for bit (torch's result does not depend on an element's place in the array).
     """
     return torch.exp(torch.from_numpy(x)).numpy()
+
+
+def check_rng(rng: Any) -> Any:
+    """Return a generator of random forces: a seed or ``None`` becomes a numpy ``Generator``.
+
+    A ``Generator``, a ``RandomState`` or the ``numpy.random`` module is returned as it is.
+
+    Raises
+    ------
+    TypeError
+        For anything else, naming what is accepted.
+    """
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if all(hasattr(rng, name) for name in ("standard_normal", "get_state", "set_state")):
+        return rng  # np.random.RandomState or the np.random module
+    raise TypeError(
+        "rng must be a numpy Generator, a RandomState, an integer seed or None, got "
+        f"{type(rng).__name__}"
+    )
 
 
 def check_tau(tau: Any, temperature_K: float) -> float | None:
@@ -126,7 +148,8 @@ class AdaptiveLangevin(Langevin):
         Must be False with an adaptive friction (per-atom scaling moves the centre of
         mass): use :class:`ase.constraints.FixCom`.
     rng
-        Generator of the random forces (as ASE's ``Langevin``).
+        Generator of the random forces: a numpy ``Generator``, a ``RandomState`` or an
+        integer seed; ``None`` is ASE's default (the ``numpy.random`` module).
     **kwargs
         Passed to :class:`ase.md.md.MolecularDynamics`.
 
@@ -167,15 +190,17 @@ class AdaptiveLangevin(Langevin):
                 "momentum); use fixcm=False and ase.constraints.FixCom, or tau=None"
             )
         self.xi = np.zeros(len(atoms))
-        if self.tau is not None and hasattr(atoms.calc, "warn_pumping"):
-            atoms.calc.warn_pumping = False  # a BoostMDCalculator: this friction absorbs it
+        if hasattr(atoms.calc, "adopt_timestep"):  # a BoostMDCalculator
+            atoms.calc.adopt_timestep(timestep / units.fs)
+            if self.tau is not None:
+                atoms.calc.warn_pumping = False  # this friction absorbs it
         super().__init__(
             atoms,
             timestep,
             temperature_K=temperature_K,
             friction=friction,
             fixcm=fixcm,
-            rng=rng,
+            rng=None if rng is None else check_rng(rng),
             **kwargs,
         )
 

@@ -20,6 +20,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.device_window import LangevinCoefficients, WindowPath
 from boostmd.dynamics.model_calls import ModelCalls
+from boostmd.dynamics.summary import RunSummary
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 from integrators import CacheStats, Periodic
@@ -38,6 +39,10 @@ PUMPING_WINDOWS, PUMPING_MIN_WINDOWS = 50, 10
 
 # Where a window's reference frame sits: at the window's first step, or at its time centre.
 FRAMES = ("start", "centred")
+
+# The window length the shipped surrogate was validated at (README, "Does BoostMD sample
+# right?"); a fitted surrogate carries its own (Surrogate.recommended_interval).
+DEFAULT_INTERVAL = 10
 
 
 def check_compatible(reference: MACEReference, surrogate: Surrogate) -> None:
@@ -122,6 +127,20 @@ def _check_frame(frame: str, timestep_fs, schedule, calibration) -> None:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
     if frame == "start":
         return
+    if timestep_fs is not None:
+        _check_timestep(timestep_fs)
+    if not isinstance(schedule, Periodic):
+        raise ValueError(
+            "frame='centred' (the default) needs a fixed window length to find its centre: "
+            f"use interval=N (a Periodic schedule), not {schedule!r}, or pass frame='start'"
+        )
+    if calibration:
+        raise ValueError(
+            "calibration fits windows framed at their start: pass frame='start' with it"
+        )
+
+
+def _check_timestep(timestep_fs) -> float:
     if not (
         isinstance(timestep_fs, (int, float)) and math.isfinite(timestep_fs) and timestep_fs > 0
     ):
@@ -129,13 +148,7 @@ def _check_frame(frame: str, timestep_fs, schedule, calibration) -> None:
             "frame='centred' predicts each window's centre with the MD timestep: pass "
             f"timestep_fs (fs, > 0), got {timestep_fs!r}"
         )
-    if not isinstance(schedule, Periodic):
-        raise ValueError(
-            "frame='centred' needs a fixed window length to find its centre: use interval=N "
-            f"(a Periodic schedule), not {schedule!r}"
-        )
-    if calibration:
-        raise ValueError("calibration fits windows framed at their start: use frame='start'")
+    return float(timestep_fs)
 
 
 def _copy_results(results: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +195,9 @@ class BoostMDCalculator(Calculator):
         A surrogate made for ``reference`` (its fingerprint is checked).
     interval
         Run the reference every ``interval`` steps (ignored when ``schedule`` is given).
+        ``None`` (default): the interval stored with a surrogate made by
+        ``python -m boostmd.fit`` (the longest at which its fit sampled right), else 10,
+        the interval the shipped surrogate was validated at.
     force_guard
         A surrogate step whose largest force exceeds ``force_guard`` times the largest
         force of its reference frame (at least 10 eV/Å), or is not finite, is replaced by
@@ -202,23 +218,28 @@ class BoostMDCalculator(Calculator):
         continue its fit. Default ``False``: the surrogate as trained.
         ``curvature_scale`` is the scale in use.
     frame
-        ``"start"`` (default): the reference runs at the window's first step and the
-        surrogate expands about it. ``"centred"``: the reference runs at the point the
-        trajectory is predicted to reach at the window's time centre, ``(interval - 1) / 2``
-        steps on, and the whole window, its first step included, uses the surrogate
-        expanded about that point. A frame at the start makes each window's map expand
-        phase space along every vibration the surrogate gets too soft (and contract along
-        the too-stiff ones) at a rate proportional to the curvature error, which at low
-        friction can break equipartition (``benchmarks/window_pumping.py``); a centred frame
-        cancels that first-order term by symmetry. The prediction is velocity Verlet with
-        the ending window's surrogate from the positions and momenta of the atoms
-        (``(interval - 1) / 2`` rounded up, plus three, surrogate evaluations per window,
-        counted in the reference step's time; a fractional point is interpolated). Needs
-        a fixed ``interval`` and ``timestep_fs``; the first window of a run (or after
+        ``"centred"`` (default, the validated setting): the reference runs at the point
+        the trajectory is predicted to reach at the window's time centre,
+        ``(interval - 1) / 2`` steps on, and the whole window, its first step included,
+        uses the surrogate expanded about that point. ``"start"``: the reference runs at
+        the window's first step and the surrogate expands about it (needed for a schedule
+        other than a fixed ``interval``, and for ``calibration``). A frame at the start
+        makes each window's map expand phase space along every vibration the surrogate
+        gets too soft (and contract along the too-stiff ones) at a rate proportional to
+        the curvature error, which at low friction can break equipartition
+        (``benchmarks/window_pumping.py``); a centred frame cancels that first-order term
+        by symmetry. The prediction is velocity Verlet with the ending window's surrogate
+        from the positions and momenta of the atoms (``(interval - 1) / 2`` rounded up,
+        plus three, surrogate evaluations per window, counted in the reference step's
+        time; a fractional point is interpolated). Needs
+        a fixed ``interval`` and the timestep; the first window of a run (or after
         :meth:`reset` or a change of system) and force-guard fallbacks frame at the
         current positions.
     timestep_fs
-        The MD timestep in fs, for ``frame="centred"``'s prediction.
+        The MD timestep in fs, for ``frame="centred"``'s prediction. ``None``: set by
+        :class:`~boostmd.BoostLangevin` or :class:`~boostmd.AdaptiveLangevin` from their
+        own timestep; with another integrator pass it (the first centred window raises
+        an error naming this if it is unknown).
     calls
         How the model calls are made: one at a time (default), or gathered with other
         replicas' into batched calls by a :class:`~boostmd.dynamics.replicas.ReplicaBatch`
@@ -277,11 +298,11 @@ class BoostMDCalculator(Calculator):
         self,
         reference: MACEReference,
         surrogate: Surrogate,
-        interval: int = 10,
+        interval: int | None = None,
         schedule=None,
         force_guard: float = 3.0,
         calibration: CurvatureCalibration | bool = False,
-        frame: str = "start",
+        frame: str = "centred",
         timestep_fs: float | None = None,
         calls: ModelCalls | None = None,
         warn_pumping: bool = True,
@@ -290,10 +311,13 @@ class BoostMDCalculator(Calculator):
         check_compatible(reference, surrogate)
         if not force_guard > 1:
             raise ValueError(f"force_guard must be > 1, got {force_guard!r}")
-        schedule = schedule if schedule is not None else Periodic(interval)
+        if schedule is None:
+            interval = interval or surrogate.recommended_interval or DEFAULT_INTERVAL
+            schedule = Periodic(interval)
         _check_frame(frame, timestep_fs, schedule, calibration)
         self.frame = frame
         self.timestep_fs = None if timestep_fs is None else float(timestep_fs)
+        self._given_timestep_fs = self.timestep_fs
         self.force_guard = float(force_guard)
         self.fallbacks = 0
         super().__init__(**kwargs)
@@ -334,7 +358,7 @@ class BoostMDCalculator(Calculator):
     def pretrained(
         cls,
         name: str = "dipeptides",
-        interval: int = 10,
+        interval: int | None = None,
         schedule=None,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
@@ -358,12 +382,42 @@ class BoostMDCalculator(Calculator):
         --------
         >>> from boostmd.forcefields.peptides import capped_dipeptide  # doctest: +SKIP
         >>> atoms = capped_dipeptide("ALA")  # doctest: +SKIP
-        >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides", interval=10)  # doctest: +SKIP
+        >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides")  # doctest: +SKIP
         """
         from boostmd.forcefields.pretrained import load_pretrained
 
         reference, surrogate = load_pretrained(name, device=device, dtype=dtype)
         return cls(reference, surrogate, interval=interval, schedule=schedule, **kwargs)
+
+    def summary(self, steps: int | None = None) -> RunSummary:
+        """Summarise the calls, fallbacks, refresh errors and implied speedup so far.
+
+        Parameters
+        ----------
+        steps
+            MD steps taken; default: every call with new positions (right for ASE's own
+            integrators; :meth:`boostmd.BoostLangevin.summary` also counts its reruns).
+        """
+        return RunSummary.of(self, self.stats.total_steps if steps is None else steps)
+
+    def adopt_timestep(self, timestep_fs: float) -> None:
+        """Take the integrator's timestep (fs) for the centred frames' prediction.
+
+        Called by :class:`~boostmd.AdaptiveLangevin` (and so :class:`~boostmd.BoostLangevin`).
+
+        Raises
+        ------
+        ValueError
+            If the calculator was built with another ``timestep_fs``.
+        """
+        timestep_fs = _check_timestep(timestep_fs)
+        given = self._given_timestep_fs
+        if given is not None and not math.isclose(given, timestep_fs):
+            raise ValueError(
+                f"the calculator predicts window centres with timestep_fs={given:g} "
+                f"but the dynamics step {timestep_fs:g} fs: pass the same timestep to both"
+            )
+        self.timestep_fs = timestep_fs
 
     def reset(self) -> None:
         """Clear results and the cached reference frame: the next call runs the reference."""
@@ -664,6 +718,13 @@ class BoostMDCalculator(Calculator):
         The centre is where velocity Verlet with the current frame puts the atoms
         ``(N - 1) / 2`` steps on.
         """
+        if self.timestep_fs is None:
+            raise ValueError(
+                "frame='centred' (the default) predicts each window's centre with the MD "
+                "timestep, which this calculator was not given: pass "
+                "BoostMDCalculator(..., timestep_fs=...), run it under boostmd.BoostLangevin "
+                "(which sets it), or pass frame='start'"
+            )
         ahead = (self.schedule.every - 1) / 2
         masses = self.atoms.get_masses()[:, None]
         velocities = self.atoms.get_momenta() / masses

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
-from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
+from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin, check_rng
 from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
 from boostmd.dynamics.device_window import LangevinCoefficients
+from boostmd.dynamics.summary import RunSummary
 
 __all__ = ["BoostLangevin"]
 
@@ -25,6 +26,17 @@ logger = logging.getLogger(__name__)
 # With energy_consistent=True, an accepted refresh never leaves less than this fraction of
 # the kinetic energy.
 _MIN_KINETIC_FRACTION = 0.05
+
+# The surrogate does not fit the system (warn_misfit) when, over the last FIT_WINDOWS
+# windows, more than FIT_RERUN_FRACTION of them were rerun or ended by a force-guard
+# fallback, or their refresh errors averaged more than FIT_MEAN_ERROR_KT kB T: the shipped
+# surrogate's unseen dipeptides that pass the validation average 0.6-2.3 kB T and rerun
+# 0-3% of windows; TRP, which samples its bonds too wide, 8 kB T and 29%.
+FIT_WINDOWS, FIT_RERUN_FRACTION, FIT_MEAN_ERROR_KT = 50, 0.10, 4.0
+FIT_COMMAND = (
+    "python -m boostmd.fit --reference MODEL --structure YOUR_STRUCTURE --out DIR "
+    "(MODEL: dipeptides, the shipped reference, or your reference's weights file)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,19 +76,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(a, b)
     return a == b
-
-
-def _check_rng(rng: Any) -> Any:
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if all(hasattr(rng, name) for name in ("standard_normal", "get_state", "set_state")):
-        return rng  # np.random.RandomState or the np.random module
-    raise TypeError(
-        "BoostLangevin(rng=...) must be a numpy Generator, a RandomState, a seed or None "
-        f"(its state is saved to rerun windows), got {type(rng).__name__}"
-    )
 
 
 class BoostLangevin(AdaptiveLangevin):
@@ -206,7 +205,8 @@ class BoostLangevin(AdaptiveLangevin):
         ``math.inf`` accepts every finite ``dE``. Fixed at construction
         (``set_temperature`` does not change it).
     energy_consistent
-        Remove each accepted ``dE`` from the kinetic energy (see above).
+        Remove each accepted ``dE`` from the kinetic energy (see above); on by default,
+        as in the validation. ``False`` leaves the momenta as the window ended them.
     fixcm
         As in ASE's ``Langevin`` (deprecated there; prefer ``ase.constraints.FixCom``).
     rng
@@ -232,10 +232,15 @@ class BoostLangevin(AdaptiveLangevin):
         Finished windows that held surrogate steps (each was checked).
     rollbacks
         Windows rejected and rerun with the reference.
+    warn_misfit
+        Log a warning, once, when the last 50 windows show that the surrogate does not fit
+        the system (over 10% rerun, or a mean refresh error over 4 kB T), with the figures
+        and the command that fits a surrogate to it (``python -m boostmd.fit``); set it
+        to False to silence it.
 
     Examples
     --------
-    >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides", interval=10)  # doctest: +SKIP
+    >>> atoms.calc = BoostMDCalculator.pretrained("dipeptides")  # doctest: +SKIP
     >>> dyn = BoostLangevin(atoms, 1 * units.fs, 300, 0.001 / units.fs, rng=0)  # doctest: +SKIP
     >>> dyn.run(1000)  # doctest: +SKIP
     >>> dyn.rollbacks / dyn.windows  # doctest: +SKIP
@@ -249,7 +254,7 @@ class BoostLangevin(AdaptiveLangevin):
         friction: float,
         *,
         tolerance: float | None = None,
-        energy_consistent: bool = False,
+        energy_consistent: bool = True,
         tau: float | None = DEFAULT_TAU_FS * units.fs,
         fixcm: bool = False,
         rng: Any = None,
@@ -277,6 +282,9 @@ class BoostLangevin(AdaptiveLangevin):
         self.device_windows = bool(device_windows)
         self.windows = 0
         self.rollbacks = 0
+        self.warn_misfit = True
+        # (rerun or fallback, dE) of the last windows, for warn_misfit
+        self._recent_windows: deque[tuple[bool, float]] = deque(maxlen=FIT_WINDOWS)
         self._pending: deque[_StepState] = deque()
         self._shown: _StepState | None = None
         self._shown_results: dict[str, Any] | None = None
@@ -287,7 +295,7 @@ class BoostLangevin(AdaptiveLangevin):
             friction,
             tau=tau,
             fixcm=fixcm,
-            rng=_check_rng(rng),
+            rng=check_rng(rng),
             **kwargs,
         )
 
@@ -390,7 +398,9 @@ class BoostLangevin(AdaptiveLangevin):
         if error is None:  # no surrogate step in this window: nothing to check
             return states
         self.windows += 1
-        if not abs(error) <= self.tolerance:
+        rejected = not abs(error) <= self.tolerance
+        self._watch_fit(rejected or calc.fallbacks > fallbacks, error, calc)
+        if rejected:
             self.rollbacks += 1
             logger.debug(
                 "window of %d steps rejected (dE = %.3g eV, tolerance %.3g eV); rerunning "
@@ -413,6 +423,56 @@ class BoostLangevin(AdaptiveLangevin):
             self._remove_from_kinetic_energy(jump, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
         return states
+
+    def summary(self) -> RunSummary:
+        """Summarise the run's calls, reruns, refresh errors and implied speedup so far.
+
+        Returns
+        -------
+        RunSummary
+            ``print(dyn.summary())`` for one line; ``.as_dict()`` for JSON.
+        """
+        calc = self._check_calculator(self.atoms)
+        return RunSummary.of(calc, self.nsteps, windows_rerun=self.rollbacks)
+
+    def _watch_fit(self, bad: bool, error: float, calc: BoostMDCalculator) -> None:
+        """Warn once when the last windows show that the surrogate does not fit the system.
+
+        Over the last :data:`FIT_WINDOWS` windows: more than :data:`FIT_RERUN_FRACTION`
+        rerun (or ended by a force-guard fallback), or a mean refresh error above
+        :data:`FIT_MEAN_ERROR_KT` kB T. Such a run pays little (each rerun costs a window of
+        reference calls) or samples wrong (a surrogate off on this system can keep every
+        kinetic temperature right and still spread the bonds too wide).
+        """
+        if not self.warn_misfit:
+            return
+        self._recent_windows.append((bad, error if math.isfinite(error) else math.nan))
+        if len(self._recent_windows) < FIT_WINDOWS:
+            return
+        flags, errors = np.array(self._recent_windows, dtype=float).T
+        rerun, mean = flags.mean(), float(np.nanmean(errors)) if np.isfinite(errors).any() else 0
+        kT = float(np.max(self.temp))
+        if not (rerun > FIT_RERUN_FRACTION or (kT > 0 and abs(mean) > FIT_MEAN_ERROR_KT * kT)):
+            return
+        self.warn_misfit = False  # once
+        summary = RunSummary.of(calc, calc.stats.total_steps, windows_rerun=self.rollbacks)
+        logger.warning(
+            "the surrogate does not fit this system: over the last %d windows %.0f%% were "
+            "rerun with the reference or ended by a force-guard fallback, and the refresh "
+            "energy error dE averaged %+.0f meV (%.1f kB T; RMS %.0f meV over the run). "
+            "So far %.2f reference calls per step, an implied %.1fx speedup. Such a run pays "
+            "little or samples wrong (bonds too wide with right temperatures). Fit a "
+            "surrogate to it: %s, then pass DIR/surrogate.pt. dyn.summary() gives these "
+            "figures",
+            len(flags),
+            100 * rerun,
+            1000 * mean,
+            mean / kT if kT > 0 else math.nan,
+            summary.refresh_error_rms_meV,
+            summary.reference_calls_per_step,
+            summary.implied_speedup,
+            FIT_COMMAND,
+        )
 
     def _device_steps(self, calc: BoostMDCalculator) -> list[_StepState]:
         """Integrate the window's announced surrogate steps on the models' device."""

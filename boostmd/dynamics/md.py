@@ -113,7 +113,7 @@ def boost_langevin(
     friction_per_ps: float = 1.0,
     rng: np.random.Generator | int | None = None,
     tolerance_eV: float | None = None,
-    energy_consistent: bool = False,
+    energy_consistent: bool = True,
     tau_fs: float | None = DEFAULT_TAU_FS,
 ) -> BoostLangevin:
     """:class:`~boostmd.BoostLangevin` with the timestep in fs and friction in 1/ps.

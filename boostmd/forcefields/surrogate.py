@@ -301,6 +301,9 @@ class Surrogate(nn.Module):
     def __init__(self, config: SurrogateConfig) -> None:
         super().__init__()
         self.config = config
+        # How it was made and the settings it was checked at (JSON-ready, saved with it);
+        # ``interval``, when present, is the longest window its fit found to sample right.
+        self.recipe: dict = {}
         # reference forces at frames that are not central pair forces, reported once
         self.noncentral_forces = NonCentralForces()
         hidden, channels = config.hidden_dim, config.num_channels
@@ -642,9 +645,20 @@ class Surrogate(nn.Module):
         return write_payload(
             path,
             FORMAT,
-            {"version": FORMAT_VERSION, "config": self.config.to_json(), "state_dict": state},
+            {
+                "version": FORMAT_VERSION,
+                "config": self.config.to_json(),
+                "recipe": json.dumps(self.recipe, sort_keys=True),
+                "state_dict": state,
+            },
             overwrite,
         )
+
+    @property
+    def recommended_interval(self) -> int | None:
+        """The window length (steps) its fit found to sample right, if it was fitted."""
+        interval = self.recipe.get("interval")
+        return None if interval is None else int(interval)
 
     @classmethod
     def load(
@@ -680,6 +694,7 @@ class Surrogate(nn.Module):
             absent = {key for key in missing if not (version == 2 and key.startswith("body."))}
             if absent or unexpected:
                 raise KeyError(f"missing {sorted(absent)}, unexpected {sorted(unexpected)}")
+            surrogate.recipe = json.loads(payload.get("recipe", "{}"))
         except Exception as error:
             raise ValueError(
                 f"{path} is not a readable BoostMD surrogate file ({error}); {how}"
