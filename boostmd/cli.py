@@ -1,4 +1,4 @@
-"""The ``boostmd`` command: ``boostmd demo|validate|train|data|make-reference ...``."""
+"""The ``boostmd`` command: ``boostmd demo|validate|fit|train|data|make-reference ...``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "demo": ("boostmd.demo", "BoostMD against the reference alone on a dipeptide"),
     "validate": ("boostmd.validation.validate", "does BoostMD sample what the reference samples?"),
+    "fit": ("boostmd.training.fit", "fit a surrogate to your own structures and reference"),
     "train": ("boostmd.training.train", "train a surrogate from reference MD runs"),
     "data": ("boostmd.training.data", "generate reference MD runs for surrogate training"),
     "make-reference": ("boostmd.training.make_reference", "make the dipeptide reference MACE"),

@@ -8,13 +8,14 @@ of Fu et al., "Forces are not enough", TMLR 2023).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-__all__ = ["BondTopology", "first_collapse"]
+__all__ = ["BondTopology", "first_collapse", "start_digest"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,13 @@ def first_collapse(
 
 def _name(topology: BondTopology, bond: int) -> str:
     return "-".join(f"{topology.symbols[i]}{i}" for i in topology.pairs[bond])
+
+
+def start_digest(atoms: Atoms) -> str:
+    """Return a digest of a run's starting structure (its elements and positions to 1e-5 Å).
+
+    Checkpoints carry it, stored reference runs and fits are keyed by it.
+    """
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    positions = np.round(np.asarray(atoms.positions, dtype=float), 5)
+    return hashlib.sha256(numbers.tobytes() + positions.tobytes()).hexdigest()[:16]

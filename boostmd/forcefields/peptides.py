@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ase import Atoms
 
-__all__ = ["AMINO_ACIDS", "capped_dipeptide"]
+__all__ = ["AMINO_ACIDS", "capped_dipeptide", "molecule_from_smiles"]
 
 # Three-letter code -> (one-letter code, SMILES of the whole capped dipeptide).
 _BACKBONE = "CC(=O)N[C@@H]({side})C(=O)NC"
@@ -67,20 +67,51 @@ def capped_dipeptide(code: str, seed: int = 0) -> Atoms:
     ase.Atoms
         The molecule, no cell, with ``info["residue"]`` and ``info["smiles"]``.
     """
+    residue = residue_code(code)
+    atoms = molecule_from_smiles(AMINO_ACIDS[residue][1], seed, f"{residue} dipeptide")
+    atoms.info["residue"] = residue
+    return atoms
+
+
+def molecule_from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Atoms:
+    """Build a molecule from SMILES with RDKit: hydrogens added, embedded, MMFF-relaxed.
+
+    Parameters
+    ----------
+    smiles
+        The molecule, e.g. ``"CC(=O)Oc1ccccc1C(=O)O"`` (aspirin).
+    seed
+        Seed of RDKit's conformer embedding.
+    name
+        What to call it in errors (default: the SMILES).
+
+    Returns
+    -------
+    ase.Atoms
+        The molecule, no cell, with ``info["smiles"]``.
+
+    Raises
+    ------
+    ValueError
+        For SMILES RDKit cannot parse.
+    RuntimeError
+        If RDKit cannot embed it.
+    """
     try:
         from rdkit import Chem
         from rdkit.Chem import AllChem
     except ImportError as error:
-        raise ImportError("building dipeptides needs RDKit: pip install 'boostmd[data]'") from error
-    residue = residue_code(code)
-    smiles = AMINO_ACIDS[residue][1]
-    molecule = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        raise ImportError("building molecules needs RDKit: pip install 'boostmd[data]'") from error
+    parsed = Chem.MolFromSmiles(smiles)
+    if parsed is None:
+        raise ValueError(f"RDKit cannot parse the SMILES {smiles!r}")
+    molecule = Chem.AddHs(parsed)
     if AllChem.EmbedMolecule(molecule, randomSeed=seed) != 0:
-        raise RuntimeError(f"RDKit could not embed {residue} dipeptide (seed {seed})")
+        raise RuntimeError(f"RDKit could not embed {name or smiles} (seed {seed})")
     AllChem.MMFFOptimizeMolecule(molecule)
     atoms = Atoms(
         numbers=[atom.GetAtomicNum() for atom in molecule.GetAtoms()],
         positions=molecule.GetConformer().GetPositions(),
     )
-    atoms.info.update(residue=residue, smiles=smiles)
+    atoms.info["smiles"] = smiles
     return atoms

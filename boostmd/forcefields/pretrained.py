@@ -1,4 +1,12 @@
-"""The models shipped with the package, and how to load them."""
+"""The models shipped with the package, and how commands name a reference.
+
+A command's ``--reference MODEL`` is one of three things (:func:`load_reference`): the
+name of a shipped reference (``dipeptides``), a weights file written by
+:func:`boostmd.forcefields.mace_io.save_mace` (safe to load), or, with ``pickled=True``
+(``--pickled-reference``), a mace-torch ``.model`` file, which is a pickled module and
+runs code from the file when loaded: that flag is the user's explicit choice to trust it.
+:func:`convert_reference` turns such a file into safe weights once.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,18 @@ from pathlib import Path
 
 import torch
 
+from boostmd.forcefields.mace_io import save_mace
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import Surrogate
 
-__all__ = ["MODELS_DIR", "PRETRAINED", "load_pretrained"]
+__all__ = [
+    "MODELS_DIR",
+    "PRETRAINED",
+    "convert_reference",
+    "load_pretrained",
+    "load_reference",
+    "shipped_surrogate_for",
+]
 
 MODELS_DIR = Path(__file__).parent / "models"
 PRETRAINED = {
@@ -20,6 +36,17 @@ PRETRAINED = {
         "python -m boostmd.make_reference; python -m boostmd.train",
     ),
 }
+
+
+def _shipped_file(name: str, which: int) -> Path:
+    reference_file, surrogate_file, recipe = PRETRAINED[name]
+    path = MODELS_DIR / (reference_file, surrogate_file)[which]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from this installation; make it with {recipe}, or reinstall "
+            "the package"
+        )
+    return path
 
 
 def load_pretrained(
@@ -45,13 +72,86 @@ def load_pretrained(
     """
     if name not in PRETRAINED:
         raise ValueError(f"no pretrained models named {name!r}; choose from {sorted(PRETRAINED)}")
-    reference_file, surrogate_file, recipe = PRETRAINED[name]
-    for file in (reference_file, surrogate_file):
-        if not (MODELS_DIR / file).is_file():
-            raise FileNotFoundError(
-                f"{MODELS_DIR / file} is missing from this installation; make it with "
-                f"{recipe}, or reinstall the package"
-            )
-    reference = MACEReference.load(MODELS_DIR / reference_file, device=device, dtype=dtype)
-    surrogate = Surrogate.load(MODELS_DIR / surrogate_file, device=device, dtype=reference.dtype)
+    reference = MACEReference.load(_shipped_file(name, 0), device=device, dtype=dtype)
+    surrogate = Surrogate.load(_shipped_file(name, 1), device=device, dtype=reference.dtype)
     return reference, surrogate
+
+
+def load_reference(
+    spec: str | Path,
+    *,
+    pickled: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+) -> MACEReference:
+    """Load the reference a command's ``--reference`` names.
+
+    Parameters
+    ----------
+    spec
+        A shipped reference's name (:data:`PRETRAINED`), a weights file of
+        :func:`~boostmd.forcefields.mace_io.save_mace`, or with ``pickled`` a mace-torch
+        ``.model`` file.
+    pickled
+        Load ``spec`` as a pickled ``.model`` (runs code from the file: trust it).
+    device, dtype
+        Where and in which precision to run.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``spec`` is neither a shipped name nor a file.
+    ValueError
+        If the file is not a weights file; for a ``.model`` file, naming the flag.
+    """
+    if not pickled and str(spec) in PRETRAINED:
+        return MACEReference.load(_shipped_file(str(spec), 0), device=device, dtype=dtype)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"reference {spec}: no such file, and no shipped reference of that name "
+            f"(shipped: {', '.join(sorted(PRETRAINED))})"
+        )
+    if pickled:
+        return MACEReference.from_file(path, device=device, dtype=dtype)
+    try:
+        return MACEReference.load(path, device=device, dtype=dtype)
+    except ValueError as error:
+        if path.suffix != ".model":
+            raise
+        raise ValueError(
+            f"{path} looks like a mace-torch .model file, a pickled module that runs code "
+            "from the file when loaded; if you trust it, pass --pickled-reference "
+            "(python -m boostmd.fit converts it once into safe weights in its --out folder)"
+        ) from error
+
+
+def convert_reference(model_file: str | Path, out: str | Path) -> Path:
+    """Convert a pickled mace-torch ``.model`` into a safe weights file (trusting it once).
+
+    Returns ``out``; an existing ``out`` made from the same model is kept as it is.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` holds another model's weights.
+    """
+    out = Path(out)
+    reference = MACEReference.from_file(model_file, dtype="float64")
+    if out.is_file():
+        if MACEReference.load(out, dtype="float64").fingerprint != reference.fingerprint:
+            raise FileExistsError(f"{out} holds another model's weights than {model_file}")
+        return out
+    return save_mace(reference.model, out)
+
+
+def shipped_surrogate_for(reference: MACEReference) -> Surrogate | None:
+    """Return the shipped surrogate made for ``reference``, or ``None`` if there is none."""
+    for name in PRETRAINED:
+        path = MODELS_DIR / PRETRAINED[name][1]
+        if not path.is_file():
+            continue
+        surrogate = Surrogate.load(path, dtype=reference.dtype)
+        if surrogate.config.reference_fingerprint == reference.fingerprint:
+            return surrogate.to(device=reference.device)
+    return None

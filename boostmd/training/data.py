@@ -15,6 +15,7 @@ Files per (structure, temperature) run, written atomically so generation resumes
 ``NAME.npz`` (``reference_steps`` and their ``node_features``; no pickles).
 
     python -m boostmd.data --reference REFERENCE.pt --out data/pairs --peptides ALA GLY
+    python -m boostmd.data --reference dipeptides --out data/aspirin --structure aspirin.xyz
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.io import read
 from tqdm import tqdm
 
 from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.dynamics.md import langevin, thermal_momenta
+from boostmd.forcefields.elements import element_indices
 from boostmd.forcefields.mace_import import start_command
+from boostmd.forcefields.pretrained import load_reference
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import Surrogate
 from boostmd.training.run_files import labelled_frame, write_run
@@ -54,6 +58,10 @@ class PairDataConfig:
     equilibration_steps: int = 200
     stride: int = 5
     seed: int = 0
+    # friction (1/ps) of the equilibration steps; None: friction_per_ps. At 1/ps a run
+    # from a minimum with 300 K momenta needs about a picosecond to fill its potential
+    # energy, so a short equilibration at 1/ps leaves the first frames too cold.
+    equilibration_friction_per_ps: float | None = None
 
 
 def _run_name(residue_or_name: str, temperature: float) -> str:
@@ -67,8 +75,11 @@ def _simulate(
     atoms = atoms.copy()
     atoms.calc = ReferenceCalculator(reference)
     thermal_momenta(atoms, temperature, rng)
+    equilibration = config.equilibration_friction_per_ps or config.friction_per_ps
+    langevin(atoms, temperature, config.timestep_fs, equilibration, rng).run(
+        config.equilibration_steps
+    )
     dynamics = langevin(atoms, temperature, config.timestep_fs, config.friction_per_ps, rng)
-    dynamics.run(config.equilibration_steps)
     frames, reference_steps, features = [], [], []
     for step in tqdm(range(config.steps), desc=name, leave=False):
         if step:
@@ -117,20 +128,68 @@ def generate_trajectories(
     return paths
 
 
+def read_structures(paths: list[Path], reference: MACEReference) -> dict[str, Atoms]:
+    """Read structure files by name (each file's stem), checked against the reference.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file.
+    ValueError
+        For a file ASE cannot read, two files of one name, NaN positions, or an element
+        the reference does not know (naming it and the reference's elements).
+    """
+    structures = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"structure file {path} does not exist")
+        try:
+            atoms = read(path)
+        except Exception as error:
+            raise ValueError(
+                f"ASE cannot read {path} ({error}); give a structure file ASE reads (xyz, "
+                "extxyz, pdb, cif, ...)"
+            ) from error
+        if path.stem in structures:
+            raise ValueError(f"two structure files are named {path.stem}: rename one")
+        if not np.isfinite(atoms.positions).all():
+            raise ValueError(f"{path} has NaN or infinite positions")
+        element_indices(atoms.numbers, reference.atomic_numbers, f"the reference ({path})")
+        structures[path.stem] = atoms
+    return structures
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: generate reference MD runs for capped dipeptides."""
+    """Command line: generate reference MD runs for capped dipeptides or structure files."""
     from boostmd.forcefields.peptides import capped_dipeptide, residue_code
 
     defaults = PairDataConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--reference",
-        type=Path,
         required=True,
-        help="reference MACE weights (boostmd.forcefields.mace_io format)",
+        help="the reference: a shipped name (dipeptides), a weights file "
+        "(boostmd.forcefields.mace_io format), or with --pickled-reference a mace-torch .model",
+    )
+    parser.add_argument(
+        "--pickled-reference",
+        action="store_true",
+        help="--reference is a mace-torch .model (a pickle: loading it runs code from the "
+        "file; trust it)",
     )
     parser.add_argument("--out", type=Path, default=defaults.out)
-    parser.add_argument("--peptides", nargs="+", default=defaults.peptides)
+    parser.add_argument(
+        "--peptides", nargs="+", default=None, help="capped dipeptides by amino-acid code"
+    )
+    parser.add_argument(
+        "--structure",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="structure files ASE reads (xyz, extxyz, pdb, cif); runs are named after "
+        "each file's stem",
+    )
     parser.add_argument("--temperatures", nargs="+", type=float, default=defaults.temperatures)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--stride", type=int, default=defaults.stride)
@@ -151,15 +210,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=12, help="a window every this many frames")
     args = parser.parse_args(argv)
     start_command(logging.INFO)
-    reference = MACEReference.load(args.reference)
+    reference = load_reference(args.reference, pickled=args.pickled_reference)
     if (args.surrogate is None) != (args.windows_from is None):
         raise SystemExit("on-policy windows need both --surrogate and --windows-from")
     if args.surrogate is not None:
         _generate_windows(reference, args)
         return
+    peptides = args.peptides if args.peptides is not None else ([] if args.structure else ["ALA"])
     config = PairDataConfig(
         out=args.out,
-        peptides=args.peptides,
+        peptides=peptides,
         temperatures=args.temperatures,
         steps=args.steps,
         stride=args.stride,
@@ -168,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         equilibration_steps=args.equilibration_steps,
     )
     structures = {residue_code(p): capped_dipeptide(p) for p in config.peptides}
+    structures.update(read_structures(args.structure, reference))
     paths = generate_trajectories(reference, structures, config)
     print(f"{len(paths)} runs under {config.out}")
 

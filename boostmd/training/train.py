@@ -1,6 +1,8 @@
 """Train a surrogate for a reference from reference MD runs (:mod:`boostmd.training.data`).
 
     python -m boostmd.train --reference REFERENCE.pt --data data/pairs --out runs/surrogate
+    python -m boostmd.train --reference mace.model --pickled-reference --data data/pairs \
+        --structure aspirin.xyz --out runs/aspirin     # the runs of one structure file
     python -m boostmd.train --reference REFERENCE.pt --data data/pairs data/windows \
         --init runs/surrogate/surrogate.pt --out runs/surrogate-2   # on-policy windows
 
@@ -18,6 +20,7 @@ import json
 import logging
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from boostmd.dynamics.calculator import check_compatible
 from boostmd.forcefields.mace_import import start_command
+from boostmd.forcefields.pretrained import load_reference
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 from boostmd.training.run_files import Trajectory, load_trajectories
@@ -61,9 +65,13 @@ class TrainConfig:
     ``batch_size`` counts reference frames; each is prepared once and evaluated at every
     ``k = 1..max_k`` (a batch holds ``batch_size * max_k`` pairs). Gradients are clipped to
     ``max_grad_norm``, a guard against the rare steep batch (the quartic terms).
+    ``reference`` is what :func:`boostmd.forcefields.pretrained.load_reference` takes (a
+    shipped name, a weights file, or with ``pickled_reference`` a mace-torch ``.model``).
+    ``time_limit_s`` stops after the first epoch that ends past it (checkpointed, so
+    ``resume`` continues).
     """
 
-    reference: Path
+    reference: Path | str
     data: list[Path]
     out: Path
     max_k: int = 12
@@ -82,6 +90,8 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     init: Path | None = None
+    pickled_reference: bool = False
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -342,8 +352,12 @@ def _initial_surrogate(
     return surrogate
 
 
-def train(config: TrainConfig) -> dict:
-    """Train (or resume training) a surrogate; returns the final metrics."""
+def train(config: TrainConfig, reference: MACEReference | None = None) -> dict:
+    """Train (or resume training) a surrogate; returns the final metrics.
+
+    ``reference``: the model ``config.reference`` names, already loaded (building a MACE
+    takes seconds to a minute), else it is loaded here.
+    """
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     checkpoint_path = config.out / "checkpoint.pt"
@@ -353,7 +367,9 @@ def train(config: TrainConfig) -> dict:
             "choose another --out"
         )
     config.out.mkdir(parents=True, exist_ok=True)
-    reference = MACEReference.load(config.reference)
+    started = time.monotonic()
+    if reference is None:
+        reference = load_reference(config.reference, pickled=config.pickled_reference)
     trajectories = load_trajectories(config.data, reference.cutoff, reference.fingerprint)
     surrogate = _initial_surrogate(reference, config, trajectories)
     train_pairs, valid_pairs = split_pairs(trajectories, config)
@@ -379,7 +395,12 @@ def train(config: TrainConfig) -> dict:
         logger.info("resuming at epoch %d", state["epoch"])
     history = config.out / "history.jsonl"
     dtype = surrogate.feature_in.weight.dtype
-    while state["epoch"] < config.epochs and state["stale"] < config.patience:
+
+    def out_of_time() -> bool:
+        limit = config.time_limit_s
+        return limit is not None and time.monotonic() - started > limit
+
+    while state["epoch"] < config.epochs and state["stale"] < config.patience and not out_of_time():
         surrogate.train()
         random.shuffle(train_windows)
         losses = []
@@ -469,7 +490,18 @@ def format_table(by_k: dict[int, float], energy_by_k: dict[int, float] | None = 
 def main(argv: list[str] | None = None) -> None:
     """Command line: map arguments onto :class:`TrainConfig` and train."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, required=True)
+    parser.add_argument(
+        "--reference",
+        required=True,
+        help="the reference: a shipped name (dipeptides), a weights file, or with "
+        "--pickled-reference a mace-torch .model",
+    )
+    parser.add_argument(
+        "--pickled-reference",
+        action="store_true",
+        help="--reference is a mace-torch .model (a pickle: loading it runs code from the "
+        "file; trust it)",
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -482,6 +514,14 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=None,
         help="run names to train on (default: all), e.g. ALA_300K GLY_500K",
+    )
+    parser.add_argument(
+        "--structure",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="train only on the runs made from these structure files (python -m "
+        "boostmd.data --structure names runs after the file's stem)",
     )
     parser.add_argument("--out", type=Path, required=True)
     defaults = TrainConfig(reference=Path(), data=[], out=Path())
@@ -515,7 +555,12 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(f for directory in args.data for f in directory.glob("*.extxyz"))
     if args.runs:
         files = [f for f in files if f.stem in set(args.runs)]
-    values = {k: v for k, v in vars(args).items() if k not in ("runs", "data")}
+    if args.structure:
+        stems = {path.stem for path in args.structure}
+        files = [f for f in files if f.stem.rsplit("_", 1)[0] in stems]
+    if not files:
+        raise SystemExit(f"no runs (*.extxyz) to train on in {[str(d) for d in args.data]}")
+    values = {k: v for k, v in vars(args).items() if k not in ("runs", "data", "structure")}
     metrics = train(TrainConfig(data=files, **values))
     print(
         format_table(

@@ -142,7 +142,7 @@ def generate_windows(
     """
     out.mkdir(parents=True, exist_ok=True)
     # interval beyond the window: the surrogate alone drives every step after the start
-    booster = BoostMDCalculator(reference, surrogate, interval=config.window + 1)
+    booster = BoostMDCalculator(reference, surrogate, interval=config.window + 1, frame="start")
     labeller = ReferenceCalculator(reference)
     paths = []
     for source in tqdm(sources, desc="window files"):
