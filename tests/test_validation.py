@@ -18,10 +18,13 @@ from boostmd.forcefields.testing import build_mace
 from boostmd.validation import runs
 from boostmd.validation.false_alarms import false_alarm_rates, null_ratios
 from boostmd.validation.report import (
+    DIHEDRAL_METRICS,
     METRICS,
+    SPARSE,
     TOLERANCES,
     judge,
     refresh_error_stats,
+    summary_markdown,
     system_report,
 )
 from boostmd.validation.sampling import (
@@ -125,26 +128,41 @@ def test_mean_difference_floor_is_never_below_twice_the_standard_error():
     assert floor == pytest.approx(2 * error) and floor > 10 * difference
 
 
-def test_a_metric_over_one_and_a_half_floors_fails_and_nan_fails_with_the_reason():
+def test_over_the_tolerance_fails_without_a_floor_is_not_computed_nan_of_a_sampler_fails():
     floors = {"jsd": 0.1, "pmf_phi_kT": 0.2, "temperature_hydrogen_K": np.nan, "bond_xh_w1_mA": 0}
     values = {"jsd": 0.14, "pmf_phi_kT": 0.31, "temperature_hydrogen_K": 1.0, "bond_xh_w1_mA": 1}
-    ratios, failures = judge(values, floors, tolerance=1.5, why_nan={"jsd": "no frames"})
+    why_nan = {"jsd": "no frames", "temperature_hydrogen_K": "no hydrogens"}
+    ratios, failures, not_computed = judge(values, floors, tolerance=1.5, why_nan=why_nan)
     assert ratios["jsd"] == pytest.approx(1.4) and "jsd" not in failures
     assert ratios["pmf_phi_kT"] == pytest.approx(1.55)
     assert failures["pmf_phi_kT"].startswith("pmf_phi_kT is 1.55x the noise floor")
-    assert (
-        "noise floor of temperature_hydrogen_K could not be computed"
-        in (failures["temperature_hydrogen_K"])
-    )
+    # the exact runs cannot give it: not computed, with the reason, and no failure
+    assert not_computed == {"temperature_hydrogen_K": "no hydrogens"}
+    assert "temperature_hydrogen_K" not in failures
     assert "no ratio can be made" in failures["bond_xh_w1_mA"]
-    _, failures = judge({"jsd": np.nan}, {"jsd": 0.1}, why_nan={"jsd": "no frames"})
-    assert failures == {"jsd": "jsd could not be computed (nan): no frames"}
+    # the reference runs give it, the sampler (which broke apart) does not: a failure
+    _, failures, not_computed = judge(
+        {"bond_xh_w1_mA": np.nan}, {"bond_xh_w1_mA": 2.0}, why_nan={"bond_xh_w1_mA": "no frames"}
+    )
+    assert failures == {
+        "bond_xh_w1_mA": "bond_xh_w1_mA could not be computed (nan) for this sampler, though "
+        "the reference runs give it (noise floor 2): no frames"
+    }
+    assert not not_computed
+    _, failures, not_computed = judge({"jsd": np.nan}, {"jsd": np.nan})
+    assert not failures and not_computed == {"jsd": "its noise floor could not be computed"}
+    # a PMF over too few well-sampled bins is a limit of the sampling (the JSD judges
+    # how far apart the distributions are): not computed, for a sampler too
+    why = {"pmf_phi_kT": "too few frames per bin"}
+    nan_pmf = ({"pmf_phi_kT": np.nan}, {"pmf_phi_kT": 0.2})
+    assert judge(*nan_pmf, why_nan=why, sparse=SPARSE)[1:] == ({}, why)
+    assert "pmf_phi_kT" in judge(*nan_pmf, why_nan=why)[1]
 
 
 def test_each_metric_is_judged_against_its_own_tolerance():
     floors = {"jsd": 0.1, "bond_xh_w1_mA": 1.0}
     values = {"jsd": 0.2, "bond_xh_w1_mA": 2.0}
-    _, failures = judge(values, floors, tolerance={"jsd": 2.4, "bond_xh_w1_mA": 1.5})
+    _, failures, _ = judge(values, floors, tolerance={"jsd": 2.4, "bond_xh_w1_mA": 1.5})
     assert list(failures) == ["bond_xh_w1_mA"]
     with pytest.raises(KeyError, match="no tolerance for metric 'jsd'"):
         judge(values, floors, tolerance={"bond_xh_w1_mA": 1.5})
@@ -304,9 +322,49 @@ def test_the_report_tells_a_hot_sampler_from_a_right_one_on_synthetic_runs():
             del result["reference_force_sq"]
     older = system_report("X", results, settings, atoms=5)
     assert older["metric_verdicts"]["boostmd-checked"]["config_temperature_heavy_K"] == (
-        "not recorded"
+        "not computed"
     )
+    why = older["not_computed"]["boostmd-checked"]["config_temperature_heavy_K"]
+    assert why.startswith("no reference forces")
     assert not any("config" in f for f in older["failures"])
+
+
+def test_what_the_exact_runs_cannot_give_is_not_judged_and_bonds_are_needed_for_a_verdict():
+    rng = np.random.default_rng(8)
+    # 15 sampled frames: no 10-degree bin holds 20 frames, so no PMF can be compared
+    roles = {"reference": {}, "reference-2": {}, "boostmd-checked": {}}
+    short = _synthetic_results(rng, roles, replicas=1)
+    for result in short:
+        for key in ("phi", "psi"):
+            result[key] = result[key][:15]
+    settings = runs.MDSettings(300.0, 1.0, 1.0, 4000, 0, 100, 10, 500, 0)
+    report = system_report("X", short, settings, atoms=5)
+    why = METRICS["pmf_phi_kT"][2]
+    assert why == "fewer than two phi bins hold 20 frames in both runs"
+    assert report["not_computed"]["boostmd-checked"]["pmf_phi_kT"] == why
+    assert report["metric_verdicts"]["boostmd-checked"]["pmf_phi_kT"] == "not computed"
+    assert report["verdict"] == "pass" and not report["no_verdict"]
+    summary = summary_markdown([report], settings, "test")
+    assert f"| X | pmf_phi_kT | kT | nan | 2x | not computed ({why}) |" in summary
+    # a molecule without dihedrals: the phi/psi metrics and transitions are not computed
+    without = system_report("X", short, settings, atoms=5, no_dihedrals="no dihedrals: test")
+    not_computed = without["not_computed"]["boostmd-checked"]
+    assert {not_computed[m] for m in DIHEDRAL_METRICS} == {"no dihedrals: test"}
+    assert without["transitions"] == {} and without["verdict"] == "pass"
+    # the same runs with no bond of either kind: no verdict, never a pass
+    results = [
+        {**r, "bonds_xh": r["bonds_xh"][:, :0], "bonds_heavy": r["bonds_heavy"][:, :0]}
+        for r in short
+    ]
+    bondless = system_report("X", results, settings, atoms=5)
+    assert bondless["verdict"] == bondless["samplers"]["boostmd-checked"]["verdict"] == "no verdict"
+    assert bondless["no_verdict"].startswith("no bond-length metric could be computed")
+    assert "no verdict: no bond-length metric" in summary_markdown([bondless], settings, "test")
+    # a failure is a failure, bonds or not
+    for result in results:
+        if result["job"].role == "boostmd-checked":
+            result["collapse"] = (3, "non-finite positions")
+    assert system_report("X", results, settings, atoms=5)["verdict"] == "fail"
 
 
 def test_the_floor_is_the_larger_distance_of_reference_2_and_reference_adaptive():
@@ -387,13 +445,20 @@ def test_equilibration_steps_run_at_the_equilibration_friction_then_production()
 
 
 def test_cli_and_presets():
-    args = _parser().parse_args(["--integrator", "ase", "--preset", "long"])
-    assert args.integrator == "ase" and args.preset == "long"
-    assert _parser().parse_args([]).integrator == "both"
-    assert ValidationConfig(out=Path("unused")).friction_per_ps == 1.0
+    args = _parser().parse_args(["--integrator", "ase", "--preset", "long", "--frame", "start"])
+    assert (args.integrator, args.preset, args.frame) == ("ase", "long", "start")
+    # the validated settings are the defaults, of the command and of the config
+    defaults = _parser().parse_args([])
+    config = ValidationConfig(out=Path("unused"))
+    for settings in (defaults, config):
+        assert (settings.integrator, settings.frame) == ("checked", "centred")
+        assert settings.energy_consistent and settings.adaptive_reference
+    assert defaults.adaptive_tau == config.adaptive_tau_fs == 100.0
+    assert config.runs_adaptive_reference and config.friction_per_ps == 1.0
     costs = [reference_calls(**PRESETS[name]) for name in ("quick", "standard", "long", "full")]
     assert costs == sorted(costs)  # long sits between standard and full
-    assert reference_calls(**PRESETS["quick"], integrator="ase") < costs[0]
+    assert reference_calls(**PRESETS["quick"], integrator="both") > costs[0]
+    assert reference_calls(**PRESETS["quick"], adaptive_reference=False) < costs[0]
     assert runs.roles("checked") == (
         ("reference", "reference-2", "boostmd-checked"),
         ("nve-reference", "nve-boostmd-consistent"),
@@ -446,6 +511,10 @@ def _config(models, out, **overrides):
         "interval": 5,
         "checkpoint_every": 10,
         "temperature_K": 200.0,
+        # both samplers, framed at the start: what these tests were written for (the
+        # defaults, checked and centred, are run in test_validation_any_molecule.py)
+        "integrator": "both",
+        "frame": "start",
     }
     return ValidationConfig(**{**values, **overrides})
 
@@ -622,7 +691,7 @@ def test_a_collapse_fails_the_validation_and_says_where(random_models, tmp_path)
 def test_bad_input_is_named(models, tmp_path):
     with pytest.raises(ValueError, match="multiple of --interval"):
         validate(_config(models, tmp_path, checkpoint_every=7))
-    with pytest.raises(ValueError, match="both --reference and --surrogate"):
+    with pytest.raises(ValueError, match="needs its surrogate: pass --surrogate"):
         validate(_config(models, tmp_path, surrogate=None))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         validate(_config(models, tmp_path, peptides=[], structure=tmp_path / "missing.xyz"))
@@ -636,6 +705,7 @@ def test_bad_input_is_named(models, tmp_path):
 def test_quick_preset_with_the_shipped_models(tmp_path):
     (report,) = validate(ValidationConfig(out=tmp_path, peptides=["ALA"]))
     assert report["frames"]["reference"] == report["frames"]["reference-2"] == 2500
+    assert list(report["samplers"]) == ["boostmd-checked"]  # the default sampler
     for sampler, details in report["samplers"].items():
         assert report["frames"][sampler] <= 2500
         # the verdict follows the figures (the shipped surrogate may fail: README)
@@ -648,7 +718,7 @@ def test_quick_preset_with_the_shipped_models(tmp_path):
             and all(
                 ratio <= TOLERANCES[metric]
                 for metric, ratio in report["ratio_to_noise_floor"][sampler].items()
-                if metric in METRICS
+                if metric in METRICS and metric not in report["not_computed"][sampler]
             )
         )
         assert details["verdict"] == ("pass" if passed else "fail")
@@ -671,10 +741,16 @@ def test_centred_frames_compare_the_reference_energy_at_the_frames(models, tmp_p
 
 
 def test_centred_frames_need_a_fixed_interval_and_no_calibration(models, tmp_path):
-    for overrides in ({"target_refresh_error_meV": 13.0}, {"calibrate": True}):
-        with pytest.raises(ValueError, match="--frame centred"):
+    for overrides, given in (
+        ({"target_refresh_error_meV": 13.0}, "--target-error"),
+        ({"calibrate": True}, "--calibrate"),
+    ):
+        with pytest.raises(ValueError, match=f"{given} needs --frame start"):
             _config(models, tmp_path, frame="centred", **overrides).settings()
-    assert _parser().parse_args(["--frame", "centred"]).frame == "centred"
+        # the default frame is centred: the option alone asks for --frame start
+        with pytest.raises(ValueError, match="--frame centred \\(the default\\)"):
+            ValidationConfig(out=tmp_path, **overrides).settings()
+        assert ValidationConfig(out=tmp_path, frame="start", **overrides).settings()
 
 
 def test_reference_runs_are_stored_once_and_reused_when_everything_matches(models, tmp_path):

@@ -20,7 +20,9 @@ Replicas are pooled per role: every replica's frames after equilibration form on
 of the role. The metrics (:data:`METRICS`, units in the names):
 
 - ``jsd``, ``pmf_phi_kT``, ``pmf_psi_kT``: the phi/psi distribution
-  (:mod:`boostmd.validation.sampling`); floor: the same metric between the two reference runs.
+  (:mod:`boostmd.validation.sampling`); floor: the same metric between the two reference
+  runs. Only for a system with dihedrals (a capped dipeptide's backbone, or the atoms a
+  user names); for another molecule these three are ``not computed``.
 - ``temperature_hydrogen_K``, ``temperature_heavy_K``: ``|mean T_group - mean T_group of
   the reference|``, the kinetic temperature of the hydrogens and of the heavy atoms
   (equipartition: a sampler that heats its fast X-H modes shows it here within
@@ -45,8 +47,9 @@ of the role. The metrics (:data:`METRICS`, units in the names):
   reference's forces at the sampler's refresh frames, ``T <|F_g|^2> / <|F_g|^2>_reference``
   (:mod:`boostmd.validation.configurational`), which a thermostat of kinetic temperatures
   cannot set. Floor: as for the kinetic temperatures, from reference-2 at every
-  ``interval``-th frame. Runs recorded before the reference's forces were kept (such as
-  stored runs of older versions) leave these two out of the verdict (``not recorded``).
+  ``interval``-th frame. Runs without the reference's forces at sampled frames (BoostMD
+  with centred frames, the default, and stored runs of older versions) leave these two
+  out of the verdict (``not computed``).
 
 The tolerances are set from the exact model's own scatter: a floor is one draw of a noisy
 distance, so an exact sampler's ratio scatters too, and each tolerance is the 99th
@@ -58,9 +61,19 @@ passes 1.5 (``benchmarks/validation_false_alarms.py``). The shape metrics (bond
 lengths) scatter least, the means (temperatures, and the reference energy, whose W1 is
 set by slow drifts of its mean over 3 ps) the most.
 
-A sampler fails when any metric exceeds its tolerance times its floor, when a metric or its
-floor could not be computed (``nan``; the failure line says why), or when one of its runs
-(sampling or NVE) collapses; a collapse of a reference run fails every sampler. The
+A metric is **not computed**, and left out of the verdict with the reason
+(``not_computed``), when the system cannot give it (no dihedrals, no X-H bonds, no
+hydrogens), when the runs did not record what it needs (the reference's forces), when
+its noise floor cannot be computed from the two exact runs (too few frames), or, for a
+PMF, when fewer than two bins hold 20 frames in both runs compared (:data:`SPARSE`: short
+runs do that by chance; how far apart the phi/psi distributions are is the JSD's to
+judge): nothing the sampler did made it so. A sampler fails when any metric exceeds its
+tolerance times its floor, when its own value of another metric with a floor is ``nan``
+(the reference runs gave a number, the sampler none, as a run that broke apart; the
+failure line says why), or when one of its runs (sampling or NVE) collapses; a collapse
+of a reference run fails every sampler. The verdict rests on the bond lengths at least:
+with neither bond-length metric computed a sampler that did not fail gets ``no verdict``,
+never ``pass``. The
 refresh energy error dE (RMS, mean, largest, count; meV), the speedups, rollbacks,
 fallbacks, curvature scales (:mod:`boostmd.dynamics.calibration`) and NVE drifts are reported, not
 judged. The NVE drift is the slope of the total energy; for BoostMD runs it is taken at
@@ -72,7 +85,7 @@ every frame is reported beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -90,8 +103,11 @@ from boostmd.validation.sampling import (
 )
 
 __all__ = [
+    "BOND_METRICS",
+    "DIHEDRAL_METRICS",
     "INFORMATION",
     "METRICS",
+    "SPARSE",
     "TOLERANCES",
     "adaptive_friction_stats",
     "compare_runs",
@@ -111,7 +127,10 @@ _ENERGY = "reference-2 at every interval-th frame vs reference at every frame"
 _CONFIGURATIONAL = (
     "max(|T_conf of reference-2 at every interval-th frame - T|, 2 x block-averaged standard error)"
 )
-_NO_FORCES = "a run recorded no reference forces (made by an older version)"
+_NO_FORCES = (
+    "no reference forces at sampled frames (BoostMD with centred frames calls the reference "
+    "at predicted window centres; runs of older versions kept none)"
+)
 
 # name: (unit, how the noise floor is made, why the metric can be nan)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -141,6 +160,12 @@ TOLERANCES: dict[str, float] = {
     "config_temperature_hydrogen_K": 2.1,
     "config_temperature_heavy_K": 2.4,
 }
+# the phi/psi metrics, computed only for a system with dihedrals
+DIHEDRAL_METRICS = ("jsd", "pmf_phi_kT", "pmf_psi_kT")
+# the verdict needs at least one of them
+BOND_METRICS = ("bond_xh_w1_mA", "bond_heavy_w1_mA")
+# nan when too few frames fall in the same bins: a limit of the sampling, not computed
+SPARSE = ("pmf_phi_kT", "pmf_psi_kT")
 # judged only when every sampling run recorded the reference's forces
 CONFIGURATIONAL = {
     "config_temperature_hydrogen_K": "hydrogen",
@@ -230,6 +255,7 @@ def compare_runs(
     interval: int,
     temperature_K: float,
     bins: int = 36,
+    dihedrals: bool = True,
 ) -> dict[str, float]:
     """Every metric (:data:`METRICS`, :data:`INFORMATION`) of ``other`` against ``reference``.
 
@@ -245,16 +271,14 @@ def compare_runs(
         The bath temperature.
     bins
         Histogram bins per angle.
+    dihedrals
+        Whether the runs recorded phi and psi (``False``: :data:`DIHEDRAL_METRICS` are
+        ``nan``).
     """
     temperature = temperature_K
-    a = tuple(_pooled(reference, key, skip) for key in ("phi", "psi"))
-    b = tuple(_pooled(other, key, skip) for key in ("phi", "psi"))
-    if len(a[0]) and len(b[0]):
-        jsd = jensen_shannon(ramachandran_histogram(*a, bins), ramachandran_histogram(*b, bins))
-    else:
-        jsd = math.nan
-    values = {"jsd": jsd, "pmf_phi_kT": pmf_error(a[0], b[0], bins)}
-    values["pmf_psi_kT"] = pmf_error(a[1], b[1], bins)
+    values = dict.fromkeys(DIHEDRAL_METRICS, math.nan)
+    if dihedrals:
+        values.update(_dihedral_metrics(reference, other, skip, bins))
     for metric, key in _MEAN_METRICS.items():
         first, second = _pooled(reference, key, skip), _pooled(other, key, skip)
         valid = len(first) and len(second) and np.isfinite([first.mean(), second.mean()]).all()
@@ -271,6 +295,22 @@ def compare_runs(
     return values
 
 
+def _dihedral_metrics(
+    reference: list[dict], other: list[dict], skip: int, bins: int
+) -> dict[str, float]:
+    a = tuple(_pooled(reference, key, skip) for key in ("phi", "psi"))
+    b = tuple(_pooled(other, key, skip) for key in ("phi", "psi"))
+    if len(a[0]) and len(b[0]):
+        jsd = jensen_shannon(ramachandran_histogram(*a, bins), ramachandran_histogram(*b, bins))
+    else:
+        jsd = math.nan
+    return {
+        "jsd": jsd,
+        "pmf_phi_kT": pmf_error(a[0], b[0], bins),
+        "pmf_psi_kT": pmf_error(a[1], b[1], bins),
+    }
+
+
 def metric_tolerance(tolerance: float | Mapping[str, float], metric: str) -> float:
     """Return the tolerance of ``metric``: ``tolerance`` itself, or its entry."""
     if isinstance(tolerance, Mapping):
@@ -285,11 +325,16 @@ def judge(
     floors: dict[str, float],
     tolerance: float | Mapping[str, float] = 1.5,
     why_nan: dict[str, str] | None = None,
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Return the ratios to the noise floor and the failures of one sampler.
+    sparse: Collection[str] = (),
+) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """Return the ratios to the noise floor, the failures and the metrics not computed.
 
-    A metric fails when it is over ``tolerance`` times its floor, or when it, or its
-    floor, is ``nan`` or the floor is not positive (no ratio can be made).
+    A metric whose noise floor is ``nan`` is **not computed**: the two exact runs could
+    not give it (no such bonds or atoms, too few frames or well-sampled bins), so nothing
+    the sampler did is judged; so is a ``sparse`` metric whose value is ``nan``. A metric
+    fails when it is over ``tolerance`` times its floor, when another metric's value is
+    ``nan`` where the floor is a number (the sampler could not give what the reference
+    runs gave), or when the floor is not positive (no ratio can be made).
 
     Parameters
     ----------
@@ -301,37 +346,47 @@ def judge(
         Largest passing ratio: one for every metric, or metric name to its own
         (:data:`TOLERANCES`).
     why_nan
-        Metric name to the reason it can be ``nan`` (for the failure line).
+        Metric name to the reason it can be ``nan`` (for the failure and not-computed
+        lines).
+    sparse
+        Metrics whose ``nan`` says that too few frames fell in the same bins, a limit of
+        the sampling rather than an error (:data:`SPARSE`).
 
     Returns
     -------
-    ratios, failures
-        ``value / floor`` per metric (``nan`` where it cannot be made), and metric name
-        to the line saying why it failed, for the failed metrics only.
+    ratios, failures, not_computed
+        ``value / floor`` per metric (``nan`` where it cannot be made); metric name to
+        the line saying why it failed, for the failed metrics only; metric name to why
+        it was not computed, for those only.
 
     Examples
     --------
     >>> judge({"jsd": 0.3, "pmf_phi_kT": 0.1}, {"jsd": 0.1, "pmf_phi_kT": 0.1})[1]
     {'jsd': 'jsd is 3.00x the noise floor (0.3 vs 0.1)'}
+    >>> judge({"jsd": float("nan")}, {"jsd": float("nan")}, why_nan={"jsd": "no frames"})[2]
+    {'jsd': 'no frames'}
     """
     why_nan = why_nan or {}
-    ratios, failures = {}, {}
+    ratios, failures, not_computed = {}, {}, {}
     for metric, value in values.items():
         floor = floors[metric]
         reason = why_nan.get(metric, "")
         suffix = f": {reason}" if reason else ""
         ratios[metric] = value / floor if floor > 0 and math.isfinite(value) else math.nan
-        if math.isnan(value):
-            failures[metric] = f"{metric} could not be computed (nan){suffix}"
-        elif math.isnan(floor):
-            failures[metric] = f"the noise floor of {metric} could not be computed (nan){suffix}"
+        if math.isnan(floor) or (math.isnan(value) and metric in sparse):
+            not_computed[metric] = reason or "its noise floor could not be computed"
+        elif math.isnan(value):
+            failures[metric] = (
+                f"{metric} could not be computed (nan) for this sampler, though the "
+                f"reference runs give it (noise floor {floor:.3g}){suffix}"
+            )
         elif not floor > 0:
             failures[metric] = f"the noise floor of {metric} is {floor:.3g}: no ratio can be made"
         elif not ratios[metric] <= metric_tolerance(tolerance, metric):
             failures[metric] = (
                 f"{metric} is {ratios[metric]:.2f}x the noise floor ({value:.3g} vs {floor:.3g})"
             )
-    return ratios, failures
+    return ratios, failures, not_computed
 
 
 def refresh_error_stats(errors_eV: np.ndarray) -> dict[str, float]:
@@ -416,14 +471,15 @@ def noise_floor(
     interval: int,
     temperature_K: float,
     bins: int,
+    dihedrals: bool = True,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """``(metrics, floors, standard errors)`` of a reference run ``other`` against ``reference``.
 
     The floors are the metrics, except for the mean differences (kinetic and
     configurational temperatures), whose floor is at least twice the standard error of
-    the difference.
+    the difference. ``dihedrals``: as for :func:`compare_runs`.
     """
-    raw = compare_runs(reference, other, skip, interval, temperature_K, bins)
+    raw = compare_runs(reference, other, skip, interval, temperature_K, bins, dihedrals)
     floors, errors = dict(raw), {}
     for metric, key in _MEAN_METRICS.items():
         floor, _, error = mean_difference_floor(
@@ -444,6 +500,7 @@ def system_report(
     bins: int = 36,
     tolerance: float | Mapping[str, float] = TOLERANCES,
     own_wall_clock: bool = True,
+    no_dihedrals: str = "",
 ) -> dict:
     """Metrics, noise floors and verdicts of one system.
 
@@ -467,16 +524,22 @@ def system_report(
         Whether each run's wall time is its own: false when the runs advanced together
         (:class:`~boostmd.dynamics.replicas.ReplicaBatch`), where every run's time includes the
         others' calls; the wall-clock speedup is then ``nan``.
+    no_dihedrals
+        Why the system has no phi/psi to judge (``""``: it has them); its
+        :data:`DIHEDRAL_METRICS` and basin transitions are then not computed. Runs whose
+        reference run recorded no phi/psi are treated so without a reason given.
 
     Returns
     -------
     dict
         JSON-ready: ``noise_floor``, ``reference_2_vs_reference``, ``vs_reference``,
-        ``ratio_to_noise_floor`` and ``metric_verdicts`` (per sampler and metric),
-        ``samplers`` (per sampler: verdict, failures, speedups, calls, rollbacks,
-        fallbacks, refresh energy errors, NVE drift), and the system's ``verdict``
-        (``pass`` only if every sampler passes; ``no sampler`` for reference runs alone)
-        with all ``failures``.
+        ``ratio_to_noise_floor`` and ``metric_verdicts`` (per sampler and metric:
+        ``pass``, ``fail``, ``not computed`` or ``information``), ``not_computed`` (per
+        sampler, metric to why), ``samplers`` (per sampler: verdict, failures, speedups, calls,
+        rollbacks, fallbacks, refresh energy errors, NVE drift), and the system's
+        ``verdict``: ``pass`` only if every sampler passes, ``fail`` if one fails,
+        ``no verdict`` (``no_verdict`` says why) where no bond-length metric could be
+        computed, ``no sampler`` for reference runs alone; with all ``failures``.
     """
     skip = settings.equilibration_steps + 1
     interval = settings.interval
@@ -488,23 +551,34 @@ def system_report(
     samplers = [role for role in BOOSTMD_ROLES if role in by_role]
     reference = by_role["reference"]
     temperature = settings.temperature_K
+    if not no_dihedrals and not np.isfinite(_pooled(reference, "phi", 0)).any():
+        no_dihedrals = "no dihedrals: the reference run recorded no phi/psi"
+    dihedrals = not no_dihedrals
     raw_floor, floors, floor_errors = noise_floor(
-        reference, by_role["reference-2"], skip, interval, temperature, bins
+        reference, by_role["reference-2"], skip, interval, temperature, bins, dihedrals
     )
     floor_sources = dict.fromkeys(floors, "reference-2")
     raw_adaptive = None
     if by_role.get(ADAPTIVE_REFERENCE):
         raw_adaptive, adaptive, adaptive_errors = noise_floor(
-            reference, by_role[ADAPTIVE_REFERENCE], skip, interval, temperature, bins
+            reference, by_role[ADAPTIVE_REFERENCE], skip, interval, temperature, bins, dihedrals
         )
         for metric, floor in adaptive.items():
             if floor > floors[metric] or (math.isnan(floors[metric]) and not math.isnan(floor)):
                 floors[metric], floor_sources[metric] = floor, ADAPTIVE_REFERENCE
                 if metric in adaptive_errors:
                     floor_errors[metric] = adaptive_errors[metric]
-    forces_recorded = recorded([r for role in sampling for r in by_role[role]])
-    judged = [m for m in METRICS if forces_recorded or m not in CONFIGURATIONAL]
     why_nan = {m: why for m, (_, _, why) in {**METRICS, **INFORMATION}.items()}
+    # not computed for every sampler: what the system or the runs lack, and (judge's
+    # rule) what the exact runs cannot give
+    structural = dict.fromkeys(DIHEDRAL_METRICS, no_dihedrals) if no_dihedrals else {}
+    if not recorded([r for role in sampling for r in by_role[role]]):
+        structural.update(dict.fromkeys(CONFIGURATIONAL, _NO_FORCES))
+    for metric in METRICS:
+        if metric not in structural and math.isnan(floors[metric]):
+            structural[metric] = why_nan[metric]
+    judged = [m for m in METRICS if m not in structural]
+    no_verdict = _no_verdict(structural)  # bond metrics are never sparse: the same for all
 
     reference_failures = [
         f"{role} collapsed ({c['reason']}, replica {c['replica']}, frame {c['frame']})"
@@ -516,15 +590,18 @@ def system_report(
         return sum(r["seconds"] for r in runs) / max(sum(r["steps"] for r in runs), 1)
 
     vs_reference, ratios, verdicts, reports, all_failures = {}, {}, {}, {}, []
+    not_computed = {}
     for role in samplers:
         runs = by_role[role]
-        values = compare_runs(reference, runs, skip, interval, temperature, bins)
+        values = compare_runs(reference, runs, skip, interval, temperature, bins, dihedrals)
         vs_reference[role] = values
-        ratios[role], failed = judge({m: values[m] for m in judged}, floors, tolerance, why_nan)
+        judged_values = {m: values[m] for m in judged}
+        ratios[role], failed, sparse = judge(judged_values, floors, tolerance, why_nan, SPARSE)
+        not_computed[role] = {**structural, **sparse}
         verdicts[role] = {m: "fail" if m in failed else "pass" for m in judged}
         for metric in METRICS:
-            if metric not in judged:
-                ratios[role][metric], verdicts[role][metric] = math.nan, "not recorded"
+            if metric in not_computed[role]:
+                ratios[role][metric], verdicts[role][metric] = math.nan, "not computed"
         for metric in INFORMATION:
             floor = floors[metric]
             ratios[role][metric] = values[metric] / floor if floor > 0 else math.nan
@@ -541,7 +618,7 @@ def system_report(
         wall = per_step(runs)
         reference_calls = sum(r["reference_calls"] for r in runs)
         reports[role] = {
-            "verdict": "fail" if failures else "pass",
+            "verdict": "fail" if failures else ("no verdict" if no_verdict else "pass"),
             "failures": failures,
             "speedup": per_step(reference) / wall if wall > 0 and own_wall_clock else math.nan,
             "reference_call_speedup": (
@@ -592,11 +669,13 @@ def system_report(
     return {
         "system": system,
         "frames": {role: len(_pooled(by_role[role], "phi", skip)) for role in sampling},
+        "no_dihedrals": no_dihedrals,
         "transitions": {
             role: int(
                 sum(count_transitions(r["phi"][skip:], r["psi"][skip:]) for r in by_role[role])
             )
             for role in sampling
+            if dihedrals
         },
         "collapses": {role: _collapses(runs) for role, runs in by_role.items()},
         "metric_definitions": {
@@ -611,6 +690,7 @@ def system_report(
         "vs_reference": vs_reference,
         "ratio_to_noise_floor": ratios,
         "metric_verdicts": verdicts,
+        "not_computed": not_computed,
         "tolerance": dict(tolerance) if isinstance(tolerance, Mapping) else tolerance,
         "mean_temperature_K": {
             role: float(np.mean(_pooled(by_role[role], "temperature", skip)))
@@ -643,10 +723,34 @@ def system_report(
             for role, r in nve.items()
         },
         "samplers": reports,
-        # reference runs alone (--integrator none): nothing to judge
-        "verdict": ("pass" if not all_failures else "fail") if reports else "no sampler",
+        "verdict": _system_verdict([r["verdict"] for r in reports.values()]),
+        "no_verdict": no_verdict,
         "failures": all_failures,
     }
+
+
+def _no_verdict(not_computed: Mapping[str, str]) -> str:
+    """Why no sampler can pass: neither bond-length metric computed (``""`` otherwise)."""
+    if any(metric not in not_computed for metric in BOND_METRICS):
+        return ""
+    reasons = "; ".join(f"{metric}: {not_computed[metric]}" for metric in BOND_METRICS)
+    return f"no bond-length metric could be computed ({reasons}); the verdict needs one"
+
+
+def _system_verdict(verdicts: list[str]) -> str:
+    """``fail`` if a sampler fails, else ``no verdict`` if one has none, else ``pass``.
+
+    ``no sampler`` for the reference runs alone (``--integrator none``): nothing to judge.
+
+    >>> _system_verdict(["pass", "no verdict"]), _system_verdict([])
+    ('no verdict', 'no sampler')
+    """
+    if not verdicts:
+        return "no sampler"
+    for verdict in ("fail", "no verdict"):
+        if verdict in verdicts:
+            return verdict
+    return "pass"
 
 
 def _scales(scales: list[float]) -> str:
@@ -654,7 +758,9 @@ def _scales(scales: list[float]) -> str:
     return ", ".join(f"{x:.3f}" for x in scales) or "-"
 
 
-def _cell(value: float, ratio: float | None = None, verdict: str = "") -> str:
+def _cell(value: float, ratio: float | None = None, verdict: str = "", why: str = "") -> str:
+    if verdict == "not computed":
+        return f"not computed ({why})"
     text = "nan" if value is None or math.isnan(value) else f"{value:.4g}"
     if ratio is not None:
         text += f" ({ratio:.2f}x)" if math.isfinite(ratio) else " (no ratio)"
@@ -700,8 +806,10 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         "adaptive friction), the floor is the larger of the two reference runs' distances "
         "from the reference; the table marks those set by reference-adaptive. "
         "A metric fails above its tolerance times its floor (the 99th percentile of an "
-        "exact sampler's ratio: boostmd.validation.report.TOLERANCES), or when it cannot "
-        "be computed.",
+        "exact sampler's ratio: boostmd.validation.report.TOLERANCES), or when the sampler "
+        "cannot give it where the reference runs do; a metric the reference runs cannot "
+        "give (or the system lacks, such as phi/psi) is not computed and not judged. The "
+        "verdict needs a bond-length metric.",
         "",
         f"Command: `{command}`",
         "",
@@ -732,6 +840,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                     report["vs_reference"][role][metric],
                     report["ratio_to_noise_floor"][role][metric],
                     report["metric_verdicts"][role][metric],
+                    report["not_computed"][role].get(metric, ""),
                 )
                 for role in report["samplers"]
             ]
@@ -750,6 +859,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
     lines.append("")
     for report in reports:
         transitions = ", ".join(f"{k} {v}" for k, v in report["transitions"].items())
+        transitions = transitions or f"not computed ({report['no_dihedrals']})"
         drift = ", ".join(
             f"{k} {_cell(v)}" for k, v in report["nve_drift_meV_per_ps_per_atom"].items()
         )
@@ -799,5 +909,7 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                     f"{xi['mean_abs']:.2f}/ps"
                 )
         lines += [f"- **{failure}**" for failure in report["failures"]]
+        if report["no_verdict"]:
+            lines.append(f"- **no verdict: {report['no_verdict']}**")
         lines.append("")
     return "\n".join(lines)

@@ -23,7 +23,8 @@ resumes where it stopped and gives the same result as an uninterrupted one (bit 
 with one thread per process; with more, torch's CPU kernels can add up in a
 load-dependent order).
 
-Per frame the recorder keeps phi and psi, the kinetic temperature (all atoms, hydrogens,
+Per frame the recorder keeps phi and psi (``nan`` for a system without dihedrals), the
+kinetic temperature (all atoms, hydrogens,
 heavy atoms), the total and potential energy, whether the reference produced the frame's
 forces, the refresh energy error dE when the frame ends a surrogate window (``nan``
 otherwise) and the lengths (float32) of the X-H and heavy-atom bonds of the starting
@@ -32,7 +33,6 @@ structure (:class:`~boostmd.dynamics.stability.BondTopology`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -58,12 +58,15 @@ from boostmd.dynamics.md import (
     window_schedule,
 )
 from boostmd.dynamics.replicas import ReplicaBatch
-from boostmd.dynamics.stability import BondTopology, first_collapse
+from boostmd.dynamics.stability import BondTopology, first_collapse, start_digest
 from boostmd.validation.dihedrals import dihedral_angles
 
-__all__ = ["Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
+__all__ = ["Dihedrals", "Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
 
 logger = logging.getLogger(__name__)
+
+# the atom indices of phi and psi, or None for a system without dihedrals
+Dihedrals = tuple[tuple[int, ...], tuple[int, ...]] | None
 
 REFERENCE_ROLES = ("reference", "reference-2")
 ADAPTIVE_REFERENCE = "reference-adaptive"
@@ -263,14 +266,15 @@ class _Recorder:
             for key in self.KEYS + self.OPTIONAL + (self.FORCES,)
         }
 
-    def observe(self, atoms: Atoms, dihedrals, xi: np.ndarray | None = None) -> None:
+    def observe(self, atoms: Atoms, dihedrals: Dihedrals, xi: np.ndarray | None = None) -> None:
         positions = atoms.positions
         potential = atoms.get_potential_energy()  # cached: the step computed it
         results = atoms.calc.results
         source = results.get("boostmd_source", "reference")
         values = self.values
-        values["phi"].append(float(dihedral_angles(positions[None], dihedrals[0])[0]))
-        values["psi"].append(float(dihedral_angles(positions[None], dihedrals[1])[0]))
+        for key, indices in zip(("phi", "psi"), dihedrals or (None, None), strict=True):
+            angle = np.nan if indices is None else dihedral_angles(positions[None], indices)[0]
+            values[key].append(float(angle))
         values["temperature"].append(atoms.get_temperature())
         hydrogens, heavy = group_temperatures(atoms)
         values["temperature_hydrogen"].append(hydrogens)
@@ -309,9 +313,9 @@ class _Recorder:
         arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS + self.OPTIONAL}
         forces = np.asarray(self.values[self.FORCES], dtype=np.float32)
         arrays[self.FORCES] = forces.reshape(-1, 2)
-        for key in self.BONDS:
-            bonds = len(self.pairs[key])
-            arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(-1, bonds)
+        for key in self.BONDS:  # (frames, bonds), also with no bond of a kind (water)
+            shape = (len(self.values[key]), len(self.pairs[key]))
+            arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(shape)
         return arrays
 
 
@@ -342,7 +346,7 @@ def _save(path: Path, state: dict) -> None:
 def run_job(
     job: Job,
     atoms: Atoms,
-    dihedrals,
+    dihedrals: Dihedrals,
     reference,
     surrogate,
     settings: MDSettings,
@@ -353,7 +357,8 @@ def run_job(
     """Run (or resume, or just load) one job; returns its observables and counters.
 
     Sampling jobs run ``equilibration_steps + steps`` Langevin steps; NVE jobs run
-    ``nve_steps`` steps without a thermostat from Maxwell-Boltzmann momenta. A run stops at
+    ``nve_steps`` steps without a thermostat from Maxwell-Boltzmann momenta. ``dihedrals``
+    are the atom indices of phi and psi (``None``: recorded as ``nan``). A run stops at
     its first collapsed frame (:func:`~boostmd.dynamics.stability.first_collapse`). The counters of
     BoostMD runs come from the calculator and integrator: ``reference_calls`` counts every
     reference call (reruns of undone windows and force-guard fallbacks too),
@@ -403,11 +408,12 @@ def run_job(
     if saved is not None and len(saved.get("xi", ())):
         dynamics.xi = np.array(saved["xi"], dtype=float)
     recorder = _Recorder(atoms, topology, saved)
-    segment_positions: list[np.ndarray] = []
 
     def observe() -> None:
         recorder.observe(atoms, dihedrals, getattr(dynamics, "xi", None))
-        segment_positions.append(atoms.positions.copy())
+        collapse = first_collapse(atoms.positions[None], topology)
+        if collapse is not None:  # stop here: the next steps could not even be computed
+            raise _Collapsed(len(recorder.values["phi"]) - 1, collapse[1])
 
     dynamics.attach(observe, interval=1)  # ASE observes the first frame of a fresh run
     dynamics.nsteps = int(state["step"])  # and not again on resume
@@ -419,27 +425,26 @@ def run_job(
         progress.update(int(state["step"]))  # done before a resume
     while state["step"] < total and collapse is None:
         segment = min(settings.checkpoint_every, total - int(state["step"]))
-        segment_positions.clear()
         before = _counters(calculator, dynamics)
         start = time.perf_counter()
-        _advance(dynamics, job, settings, int(state["step"]), segment)
+        try:
+            _advance(dynamics, job, settings, int(state["step"]), segment)
+        except _Collapsed as stop:
+            collapse = (stop.frame, stop.reason)
+            logger.warning("%s collapsed at frame %d: %s", job.name, *collapse)
         state["seconds"] += time.perf_counter() - start
-        state["step"] += segment
+        done = int(dynamics.nsteps) - int(state["step"])  # fewer than segment after a collapse
+        state["step"] += done
         after = _counters(calculator, dynamics)
         for key in _COUNTERS:
             state[key] += after[key] - before[key]
         if not isinstance(calculator, BoostMDCalculator):
-            state["reference_calls"] += segment
+            state["reference_calls"] += done
         refresh_errors += _refresh_errors(calculator)[before["refresh_errors"] :]
         force_errors += _refresh_errors(calculator, "refresh_force_errors")[
             before["refresh_errors"] :
         ]
-        collapse = first_collapse(np.asarray(segment_positions), topology)
-        if collapse is not None:
-            frame = len(recorder.values["phi"]) - len(segment_positions) + collapse[0]
-            collapse = (frame, collapse[1])
-            logger.warning("%s collapsed at frame %d: %s", job.name, *collapse)
-        progress.update(segment)
+        progress.update(done)
         finished = state["step"] >= total or collapse is not None
         _save(
             path,
@@ -467,14 +472,12 @@ def run_job(
     return job_result(job, load_checkpoint(path))
 
 
-def start_digest(atoms: Atoms) -> str:
-    """Return a digest of a run's starting structure (its elements and positions to 1e-5 Å).
+class _Collapsed(Exception):
+    """Raised by a run's observer at its first collapsed frame, to stop the run there."""
 
-    Checkpoints carry it, and stored reference runs are keyed by it.
-    """
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
-    positions = np.round(np.asarray(atoms.positions, dtype=float), 5)
-    return hashlib.sha256(numbers.tobytes() + positions.tobytes()).hexdigest()[:16]
+    def __init__(self, frame: int, reason: str) -> None:
+        super().__init__(f"collapsed at frame {frame}: {reason}")
+        self.frame, self.reason = frame, reason
 
 
 def _check_same_start(path: Path, saved: dict | None, start: str) -> None:

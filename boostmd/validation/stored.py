@@ -8,7 +8,11 @@ of a validation's cost. :func:`save_run` writes a finished run's observables to 
 (a folder of compressed ``.npz`` files, loaded with ``allow_pickle=False``), under a
 **key** (:func:`run_key`) that names everything the run depends on; :func:`load_run`
 returns it to a later validation only when its key is the same, so a changed model,
-temperature, friction, length or seed recomputes the run.
+temperature, friction, length or seed recomputes the run. Any structure is keyed the same
+way, by its name and a digest of its elements and positions, so the runs of a
+``--structure`` system are stored and reused like a dipeptide's; where the phi/psi atom
+indices a run records are not the ones the structure implies (a capped dipeptide's
+backbone, or none for another molecule), the key holds them too.
 
 The shipped store, :data:`STORE` (``boostmd/validation/reference_runs``), holds the
 shipped reference's runs of the ``standard`` preset for ALA, THR, ILE and GLN and of the
@@ -30,7 +34,15 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from boostmd.validation.runs import ADAPTIVE_REFERENCE, Job, MDSettings, job_result, start_digest
+from boostmd.validation.dihedrals import backbone_dihedrals
+from boostmd.validation.runs import (
+    ADAPTIVE_REFERENCE,
+    Dihedrals,
+    Job,
+    MDSettings,
+    job_result,
+    start_digest,
+)
 
 __all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run", "stored_sampling_runs"]
 
@@ -43,8 +55,14 @@ _BONDS = ("bonds_xh", "bonds_heavy")
 _DROPPED = ("positions", "momenta", "xi", "rng_state", "schedule", "calibration")
 
 
-def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSettings) -> dict:
-    """Everything a reference run's trajectory depends on, as a JSON-ready dict.
+def run_key(
+    job: Job,
+    atoms: Atoms,
+    reference_fingerprint: str,
+    settings: MDSettings,
+    dihedrals: Dihedrals | str = "backbone",
+) -> dict:
+    """Everything a reference run's trajectory and records depend on, as a JSON-ready dict.
 
     Parameters
     ----------
@@ -56,6 +74,11 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
         The reference model's :attr:`~boostmd.forcefields.reference.MACEReference.fingerprint`.
     settings
         The validation's MD settings.
+    dihedrals
+        The phi/psi atom indices the run records (``None``: none). The default,
+        ``"backbone"``, stands for those the structure implies
+        (:func:`_implied_dihedrals`); only other ones enter the key, so that the keys of
+        the dipeptides' stored runs stay as they were.
     """
     if job.uses_boostmd:
         raise ValueError(f"only reference runs are stored, not {job.role}")
@@ -69,6 +92,10 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
         "timestep_fs": settings.timestep_fs,
         "seed": settings.seed,
     }
+    if dihedrals != "backbone":
+        recorded = None if dihedrals is None else tuple(tuple(map(int, d)) for d in dihedrals)
+        if recorded != _implied_dihedrals(atoms):
+            key["dihedrals"] = None if recorded is None else [list(d) for d in recorded]
     if job.role == ADAPTIVE_REFERENCE:
         key["adaptive_tau_fs"] = settings.adaptive_tau_fs
     if job.nve:
@@ -81,6 +108,14 @@ def run_key(job: Job, atoms: Atoms, reference_fingerprint: str, settings: MDSett
             steps=settings.steps,
         )
     return key
+
+
+def _implied_dihedrals(atoms: Atoms) -> Dihedrals:
+    """Return a capped dipeptide's backbone phi/psi indices; ``None`` for another molecule."""
+    try:
+        return backbone_dihedrals(atoms)
+    except ValueError:
+        return None
 
 
 def _path(store: Path, key: dict) -> Path:

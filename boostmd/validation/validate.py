@@ -1,25 +1,37 @@
 r"""Does BoostMD sample what the reference samples? ``python -m boostmd.validate``.
 
-For each system (a capped dipeptide by amino-acid code, or a structure file) it runs
-Langevin MD with the reference alone, a second independent reference run (the noise
-floor) and BoostMD, all from the same starting structures, plus short NVE runs of the
-reference and BoostMD. BoostMD runs with one integrator or both (``--integrator``):
-``ase`` (ASE's Langevin with BoostMDCalculator; NVE: velocity Verlet) and ``checked``
-(``boostmd.dynamics.integrator.BoostLangevin``, which undoes and reruns windows whose refresh
-energy error is too large and, unless ``--no-energy-consistent``, gives each accepted
-window's error back along the force error; NVE: no friction, ``energy_consistent=True``).
+For each system (a capped dipeptide by amino-acid code, or any molecule in a structure
+file ``ase.io.read`` reads) it runs Langevin MD with the reference alone, a second
+independent reference run (the noise floor) and BoostMD, all from the same starting
+structures, plus short NVE runs of the reference and BoostMD. BoostMD runs with one
+integrator or both (``--integrator``): ``checked`` (the default:
+``boostmd.dynamics.integrator.BoostLangevin``, which undoes and reruns windows whose
+refresh energy error is too large and, unless ``--no-energy-consistent``, gives each
+accepted window's error back along the force error; NVE: no friction,
+``energy_consistent=True``) and ``ase`` (ASE's Langevin with BoostMDCalculator; NVE:
+velocity Verlet). By default each window is framed at its predicted time centre
+(``--frame centred``; ``--frame start`` for ``--target-error`` and ``--calibrate``).
 It compares observables that converge in picoseconds (per-group kinetic temperatures, X-H
-and heavy bond-length distributions, the reference energy at BoostMD's refresh frames) and
-the backbone phi/psi distributions (Jensen-Shannon divergence of the Ramachandran
-histograms, 1-D PMF errors in kT), each against the same comparison between the two
-reference runs; checks that no run collapses; and writes ``OUT/report.json``,
-``OUT/summary.md`` and PNG plots (:mod:`boostmd.validation.report` defines the metrics).
+and heavy bond-length distributions, the reference energy at BoostMD's refresh frames)
+and, where the system has them, the phi/psi distributions (Jensen-Shannon divergence of
+the Ramachandran histograms, 1-D PMF errors in kT), each against the same comparison
+between the two reference runs; checks that no run collapses; and writes
+``OUT/report.json``, ``OUT/summary.md`` and PNG plots (:mod:`boostmd.validation.report`
+defines the metrics).
 
-    python -m boostmd.validate --quick                       # ALA, ~6,400 reference calls
-    python -m boostmd.validate --peptide ALA --integrator checked --preset long
-    python -m boostmd.validate --structure mine.xyz --reference ref.pt --surrogate s.pt \\
+    python -m boostmd.validate --quick                       # ALA, ~8,900 reference calls
+    python -m boostmd.validate --peptide ALA --integrator both --preset long
+    python -m boostmd.validate --structure aspirin.xyz --surrogate fit/surrogate.pt
+    python -m boostmd.validate --structure mine.pdb --reference ref.pt --surrogate s.pt \\
         --phi 4 6 8 14 --psi 6 8 14 16
     torchrun --nproc-per-node 4 -m boostmd.validate --preset full --peptide ALA
+
+``--reference`` names a shipped reference (``dipeptides``, the default), a boostmd weights
+file, or with ``--pickled-reference`` a mace-torch ``.model``. The phi/psi metrics need
+dihedrals: a capped dipeptide's backbone is found on its own, another molecule's are
+given with ``--phi``/``--psi``; without them (or with ``--no-dihedrals``) those metrics
+are reported as not computed, and the verdict rests on the others (the bond lengths at
+least).
 
 Every sampling run first equilibrates for ``--equilibration-steps`` at
 ``--equilibration-friction`` (20/ps), then samples at ``--friction``; ``--target-error MEV``
@@ -48,6 +60,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -55,13 +68,14 @@ from ase.io import read
 from tqdm import tqdm
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
-from boostmd.dynamics.calculator import FRAMES
+from boostmd.dynamics.calculator import DEFAULT_INTERVAL, FRAMES
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.forcefields.mace_import import start_command
 from boostmd.validation.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.validation.report import summary_markdown, system_report
 from boostmd.validation.runs import (
     INTEGRATORS,
+    Dihedrals,
     Job,
     MDSettings,
     job_result,
@@ -73,6 +87,7 @@ from boostmd.validation.stored import STORE, load_run, run_key, save_run
 
 __all__ = [
     "PRESETS",
+    "System",
     "ValidationConfig",
     "main",
     "reference_calls",
@@ -85,19 +100,20 @@ logger = logging.getLogger(__name__)
 # Run lengths (1 fs steps). The Boltzmann distribution does not depend on the Langevin
 # friction, so the default is a light 1/ps: a strong thermostat hides a sampler that
 # heats (README, "Use a thermostat"), and the temperature, bond-length and energy metrics
-# are made to catch that within picoseconds. Costs are in reference calls per dipeptide
-# with both integrators at N = 10 (two reference runs per replica, each BoostMD run
-# about 1/N of its steps, plus the NVE runs): multiply by the reference's time per call
-# (0.13-0.25 s for the shipped model on one thread of a 2-core CPU; far less on a GPU).
+# are made to catch that within picoseconds. Costs are in reference calls per system with
+# the default runs at N = 10 (three reference runs per replica, the reference-adaptive one
+# included, the checked sampler's about 1/N of its steps, plus the NVE runs;
+# reference_calls): multiply by the reference's time per call (0.13-0.25 s for the
+# shipped model on one thread of a 2-core CPU; far less on a GPU).
 PRESETS: dict[str, dict] = {
-    # catches a broken surrogate: about 6,400 reference calls
+    # catches a broken surrogate: about 8,900 reference calls
     "quick": {"steps": 2500, "equilibration_steps": 250, "replicas": 1, "nve_steps": 300},
-    # the README table: 2 x 3 ps per run and role, about 15,000 reference calls
+    # the README table: 2 x 3 ps per run and role, about 21,000 reference calls
     "standard": {"steps": 3000, "equilibration_steps": 300, "replicas": 2, "nve_steps": 500},
-    # 2 x 20 ps per run and role, about 95,000 reference calls (86,000 of them the
-    # reference runs, which the shipped store holds for ALA and GLN once computed)
+    # 2 x 20 ps per run and role, about 132,000 reference calls (128,000 of them the
+    # reference runs, which the shipped store holds for ALA and GLN)
     "long": {"steps": 20_000, "equilibration_steps": 1000, "replicas": 2, "nve_steps": 2000},
-    # converged alanine-dipeptide phi/psi statistics: 8 x 50 ps, about 920,000 calls
+    # converged alanine-dipeptide phi/psi statistics: 8 x 50 ps, about 1.3 million calls
     "full": {"steps": 50_000, "equilibration_steps": 2000, "replicas": 8, "nve_steps": 5000},
 }
 
@@ -108,12 +124,17 @@ def reference_calls(
     replicas: int,
     nve_steps: int,
     interval: int = 10,
-    integrator: str = "both",
-    adaptive_reference: bool = False,
+    integrator: str = "checked",
+    adaptive_reference: bool = True,
 ) -> int:
     """Estimate the reference calls of a validation per system (without reruns).
 
+    The defaults are those of :class:`ValidationConfig`: the checked sampler and the
+    ``reference-adaptive`` run.
+
     >>> reference_calls(**PRESETS["quick"])
+    8855
+    >>> reference_calls(**PRESETS["quick"], integrator="both", adaptive_reference=False)
     6410
     """
     samplers = len(INTEGRATORS[integrator])
@@ -125,17 +146,27 @@ def reference_calls(
 
 @dataclass
 class ValidationConfig:
-    """Everything a validation needs; :data:`PRESETS` fill the run lengths."""
+    """Everything a validation needs; :data:`PRESETS` fill the run lengths.
+
+    The defaults are the validated settings: the checked sampler (``integrator``) with
+    the energy-consistent refresh, the adaptive friction (``adaptive_tau_fs``) and its
+    ``reference-adaptive`` noise floor, windows framed at their predicted centres
+    (``frame``). ``reference`` is a shipped reference's name, a weights file, or with
+    ``pickled_reference`` a mace-torch ``.model`` (``None`` with a ``surrogate``: the
+    shipped ``dipeptides``; both ``None``: the shipped models). ``phi``/``psi`` are atom
+    indices of ``structure``; ``dihedrals=False`` leaves the phi/psi metrics out.
+    """
 
     out: Path
     peptides: list[str] = field(default_factory=list)
     structure: Path | None = None
     phi: tuple[int, ...] | None = None
     psi: tuple[int, ...] | None = None
-    reference: Path | None = None
+    dihedrals: bool = True
+    reference: str | Path | None = None
     surrogate: Path | None = None
     pickled_reference: bool = False
-    interval: int = 10
+    interval: int | None = None  # None: the surrogate's fitted interval, else 10
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
@@ -147,10 +178,10 @@ class ValidationConfig:
     nve_steps: int = PRESETS["quick"]["nve_steps"]
     checkpoint_every: int = 500
     seed: int = 0
-    integrator: str = "both"
+    integrator: str = "checked"
     energy_consistent: bool = True
     calibrate: bool = False
-    frame: str = "start"
+    frame: str = "centred"
     adaptive_tau_fs: float | None = DEFAULT_TAU_FS
     adaptive_reference: bool = True
     batch: bool = True
@@ -171,18 +202,24 @@ class ValidationConfig:
         )
 
     def settings(self) -> MDSettings:
-        """Return the integration settings shared by every run."""
+        """Return the integration settings shared by every run.
+
+        An unset ``interval`` is 10 here; :func:`validate` first sets it from the surrogate.
+        """
+        interval = self.interval or DEFAULT_INTERVAL
         if self.frame == "centred" and (self.target_refresh_error_meV or self.calibrate):
+            given = "--target-error" if self.target_refresh_error_meV else "--calibrate"
             raise ValueError(
-                "--frame centred runs BoostMD at a fixed --interval with the surrogate as "
-                "trained: leave out --target-error and --calibrate"
+                f"{given} needs --frame start: --frame centred (the default) runs BoostMD "
+                "at a fixed --interval with the surrogate as trained; add --frame start, "
+                f"or leave out {given}"
             )
         if self.store_reference_runs and self.reference_runs is None:
             raise ValueError("--store-reference-runs needs a --reference-runs folder to write to")
-        if self.checkpoint_every % self.interval:
+        if self.checkpoint_every % interval:
             raise ValueError(
                 f"--checkpoint-every ({self.checkpoint_every}) must be a multiple of "
-                f"--interval ({self.interval}) so resumed BoostMD runs keep their schedule"
+                f"--interval ({interval}) so resumed BoostMD runs keep their schedule"
             )
         return MDSettings(
             temperature_K=self.temperature_K,
@@ -193,7 +230,7 @@ class ValidationConfig:
             steps=self.steps,
             equilibration_steps=self.equilibration_steps,
             nve_steps=self.nve_steps,
-            interval=self.interval,
+            interval=interval,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
             energy_consistent=self.energy_consistent,
@@ -234,47 +271,112 @@ def starting_dipeptide(code: str, seeds: int = 20) -> Atoms:
     )
 
 
-def _systems(config: ValidationConfig) -> dict[str, tuple[Atoms, tuple]]:
-    """Return the starting structure and (phi, psi) atom indices of every system."""
+# why a system's phi/psi metrics are not computed
+NO_BACKBONE = "no dihedrals: not a capped dipeptide and no --phi/--psi given"
+SWITCHED_OFF = "no dihedrals: switched off (--no-dihedrals)"
+
+
+class System(NamedTuple):
+    """A system to validate.
+
+    ``dihedrals``: the phi/psi atom indices its runs record (``None``: none);
+    ``no_dihedrals``: why its phi/psi metrics are not computed (``""``: they are).
+    """
+
+    atoms: Atoms
+    dihedrals: Dihedrals
+    no_dihedrals: str = ""
+
+
+def _systems(config: ValidationConfig) -> dict[str, System]:
+    """Return every system to validate, by name."""
     from boostmd.forcefields.peptides import residue_code
 
+    if (config.phi is None) != (config.psi is None):
+        raise ValueError("pass both --phi and --psi (four atom indices each), or neither")
+    if config.phi is not None and config.structure is None:
+        raise ValueError(
+            "--phi and --psi name atoms of --structure FILE; a --peptide's backbone "
+            "dihedrals are found on their own"
+        )
+    off = "" if config.dihedrals else SWITCHED_OFF
     systems = {}
     for code in config.peptides:
         atoms = starting_dipeptide(code)
-        systems[residue_code(code)] = (atoms, backbone_dihedrals(atoms))
+        systems[residue_code(code)] = System(atoms, backbone_dihedrals(atoms), off)
     if config.structure is not None:
-        if not config.structure.is_file():
-            raise FileNotFoundError(f"--structure {config.structure} does not exist")
-        atoms = read(config.structure)
-        if config.phi and config.psi:
-            dihedrals = (tuple(config.phi), tuple(config.psi))
-        else:
-            dihedrals = backbone_dihedrals(atoms)
-        systems[config.structure.stem] = (atoms, dihedrals)
+        atoms = _read_structure(config.structure)
+        dihedrals = _structure_dihedrals(atoms, config)
+        why = off or ("" if dihedrals else NO_BACKBONE)
+        if why:
+            logger.info("%s: phi/psi metrics not computed (%s)", config.structure.name, why)
+        systems[config.structure.stem] = System(atoms, dihedrals, why)
     if not systems:
         raise ValueError("nothing to validate: pass --peptide CODE or --structure FILE")
     return systems
 
 
+def _read_structure(path: Path) -> Atoms:
+    if not path.is_file():
+        raise FileNotFoundError(f"--structure {path} does not exist")
+    try:
+        return read(path)
+    except Exception as error:  # ASE raises many kinds for a file it cannot parse
+        raise ValueError(
+            f"--structure {path}: ASE cannot read it ({error}); give a file ase.io.read "
+            "reads (xyz, extxyz, pdb, cif, ...)"
+        ) from error
+
+
+def _structure_dihedrals(atoms: Atoms, config: ValidationConfig) -> Dihedrals:
+    """``--phi``/``--psi`` if given, else a capped dipeptide's backbone, else ``None``."""
+    if config.phi is None:
+        try:
+            return backbone_dihedrals(atoms)
+        except ValueError:
+            return None
+    dihedrals = (tuple(map(int, config.phi)), tuple(map(int, config.psi)))
+    for name, indices in zip(("--phi", "--psi"), dihedrals, strict=True):
+        if len(indices) != 4 or len(set(indices)) != 4:
+            raise ValueError(f"{name} needs four different atom indices, got {list(indices)}")
+        if not all(0 <= i < len(atoms) for i in indices):
+            raise ValueError(
+                f"{name} {' '.join(map(str, indices))}: {config.structure} has atoms 0 to "
+                f"{len(atoms) - 1}"
+            )
+    return dihedrals
+
+
 def _models(config: ValidationConfig):
-    """Load the reference and surrogate: the user's files, or the shipped dipeptide models."""
-    from boostmd.forcefields.reference import MACEReference
+    """Load the reference and surrogate: the user's, or the shipped dipeptide models."""
+    from boostmd.dynamics.calculator import check_compatible
+    from boostmd.forcefields.pretrained import load_pretrained, load_reference
     from boostmd.forcefields.surrogate import Surrogate
 
-    if (config.reference is None) != (config.surrogate is None):
-        raise ValueError("pass both --reference and --surrogate, or neither (shipped models)")
-    if config.reference is None:
-        from boostmd.forcefields.pretrained import load_pretrained
-
+    if config.surrogate is None:
+        if config.reference is not None:
+            raise ValueError(
+                f"--reference {config.reference} needs its surrogate: pass --surrogate FILE "
+                "too, or leave both out for the shipped dipeptide models"
+            )
         return load_pretrained("dipeptides")
-    if config.pickled_reference:
-        reference = MACEReference.from_file(config.reference)
-    else:
-        reference = MACEReference.load(config.reference)
-    return reference, Surrogate.load(config.surrogate, dtype=reference.dtype)
+    if config.pickled_reference and config.reference is None:
+        raise ValueError("--pickled-reference needs --reference FILE.model to load")
+    reference = load_reference(config.reference or "dipeptides", pickled=config.pickled_reference)
+    surrogate = Surrogate.load(config.surrogate, dtype=reference.dtype)
+    try:
+        check_compatible(reference, surrogate)
+    except ValueError as error:
+        if config.reference is not None:
+            raise
+        raise ValueError(
+            f"{error} (without --reference the reference is the shipped dipeptides one: "
+            f"pass --reference MODEL, the model {config.surrogate} was made for)"
+        ) from error
+    return reference, surrogate
 
 
-def _warm_up(reference, systems: dict) -> None:
+def _warm_up(reference, systems: dict[str, System]) -> None:
     """Run the reference twice on every system before any run.
 
     The first forward passes of a TorchScript model in a process can differ from later ones
@@ -282,9 +384,9 @@ def _warm_up(reference, systems: dict) -> None:
     run's numbers would depend on whether it was the first in its process, and resumed
     or multi-process validations would differ slightly from uninterrupted ones.
     """
-    for atoms, _ in systems.values():
+    for system in systems.values():
         for _ in range(2):
-            reference(atoms)
+            reference(system.atoms)
 
 
 def _jobs(
@@ -322,6 +424,18 @@ def _gather(results: list[dict], world: int) -> list[dict]:
     return [result for part in gathered for result in part]
 
 
+def _fitted_interval(config: ValidationConfig, surrogate) -> ValidationConfig:
+    """Fill in the interval: the one a fit stored with the surrogate, else 10.
+
+    The checkpoints then fall on a multiple of it (the nearest to ``checkpoint_every``).
+    """
+    if config.interval is not None:
+        return config
+    interval = surrogate.recommended_interval or DEFAULT_INTERVAL
+    every = max(interval, interval * round(config.checkpoint_every / interval))
+    return replace(config, interval=interval, checkpoint_every=every)
+
+
 def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     """Run (or resume) a validation; rank 0 writes the report and returns it.
 
@@ -330,10 +444,11 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     list of dict or None
         One report per system on rank 0 (also in ``OUT/report.json``); ``None`` elsewhere.
     """
-    settings = config.settings()
     roles(config.integrator)  # names a bad --integrator before any work
     systems = _systems(config)
     reference, surrogate = _models(config)
+    config = _fitted_interval(config, surrogate)
+    settings = config.settings()
     _warm_up(reference, systems)
     rank, world = _process_group()
     checkpoints = config.out / "checkpoints"
@@ -366,10 +481,17 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     if rank != 0:
         return None
     reports = []
-    for name, (atoms, _) in systems.items():
+    for name, system in systems.items():
         own = [r for r in results if r["job"].system == name]
         reports.append(
-            system_report(name, own, settings, len(atoms), own_wall_clock=not config.batch)
+            system_report(
+                name,
+                own,
+                settings,
+                len(system.atoms),
+                own_wall_clock=not config.batch,
+                no_dihedrals=system.no_dihedrals,
+            )
         )
         _plot(config.out, name, own, settings, reports[-1])
     payload = {"command": command, "config": _jsonable(asdict(config)), "systems": reports}
@@ -379,7 +501,11 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
 
 
 def _stored_runs(
-    config: ValidationConfig, jobs: list[Job], systems: dict, fingerprint: str, settings
+    config: ValidationConfig,
+    jobs: list[Job],
+    systems: dict[str, System],
+    fingerprint: str,
+    settings: MDSettings,
 ) -> tuple[list[dict], list[Job]]:
     """Split the jobs into stored reference runs (their results) and the jobs to run.
 
@@ -393,8 +519,7 @@ def _stored_runs(
     for job in jobs:
         arrays = None
         if not job.uses_boostmd and not (config.out / "checkpoints" / f"{job.name}.npz").exists():
-            key = run_key(job, systems[job.system][0], fingerprint, settings)
-            arrays = load_run(config.reference_runs, key)
+            arrays = load_run(config.reference_runs, _key(job, systems, fingerprint, settings))
         if arrays is None:
             to_run.append(job)
         else:
@@ -404,21 +529,31 @@ def _stored_runs(
     return stored, to_run
 
 
+def _key(job: Job, systems: dict[str, System], fingerprint: str, settings: MDSettings) -> dict:
+    system = systems[job.system]
+    return run_key(job, system.atoms, fingerprint, settings, system.dihedrals)
+
+
 def _store(
-    store: Path, systems: dict, fingerprint: str, settings, checkpoints: Path, jobs: list[Job]
+    store: Path,
+    systems: dict[str, System],
+    fingerprint: str,
+    settings: MDSettings,
+    checkpoints: Path,
+    jobs: list[Job],
 ) -> None:
     """Write the finished reference runs among ``jobs`` into ``store``."""
     for job in jobs:
         if job.uses_boostmd:
             continue
         checkpoint = load_checkpoint(checkpoints / f"{job.name}.npz")
-        key = run_key(job, systems[job.system][0], fingerprint, settings)
+        key = _key(job, systems, fingerprint, settings)
         logger.info("stored %s", save_run(store, key, checkpoint))
 
 
 def _run_jobs(
     jobs: list[Job],
-    systems: dict,
+    systems: dict[str, System],
     reference,
     surrogate,
     settings,
@@ -435,8 +570,17 @@ def _run_jobs(
     if not batch:
         results = []
         for job in jobs:
+            system = systems[job.system]
             results.append(
-                run_job(job, *systems[job.system], reference, surrogate, settings, checkpoints)
+                run_job(
+                    job,
+                    system.atoms,
+                    system.dihedrals,
+                    reference,
+                    surrogate,
+                    settings,
+                    checkpoints,
+                )
             )
             store([job])
         return results
@@ -448,7 +592,8 @@ def _run_jobs(
                 partial(
                     run_job,
                     job,
-                    *systems[job.system],
+                    systems[job.system].atoms,
+                    systems[job.system].dihedrals,
                     replicas.reference_model,
                     replicas.surrogate_model,
                     settings,
@@ -474,17 +619,22 @@ def _plot(out: Path, name: str, results: list[dict], settings: MDSettings, repor
         logger.warning("no plots (%s); pip install matplotlib", error)
         return
     skip = settings.equilibration_steps + 1
-    samples, bonds = {}, {}
-    for role in report["frames"]:
-        runs = [r for r in results if r["job"].role == role]
-        samples[role] = tuple(np.concatenate([r[a][skip:] for r in runs]) for a in ("phi", "psi"))
-        bonds[role] = tuple(
-            np.concatenate([r[key][skip:].ravel() for r in runs])
-            for key in ("bonds_xh", "bonds_heavy")
-        )
+    by_role = {role: [r for r in results if r["job"].role == role] for role in report["frames"]}
+
+    def pooled(runs: list[dict], key: str) -> np.ndarray:
+        return np.concatenate([r[key][skip:].ravel() for r in runs])
+
     title = f"{name}, {settings.temperature_K:g} K, BoostMD N = {settings.interval}"
-    plot_free_energy_surfaces(out / f"{name}-free-energy.png", samples, title)
-    plot_pmfs(out / f"{name}-pmf.png", samples, title)
+    if not report["no_dihedrals"]:
+        samples = {
+            role: (pooled(runs, "phi"), pooled(runs, "psi")) for role, runs in by_role.items()
+        }
+        plot_free_energy_surfaces(out / f"{name}-free-energy.png", samples, title)
+        plot_pmfs(out / f"{name}-pmf.png", samples, title)
+    bonds = {
+        role: (pooled(runs, "bonds_xh"), pooled(runs, "bonds_heavy"))
+        for role, runs in by_role.items()
+    }
     plot_bonds_and_temperatures(
         out / f"{name}-bonds-temperatures.png",
         bonds,
@@ -505,10 +655,32 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ValidationConfig(out=Path())
     parser.add_argument("--peptide", action="append", default=[], help="amino-acid code")
     parser.add_argument("--structure", type=Path, help="your own structure file (ASE-readable)")
-    parser.add_argument("--phi", type=int, nargs=4, help="atom indices of phi (own structure)")
-    parser.add_argument("--psi", type=int, nargs=4, help="atom indices of psi (own structure)")
-    parser.add_argument("--reference", type=Path, help="reference MACE (boostmd weights file)")
-    parser.add_argument("--surrogate", type=Path, help="its surrogate")
+    parser.add_argument(
+        "--phi",
+        type=int,
+        nargs=4,
+        help="atom indices of a dihedral of --structure to judge as phi (with --psi); a "
+        "capped dipeptide's backbone is found without",
+    )
+    parser.add_argument("--psi", type=int, nargs=4, help="atom indices of psi (with --phi)")
+    parser.add_argument(
+        "--no-dihedrals",
+        dest="dihedrals",
+        action="store_false",
+        help="leave the phi/psi metrics out (not computed), even for a dipeptide",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="reference MACE: a shipped reference's name (dipeptides, the default with "
+        "--surrogate), a boostmd weights file, or with --pickled-reference a mace-torch .model",
+    )
+    parser.add_argument(
+        "--surrogate",
+        type=Path,
+        help="the reference's surrogate (a file of Surrogate.save, e.g. python -m "
+        "boostmd.fit's); leave out both for the shipped dipeptide models",
+    )
     parser.add_argument(
         "--pickled-reference",
         action="store_true",
@@ -519,9 +691,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--integrator",
         choices=sorted(INTEGRATORS),
-        default="both",
-        help="BoostMD samplers to run: ase (ASE Langevin + BoostMDCalculator), checked "
-        "(BoostLangevin, checked windows), both (default), or none (the reference runs alone)",
+        default=defaults.integrator,
+        help="BoostMD samplers to run: checked (BoostLangevin, checked windows; default), "
+        "ase (ASE Langevin + BoostMDCalculator), both, or none (the reference runs alone)",
     )
     parser.add_argument(
         "--energy-consistent",
@@ -534,14 +706,15 @@ def _parser() -> argparse.ArgumentParser:
         "--calibrate",
         action="store_true",
         help="BoostMD calculators fit the scale of the surrogate's curvature to the refresh "
-        "errors as they run (BoostMDCalculator(calibration=True))",
+        "errors as they run (BoostMDCalculator(calibration=True)); needs --frame start",
     )
     parser.add_argument(
         "--frame",
         choices=FRAMES,
         default=defaults.frame,
-        help="where BoostMD frames each window: at its start (default) or at its predicted "
-        "time centre (BoostMDCalculator(frame='centred'))",
+        help="where BoostMD frames each window: at its predicted time centre "
+        "(BoostMDCalculator(frame='centred'); default) or at its start (for --target-error "
+        "and --calibrate)",
     )
     parser.add_argument(
         "--adaptive-tau",
@@ -560,14 +733,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in ("steps", "equilibration_steps", "replicas", "nve_steps"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="overrides the preset")
-    parser.add_argument("--interval", type=int, default=defaults.interval)
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=defaults.interval,
+        help="BoostMD's window length (default: the interval python -m boostmd.fit stored "
+        "with the surrogate, else 10)",
+    )
     parser.add_argument(
         "--target-error",
         type=float,
         help="meV: BoostMD chooses each window's length (2-20 steps, from --interval) so "
-        "that the refresh energy error is about this RMS (integrators.ErrorControlled); a "
-        "resumed run then starts a new window where it stopped (the same statistics, not "
-        "the same trajectory)",
+        "that the refresh energy error is about this RMS (integrators.ErrorControlled; needs "
+        "--frame start); a resumed run then starts a new window where it stopped (the same "
+        "statistics, not the same trajectory)",
     )
     parser.add_argument("--temperature", type=float, default=defaults.temperature_K)
     parser.add_argument("--timestep", type=float, default=defaults.timestep_fs, help="fs")
@@ -632,6 +811,7 @@ def main(argv: list[str] | None = None) -> None:
         structure=args.structure,
         phi=args.phi,
         psi=args.psi,
+        dihedrals=args.dihedrals,
         reference=args.reference,
         surrogate=args.surrogate,
         pickled_reference=args.pickled_reference,
