@@ -134,3 +134,8 @@ def test_the_bond_check_tells_too_wide_bonds_from_right_ones():
     assert all(group["passed"] for group in same.values())
     assert not any(group["passed"] for group in wide.values())
     assert wide["heavy"]["ratio"] == pytest.approx(1.2, abs=0.05)
+    # an exact run that scatters as far sets the floor: the same run is then within it
+    exact = bond_spreads(frames(0.0235), topology, atoms.numbers)
+    floored = spread_verdict(bond_spreads(frames(0.024), topology, atoms.numbers), reference, exact)
+    assert all(group["passed"] for group in floored.values())
+    assert floored["heavy"]["floor"] == pytest.approx(1.175, abs=0.05)

@@ -13,7 +13,8 @@ The field's usual loop, in rounds, every stage resumable (run the same command w
    is the shipped one, from scratch otherwise;
 3. **check** (:mod:`boostmd.training.fit_check`): BoostMD exactly as a user runs it, from
    the reference MD's last frame: its rerun fraction, and its bond-length spreads against
-   the reference MD at the same temperature (which the fit has for free);
+   the reference MD at the same temperature (which the fit has for free), judged against
+   the scatter of an exact run made the same way (once per fit);
 4. while the rerun fraction is above ``--target-rerun`` or the bonds spread wrong, and time
    is left: **on-policy windows** of the current surrogate labelled by the reference
    (:mod:`boostmd.training.windows`, DAgger-style) and a fine-tune on everything so far;
@@ -54,7 +55,7 @@ from boostmd.forcefields.pretrained import (
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import Surrogate
 from boostmd.training.data import PairDataConfig, generate_trajectories, read_structures
-from boostmd.training.fit_check import check_run, measure_speedup
+from boostmd.training.fit_check import check_run, exact_check_run, measure_speedup
 from boostmd.training.train import TrainConfig, train
 from boostmd.training.windows import WindowConfig, generate_windows
 
@@ -177,7 +178,7 @@ def _check_budget(config: FitConfig, calls_s: float, structures: dict) -> None:
     """Refuse a budget too short for the reference MD and one check of a first round."""
     runs = len(structures) * len(config.all_temperatures)
     md_calls = runs * (config.md_steps + config.equilibration_steps)
-    check_calls = len(structures) * config.check_steps * 3 // config.interval
+    check_calls = len(structures) * config.check_steps * (1 + 3 // config.interval)
     needed = (md_calls + check_calls) * calls_s / 60
     if needed > config.budget_minutes:
         raise ValueError(
@@ -266,7 +267,29 @@ def _reserve_s(config: FitConfig) -> float:
     return 120.0 + 0.02 * config.check_steps * len(config.structures)
 
 
+def _exact_checks(config: FitConfig, reference, data_frames) -> dict[str, np.ndarray]:
+    """Return each structure's exact check run (the check's noise floor), made once."""
+    folder = config.out / "exact-check"
+    folder.mkdir(exist_ok=True)
+    runs = {}
+    for name, (start, _) in data_frames.items():
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            frames = exact_check_run(
+                reference,
+                start,
+                steps=config.check_steps,
+                temperature_K=config.temperature_K,
+                seed=config.seed,
+            )
+            np.save(path.with_suffix(".partial.npy"), frames)
+            path.with_suffix(".partial.npy").replace(path)
+        runs[name] = np.load(path, allow_pickle=False)
+    return runs
+
+
 def _check(config, reference, surrogate, data_frames, interval: int) -> list[dict]:
+    exact = _exact_checks(config, reference, data_frames)
     results = []
     for name, (start, positions) in data_frames.items():
         result = check_run(
@@ -275,6 +298,7 @@ def _check(config, reference, surrogate, data_frames, interval: int) -> list[dic
             name,
             start,
             positions,
+            exact_positions=exact[name],
             interval=interval,
             steps=config.check_steps,
             temperature_K=config.temperature_K,

@@ -49,6 +49,8 @@ def _bonds(ax, check: dict, group: str) -> None:
     edges = histogram["edges"]
     centres = [(a + b) / 2 for a, b in pairwise(edges)]
     ax.plot(centres, histogram["reference"], color="k", label="reference MD")
+    if "exact" in histogram:
+        ax.plot(centres, histogram["exact"], color="grey", ls="--", label="reference, as checked")
     ax.plot(centres, histogram["run"], color="C3", label=f"BoostMD, N = {check['interval']}")
     spread = check["spreads"][group]
     ax.set(
