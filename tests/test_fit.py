@@ -103,6 +103,13 @@ def test_bad_input_is_named(workspace, loaded, tmp_path):
     broken.write_text("not a structure\n")
     with pytest.raises(ValueError, match="ASE cannot read"):
         fit(tiny(workspace, tmp_path / "b", structures=[broken]), loaded)
+    box = tmp_path / "box.xyz"
+    write(
+        box,
+        Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[5] * 3, pbc=True),
+    )
+    with pytest.raises(ValueError, match="is a periodic cell"):
+        fit(tiny(workspace, tmp_path / "p", structures=[box]), loaded)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fit(tiny(workspace, tmp_path / "c", structures=[tmp_path / "missing.xyz"]), loaded)
     with pytest.raises(ValueError, match="too short for one round"):

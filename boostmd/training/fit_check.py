@@ -167,6 +167,14 @@ def spread_verdict(
     return verdict
 
 
+def _started(start: Atoms, calc, temperature_K: float, rng: np.random.Generator) -> Atoms:
+    """Return a copy of ``start`` with ``calc`` and Maxwell-Boltzmann momenta from ``rng``."""
+    atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
+    atoms.calc = calc
+    thermal_momenta(atoms, temperature_K, rng)
+    return atoms
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What a check run of one structure at one interval showed."""
@@ -235,10 +243,10 @@ def check_run(
     seed
         Seed of the momenta and the random forces.
     """
-    atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
-    atoms.calc = BoostMDCalculator(reference, surrogate, interval=interval)
     rng = np.random.default_rng(seed)
-    thermal_momenta(atoms, temperature_K, rng)
+    atoms = _started(
+        start, BoostMDCalculator(reference, surrogate, interval=interval), temperature_K, rng
+    )
     dynamics = boost_langevin(atoms, temperature_K, timestep_fs, friction_per_ps, rng=rng)
     dynamics.warn_misfit = False  # the fit judges the run itself
     frames = []
@@ -289,10 +297,8 @@ def exact_check_run(
     block errors of 2 ps runs at 1/ps underestimate (each mode's energy decorrelates
     over about 1 / friction).
     """
-    atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
-    atoms.calc = ReferenceCalculator(reference)
     rng = np.random.default_rng(seed)
-    thermal_momenta(atoms, temperature_K, rng)
+    atoms = _started(start, ReferenceCalculator(reference), temperature_K, rng)
     dynamics = langevin(
         atoms, temperature_K, timestep_fs, friction_per_ps, rng, tau_fs=DEFAULT_TAU_FS
     )
@@ -321,12 +327,11 @@ def measure_speedup(
     """
     runs = {}
     for boosted in (False, True):
-        atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
         if boosted:
-            atoms.calc = BoostMDCalculator(reference, surrogate, interval=interval)
+            calc = BoostMDCalculator(reference, surrogate, interval=interval)
         else:
-            atoms.calc = ReferenceCalculator(reference)
-        thermal_momenta(atoms, temperature_K, np.random.default_rng(seed))
+            calc = ReferenceCalculator(reference)
+        atoms = _started(start, calc, temperature_K, np.random.default_rng(seed))
         make = boost_langevin if boosted else langevin
         runs[boosted] = make(atoms, temperature_K, 1.0, 1.0, rng=seed + 1)
         if boosted:
