@@ -145,7 +145,9 @@ def spread_verdict(
     -------
     dict
         ``{"xh": {...}, "heavy": {...}}`` with ``ratio``, ``tolerance``, ``floor`` (the
-        exact run's ratio) and ``passed`` (a group without bonds passes, ratio ``nan``).
+        exact run's ratio), ``paired`` (the run's spread over the exact run's: both start
+        alike and draw the same random forces, so their scatter is largely shared;
+        reported, not judged) and ``passed`` (a group without bonds passes, ratio ``nan``).
     """
     verdict = {}
     for group in ("xh", "heavy"):
@@ -163,7 +165,13 @@ def spread_verdict(
             FLOOR_FACTOR * abs(floor - 1) if math.isfinite(floor) else 0.0,
         )
         passed = bool(abs(ratio - 1) <= tolerance) if math.isfinite(tolerance) else False
-        verdict[group] = {"ratio": ratio, "tolerance": tolerance, "floor": floor, "passed": passed}
+        verdict[group] = {
+            "ratio": ratio,
+            "tolerance": tolerance,
+            "floor": floor,
+            "paired": ratio / floor if math.isfinite(floor) else math.nan,
+            "passed": passed,
+        }
     return verdict
 
 
