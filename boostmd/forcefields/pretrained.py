@@ -126,23 +126,14 @@ def load_reference(
         ) from error
 
 
-def convert_reference(model_file: str | Path, out: str | Path) -> Path:
-    """Convert a pickled mace-torch ``.model`` into a safe weights file (trusting it once).
+def convert_reference(reference: MACEReference, out: str | Path) -> Path:
+    """Write a loaded reference (say, from a trusted ``.model``) as a safe weights file, once.
 
-    Returns ``out``; an existing ``out`` made from the same model is kept as it is.
-
-    Raises
-    ------
-    FileExistsError
-        If ``out`` holds another model's weights.
+    Returns ``out``; an existing ``out`` is kept as it is (the caller checks that it holds
+    this reference, as :mod:`boostmd.training.fit` does by its folder's fingerprint).
     """
     out = Path(out)
-    reference = MACEReference.from_file(model_file, dtype="float64")
-    if out.is_file():
-        if MACEReference.load(out, dtype="float64").fingerprint != reference.fingerprint:
-            raise FileExistsError(f"{out} holds another model's weights than {model_file}")
-        return out
-    return save_mace(reference.model, out)
+    return out if out.is_file() else save_mace(reference.model, out)
 
 
 def shipped_surrogate_for(reference: MACEReference) -> Surrogate | None:

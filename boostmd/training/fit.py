@@ -151,10 +151,10 @@ class _Clock:
         return self.deadline - time.monotonic()
 
 
-def _reference_weights(config: FitConfig) -> Path:
+def _reference_weights(config: FitConfig, reference: MACEReference) -> Path:
     """Return the reference as a safe weights file (a ``.model`` is converted once)."""
     if config.pickled_reference:
-        return convert_reference(config.reference, config.out / "reference.pt")
+        return convert_reference(reference, config.out / "reference.pt")
     if config.reference in PRETRAINED:
         return MODELS_DIR / PRETRAINED[config.reference][0]
     return Path(config.reference)
@@ -361,7 +361,7 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
     structures = read_structures(config.structures, reference)
     state = _open_folder(config, config.identity(reference, structures))
     _check_budget(config, _seconds_per_call(reference, structures), structures)
-    weights = _reference_weights(config)
+    weights = _reference_weights(config, reference)
     runs = _reference_md(config, reference, structures)
     frames = _check_frames(config, runs)
     shipped = shipped_surrogate_for(reference)
