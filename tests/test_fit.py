@@ -69,6 +69,9 @@ def test_fit_runs_every_stage_writes_its_report_and_resumes(workspace, loaded, t
     assert check["structure"] == "ethanol" and check["steps"] == 48
     assert {"xh", "heavy"} == set(check["spreads"]) == set(check["histograms"])
     assert check["summary"]["reference_calls"] >= 48 // 4
+    # the reference MD is labelled with bond curvatures, the check measures them held out
+    assert list((out / "reference-md").glob("*.stiffness.npz"))
+    assert {"xh", "heavy", "softest_bond", "passed"} <= set(check["stiffness"])
     assert saved["speedup"]["steps_timed"] > 0
     surrogate = Surrogate.load(out / "surrogate.pt")
     assert surrogate.recommended_interval == report["interval"]

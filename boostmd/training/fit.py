@@ -57,6 +57,7 @@ from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import Surrogate
 from boostmd.training.data import PairDataConfig, generate_trajectories, read_structures
 from boostmd.training.fit_check import check_run, exact_check_run, measure_speedup
+from boostmd.training.stiffness import bond_stiffness, write_stiffness_labels
 from boostmd.training.train import TrainConfig, train
 from boostmd.training.windows import WindowConfig, generate_windows
 
@@ -70,6 +71,12 @@ SHORTER_INTERVALS = (7, 5, 3)
 # the reference MD equilibrates at this friction (1/ps; the validation's), then samples
 # at 1/ps: 200 steps at 20/ps bring a structure at its minimum to the bath temperature
 EQUILIBRATION_FRICTION_PER_PS = 20.0
+# the stiffness check: frames of the exact check run it measures, the largest relative
+# error of a bond group's summed stretch curvature and the softest single bond allowed
+# (a harmonic bond's spread goes as k^-1/2: 0.88 is 6.6% too wide)
+STIFFNESS_CHECK_FRAMES = 4
+STIFFNESS_TOLERANCE = 0.04
+MIN_BOND_STIFFNESS = 0.88
 
 
 @dataclass
@@ -103,6 +110,10 @@ class FitConfig:
         Training epochs of the first round and of each later round.
     max_rounds
         Rounds at most (the first included).
+    stiffness_frames
+        Frames of each reference MD run labelled with the reference's bond-stretch
+        curvatures (:mod:`boostmd.training.stiffness`), which training fits and the check
+        compares on frames of the exact check run; 0 leaves stiffness out.
     """
 
     reference: str
@@ -120,6 +131,7 @@ class FitConfig:
     epochs: int = 4
     finetune_epochs: int = 3
     max_rounds: int = 3
+    stiffness_frames: int = 8
     seed: int = 0
     resume: bool = False
     command: str = field(default="", repr=False)
@@ -315,15 +327,45 @@ def _check(config, reference, surrogate, data_frames, interval: int) -> list[dic
                 for g, v in result.spreads.items()
             ),
         )
-        results.append(result.as_dict())
+        checked = result.as_dict()
+        if config.stiffness_frames:
+            checked["stiffness"] = _stiffness_check(reference, surrogate, start, exact[name])
+        results.append(checked)
     return results
 
 
-def _passes(checks: list[dict], target: float) -> tuple[bool, bool]:
-    """Whether every structure's check met the rerun target, and sampled its bonds right."""
+def _stiffness_check(reference, surrogate, start: Atoms, exact_positions: np.ndarray) -> dict:
+    """Bond-stretch stiffness of the surrogate on frames of the exact check run (held out)."""
+    chosen = exact_positions[:: max(1, len(exact_positions) // STIFFNESS_CHECK_FRAMES)]
+    frames = [Atoms(start.numbers, p, cell=start.cell, pbc=start.pbc) for p in chosen]
+    stiffness = bond_stiffness(reference, surrogate, frames[:STIFFNESS_CHECK_FRAMES])
+    ratios = {group: stiffness.ratio(group) for group in ("xh", "heavy")}
+    softest = float(np.min(stiffness.bond_ratios()))
+    passed = softest >= MIN_BOND_STIFFNESS and all(
+        not math.isfinite(r) or abs(r - 1) <= STIFFNESS_TOLERANCE for r in ratios.values()
+    )
+    logger.info(
+        "stiffness along the bonds (surrogate / reference): X-H %.3f, heavy %.3f, softest "
+        "bond %.3f",
+        ratios["xh"],
+        ratios["heavy"],
+        softest,
+    )
+    return {**ratios, "softest_bond": softest, "passed": passed}
+
+
+def _passes(checks: list[dict], target: float, stiffness: bool = True) -> tuple[bool, bool]:
+    """Whether every structure's check met the rerun target, and sampled its bonds right.
+
+    ``stiffness``: the bonds must also be as stiff as the reference's (a check made
+    without a stiffness measurement passes it).
+    """
     rerun_ok = all(c["rerun_fraction"] <= target for c in checks)
     bonds_ok = all(
-        c["collapse"] is None and all(g["passed"] for g in c["spreads"].values()) for c in checks
+        c["collapse"] is None
+        and all(g["passed"] for g in c["spreads"].values())
+        and (not stiffness or c.get("stiffness", {}).get("passed", True))
+        for c in checks
     )
     return rerun_ok, bonds_ok
 
@@ -363,6 +405,9 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
     _check_budget(config, _seconds_per_call(reference, structures), structures)
     weights = _reference_weights(config, reference)
     runs = _reference_md(config, reference, structures)
+    if config.stiffness_frames:
+        for run in runs:
+            write_stiffness_labels(reference, run, frames=config.stiffness_frames)
     frames = _check_frames(config, runs)
     shipped = shipped_surrogate_for(reference)
     init = None
@@ -460,7 +505,7 @@ def _shorter_interval(config, reference, surrogate, frames, state) -> int:
             state["shorter_checks"].append({"interval": interval, "checks": checks})
             _save_state(config, state)
             done[interval] = checks
-        if _passes(done[interval], 1.0)[1]:
+        if _passes(done[interval], 1.0, stiffness=False)[1]:
             logger.warning(
                 "the bonds spread too wide at N = %d: the surrogate is stored with N = %d, "
                 "the longest interval at which its check sampled them right",
@@ -543,7 +588,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target-rerun", type=float, default=defaults.target_rerun_fraction, help="fraction"
     )
-    for name in ("md_steps", "equilibration_steps", "check_steps", "epochs", "max_rounds", "seed"):
+    numbers = ("md_steps", "equilibration_steps", "check_steps", "epochs", "max_rounds")
+    for name in (*numbers, "stiffness_frames", "seed"):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
         )
@@ -564,6 +610,7 @@ def main(argv: list[str] | None = None) -> None:
         temperatures=tuple(args.temperatures),
         temperature_K=args.temperature,
         md_steps=args.md_steps,
+        stiffness_frames=args.stiffness_frames,
         equilibration_steps=args.equilibration_steps,
         interval=args.interval,
         target_rerun_fraction=args.target_rerun,
@@ -593,6 +640,13 @@ def format_report(report: dict) -> str:
             f"{summary['refresh_error_rms_meV']:.0f} meV RMS, bond spreads {spreads} of the "
             "reference's"
         )
+        if "stiffness" in check:
+            stiffness = check["stiffness"]
+            lines.append(
+                f"  stiffness along the bonds (surrogate / reference): X-H "
+                f"{stiffness['xh']:.3f}, heavy {stiffness['heavy']:.3f}, softest bond "
+                f"{stiffness['softest_bond']:.3f}"
+            )
     speedup = report["speedup"]
     if speedup:
         lines.append(

@@ -2,7 +2,9 @@
 
 Per run, written atomically so that generation resumes: ``NAME.extxyz`` (positions,
 ``REF_energy`` and ``REF_forces`` of every frame) and ``NAME.npz`` (``reference_steps``,
-their ``node_features``, the reference's ``fingerprint`` and ``window``; no pickles).
+their ``node_features``, the reference's ``fingerprint`` and ``window``; no pickles), and
+optionally ``NAME.stiffness.npz``, the reference's bond curvatures at some of its
+reference frames (:func:`boostmd.training.stiffness.write_stiffness_labels`).
 :func:`write_run` writes them (:mod:`boostmd.training.data`,
 :mod:`boostmd.training.windows`), :func:`load_trajectories` reads them for training.
 """
@@ -39,6 +41,8 @@ class Trajectory:
     node_features: np.ndarray  # (R, n, F)
     cutoff: float
     window: int = 0  # > 0: independent windows of this many steps after each reference frame
+    # reference bond curvatures: (reference indices (L,), pairs (B, 2), eV/Å² (L, B), step Å)
+    stiffness: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
     edges: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
     # where reference forces that are not central pair forces are reported (once)
     noncentral: NonCentralForces | None = field(default=None, repr=False, compare=False)
@@ -149,7 +153,27 @@ def load_trajectories(paths: list[Path], cutoff: float, fingerprint: str) -> lis
                 node_features=features,
                 cutoff=cutoff,
                 window=window,
+                stiffness=_stiffness_labels(path, fingerprint),
                 noncentral=noncentral,
             )
         )
     return trajectories
+
+
+def _stiffness_labels(path: Path, fingerprint: str):
+    """Return the run's stiffness labels (``NAME.stiffness.npz``), if it has them."""
+    labels = path.with_suffix(".stiffness.npz")
+    if not labels.is_file():
+        return None
+    with np.load(labels, allow_pickle=False) as arrays:
+        if str(arrays["fingerprint"]) != fingerprint:
+            raise ValueError(
+                f"{labels} was made with reference {arrays['fingerprint']}, not {fingerprint}; "
+                "delete it to label the run again with this reference"
+            )
+        return (
+            arrays["reference_indices"],
+            arrays["pairs"],
+            arrays["curvatures"],
+            float(arrays["step"]),
+        )
