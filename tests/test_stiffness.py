@@ -17,6 +17,7 @@ from boostmd.training.run_files import load_trajectories
 from boostmd.training.stiffness import (
     BondStiffness,
     bond_stiffness,
+    bonds_at_frames,
     reference_curvatures,
     stiffness_labels_path,
     stretch_directions,
@@ -136,3 +137,13 @@ def test_the_train_command_labels_runs_when_asked(ethanol, reference, tmp_path):
     assert stiffness_labels_path(run).is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["stiffness_ratio_on_labelled_frames"]) == {"xh", "heavy", "softest_bond"}
+
+
+def test_large_systems_measure_a_bounded_share_of_bonds_per_frame_and_all_of_them_in_turn():
+    chosen = bonds_at_frames(10, 4, 4)
+    assert [list(c) for c in chosen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1], [2, 3, 4, 5]]
+    assert all(len(c) == 10 for c in bonds_at_frames(10, 2, None))
+    reference = np.array([[40.0, np.nan], [np.nan, 20.0]])
+    stiffness = BondStiffness(reference, reference * 0.9, np.array([True, False]))
+    assert np.allclose(stiffness.bond_ratios(), 0.9)
+    assert stiffness.ratio("xh") == pytest.approx(0.9) == stiffness.ratio("heavy")

@@ -52,11 +52,10 @@ def _bonds(ax, check: dict, group: str) -> None:
     if "exact" in histogram:
         ax.plot(centres, histogram["exact"], color="grey", ls="--", label="reference, as checked")
     ax.plot(centres, histogram["run"], color="C3", label=f"BoostMD, N = {check['interval']}")
-    spread = check["spreads"][group]
-    ax.set(
-        xlabel="length - reference mean (Å)",
-        title=f"{check['structure']} {GROUPS[group]}: spread {spread['ratio']:.3f}x",
-    )
+    title = f"{check['structure']} {GROUPS[group]}: spread {check['spreads'][group]['ratio']:.3f}x"
+    if "stiffness" in check:
+        title += f", stiffness {check['stiffness'][group]:.3f}x"
+    ax.set(xlabel="length - reference mean (Å)", title=title)
     ax.legend(fontsize=7)
 
 

@@ -40,6 +40,7 @@ from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 __all__ = [
     "BondStiffness",
     "bond_stiffness",
+    "bonds_at_frames",
     "reference_curvatures",
     "stiffness_labels_path",
     "stretch_directions",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 STIFFNESS_SUFFIX = ".stiffness.npz"
+# bonds labelled per frame at most: 80 reference graphs a frame on any system
+LABELLED_BONDS_PER_FRAME = 40
 STRETCH_STEP = 0.01  # Å, h above: small against a bond's thermal stretch (0.03-0.05 Å)
 
 
@@ -55,8 +58,8 @@ STRETCH_STEP = 0.01  # Å, h above: small against a bond's thermal stretch (0.03
 class BondStiffness:
     """Bond-stretch curvatures (eV/Å²) of the reference and the surrogate, per frame and bond.
 
-    ``reference`` and ``surrogate`` have shape ``(frames, bonds)``; ``hydrogen`` marks the
-    X-H bonds.
+    ``reference`` and ``surrogate`` have shape ``(frames, bonds)``, ``nan`` where a bond
+    was not measured at a frame; ``hydrogen`` marks the X-H bonds.
     """
 
     reference: np.ndarray
@@ -71,7 +74,7 @@ class BondStiffness:
         chosen = self.hydrogen if group == "xh" else ~self.hydrogen
         if not chosen.any():
             return math.nan
-        return float(self.surrogate[:, chosen].sum() / self.reference[:, chosen].sum())
+        return float(np.nansum(self.surrogate[:, chosen]) / np.nansum(self.reference[:, chosen]))
 
     def spread_ratio(self, group: str) -> float:
         """Return the spread this stiffness implies for a harmonic bond, ``ratio ** -0.5``."""
@@ -79,11 +82,13 @@ class BondStiffness:
         return ratio**-0.5 if ratio > 0 else math.inf
 
     def bond_ratios(self) -> np.ndarray:
-        """Each bond's ratio, summed over the frames, shape ``(bonds,)``."""
-        return self.surrogate.sum(axis=0) / self.reference.sum(axis=0)
+        """Return each bond's ratio, summed over the frames that measured it, ``(bonds,)``."""
+        measured = np.isfinite(self.reference).any(axis=0)
+        ratios = np.nansum(self.surrogate, axis=0) / np.nansum(self.reference, axis=0)
+        return np.where(measured, ratios, np.nan)
 
     def as_dict(self) -> dict[str, float]:
-        """Each group's stiffness ratio and implied spread ratio, JSON-ready."""
+        """Return each group's stiffness ratio and implied spread ratio, JSON-ready."""
         return {
             f"{group}_{name}": value
             for group in ("xh", "heavy")
@@ -92,6 +97,19 @@ class BondStiffness:
                 ("implied_spread", self.spread_ratio(group)),
             )
         }
+
+
+def bonds_at_frames(bonds: int, frames: int, per_frame: int | None) -> list[np.ndarray]:
+    """Return the indices of the bonds measured at each frame.
+
+    All of them with ``per_frame`` ``None`` or at least ``bonds``; else ``per_frame`` at a
+    time, each frame taking up where the last left off (cycling), so that every bond is
+    measured about equally often while a frame costs at most ``2 * per_frame`` reference
+    graphs, whatever the system's size.
+    """
+    if per_frame is None or per_frame >= bonds:
+        return [np.arange(bonds)] * frames
+    return [(f * per_frame + np.arange(per_frame)) % bonds for f in range(frames)]
 
 
 def stretch_directions(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -175,6 +193,7 @@ def bond_stiffness(
     probes: Sequence[np.ndarray] | None = None,
     topology: BondTopology | None = None,
     step: float = STRETCH_STEP,
+    bonds_per_frame: int | None = None,
 ) -> BondStiffness:
     """Measure the bond-stretch curvature of both models at each of ``frames``.
 
@@ -193,11 +212,15 @@ def bond_stiffness(
         The bonds (default: those of the first frame).
     step
         Å: the finite-difference step ``h``.
+    bonds_per_frame
+        Measure at most this many bonds at each frame (:func:`bonds_at_frames`; default
+        all): bounds the cost on large systems.
 
     Returns
     -------
     BondStiffness
-        Two reference calls per bond and frame (batched per frame), surrogate calls on top.
+        Two reference graphs per measured bond and frame (one batched call per frame),
+        surrogate calls on top.
     """
     if not len(frames):
         raise ValueError("bond_stiffness needs at least one frame")
@@ -207,16 +230,19 @@ def bond_stiffness(
         raise ValueError(f"got {len(probes)} probes for {len(frames)} frames; give one each")
     pairs = (topology or BondTopology.of(frames[0])).pairs
     calls = ModelCalls(reference, surrogate)
-    measured = {"reference": [], "surrogate": []}
-    for atoms, probe in zip(frames, probes, strict=True):
+    measured = {name: np.full((len(frames), len(pairs)), np.nan) for name in ("ref", "sur")}
+    chosen = bonds_at_frames(len(pairs), len(frames), bonds_per_frame)
+    for index, (atoms, probe, bonds) in enumerate(zip(frames, probes, chosen, strict=True)):
         probe = np.asarray(probe, dtype=np.float64)
-        measured["reference"].append(reference_curvatures(reference, atoms, pairs, probe, step))
+        measured["ref"][index, bonds] = reference_curvatures(
+            reference, atoms, pairs[bonds], probe, step
+        )
         frame = calls.frame(atoms, calls.reference(atoms))
         with torch.no_grad():
-            curvatures = surrogate_curvatures(frame, surrogate, pairs, probe, step)
-        measured["surrogate"].append(curvatures.double().cpu().numpy())
+            curvatures = surrogate_curvatures(frame, surrogate, pairs[bonds], probe, step)
+        measured["sur"][index, bonds] = curvatures.double().cpu().numpy()
     hydrogen = (np.asarray(frames[0].numbers)[pairs] == 1).any(axis=1)
-    return BondStiffness(np.stack(measured["reference"]), np.stack(measured["surrogate"]), hydrogen)
+    return BondStiffness(measured["ref"], measured["sur"], hydrogen)
 
 
 def stiffness_labels_path(run: Path) -> Path:
@@ -225,16 +251,22 @@ def stiffness_labels_path(run: Path) -> Path:
 
 
 def write_stiffness_labels(
-    reference: MACEReference, run: Path, frames: int = 8, step: float = STRETCH_STEP
+    reference: MACEReference,
+    run: Path,
+    frames: int = 8,
+    step: float = STRETCH_STEP,
+    bonds_per_frame: int | None = LABELLED_BONDS_PER_FRAME,
 ) -> Path:
     """Label ``frames`` of a run's reference frames with the reference's bond curvatures.
 
     The frames are spread evenly over the run's reference frames; the file (beside the
     run, :func:`stiffness_labels_path`; written atomically, kept if present) holds their
     ``reference_indices``, the bond ``pairs``, the ``curvatures`` ``(frames, bonds)`` in
-    eV/Å², the ``step`` and the reference's ``fingerprint``. Training
+    eV/Å² (``nan`` for a bond not labelled at a frame: at most ``bonds_per_frame`` are,
+    :func:`bonds_at_frames`), the ``step`` and the reference's ``fingerprint``. Training
     (:class:`~boostmd.training.train.TrainConfig` ``stiffness_weight``) fits the
-    surrogate's curvatures to them. Costs ``2 * bonds`` reference graphs per frame.
+    surrogate's curvatures to them. Costs ``2 * min(bonds, bonds_per_frame)`` reference
+    graphs per frame (TRP's 37 bonds, all labelled: 12 s a frame on this 2-core CPU).
     """
     path = stiffness_labels_path(run)
     if path.is_file():
@@ -244,16 +276,18 @@ def write_stiffness_labels(
     indices = np.unique(np.linspace(0, len(steps) - 1, min(frames, len(steps))).round()).astype(int)
     trajectory = read(run, index=":")
     pairs = BondTopology.of(trajectory[0]).pairs
-    curvatures = [
-        reference_curvatures(reference, trajectory[int(steps[i])], pairs, step=step)
-        for i in tqdm(indices, desc=f"stiffness labels {Path(run).stem}", leave=False)
-    ]
+    curvatures = np.full((len(indices), len(pairs)), np.nan)
+    chosen = bonds_at_frames(len(pairs), len(indices), bonds_per_frame)
+    labelled = tqdm(indices, desc=f"stiffness labels {Path(run).stem}", leave=False)
+    for row, (index, bonds) in enumerate(zip(labelled, chosen, strict=True)):
+        atoms = trajectory[int(steps[index])]
+        curvatures[row, bonds] = reference_curvatures(reference, atoms, pairs[bonds], step=step)
     partial = path.with_suffix(".partial.npz")
     np.savez_compressed(
         partial,
         reference_indices=indices,
         pairs=pairs,
-        curvatures=np.stack(curvatures),
+        curvatures=curvatures,
         step=np.array(step),
         fingerprint=np.array(reference.fingerprint),
     )

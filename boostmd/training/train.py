@@ -34,7 +34,11 @@ from boostmd.forcefields.pretrained import load_reference
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
 from boostmd.training.run_files import Trajectory, load_trajectories
-from boostmd.training.stiffness import surrogate_curvatures, write_stiffness_labels
+from boostmd.training.stiffness import (
+    BondStiffness,
+    surrogate_curvatures,
+    write_stiffness_labels,
+)
 
 __all__ = [
     "Pair",
@@ -333,20 +337,26 @@ def _labelled_frames(trajectories: list[Trajectory]) -> list[tuple[int, int]]:
 
 
 def _curvatures(surrogate, trajectories, labelled: tuple[int, int], dtype, training: bool):
-    """Return the surrogate's and the reference's bond curvatures at one labelled frame."""
+    """Return the surrogate's and the reference's curvatures of one frame's labelled bonds.
+
+    The third value marks which of the run's bonds were labelled there.
+    """
     run, row = labelled
     trajectory = trajectories[run]
     indices, pairs, curvatures, step = trajectory.stiffness
+    labelled = np.isfinite(curvatures[row])
     reference_index = int(indices[row])
     batch = make_batch(trajectories, [Pair(run, reference_index, 0)], dtype)
     frame = prepare_batch(surrogate, batch)
     probe = trajectory.positions[trajectory.reference_steps[reference_index]]
-    predicted = surrogate_curvatures(frame, surrogate, pairs, probe, step, training=training)
-    return predicted, torch.as_tensor(curvatures[row], dtype=predicted.dtype)
+    predicted = surrogate_curvatures(
+        frame, surrogate, pairs[labelled], probe, step, training=training
+    )
+    return predicted, torch.as_tensor(curvatures[row][labelled], dtype=predicted.dtype), labelled
 
 
 def _stiffness_loss(surrogate, trajectories, labelled: tuple[int, int], dtype) -> torch.Tensor:
-    predicted, target = _curvatures(surrogate, trajectories, labelled, dtype, training=True)
+    predicted, target, _ = _curvatures(surrogate, trajectories, labelled, dtype, training=True)
     # relative to the frame's typical bond curvature: a bond near zero curvature (a random
     # model's) must not dominate
     return ((predicted - target) ** 2).mean() / (target**2).mean().clamp(min=1e-6)
@@ -356,28 +366,31 @@ def stiffness_ratios(surrogate: Surrogate, trajectories: list[Trajectory]) -> di
     """Return the surrogate's summed bond curvatures over the reference's on labelled frames.
 
     Returns ``{"xh", "heavy", "softest_bond"}`` (``softest_bond``: the lowest ratio of one
-    bond, summed over the frames); empty without labels.
+    bond, summed over the frames that labelled it); empty without labels.
     """
     labelled = _labelled_frames(trajectories)
     if not labelled:
         return {}
     dtype = surrogate.feature_in.weight.dtype
-    sums: dict[int, list] = {}
+    measured = {}
     for run, row in labelled:
-        predicted, target = _curvatures(surrogate, trajectories, (run, row), dtype, False)
-        totals = sums.setdefault(run, [0.0, 0.0])
-        totals[0] = totals[0] + predicted.detach().double().numpy()
-        totals[1] = totals[1] + target.double().numpy()
-    ratios: dict[str, list] = {"xh": [0.0, 0.0], "heavy": [0.0, 0.0]}
-    softest = math.inf
-    for run, (predicted, target) in sums.items():
         trajectory = trajectories[run]
-        hydrogen = (trajectory.numbers[trajectory.stiffness[1]] == 1).any(axis=1)
+        if run not in measured:
+            shape = trajectory.stiffness[2].shape
+            hydrogen = (trajectory.numbers[trajectory.stiffness[1]] == 1).any(axis=1)
+            measured[run] = (np.full(shape, np.nan), np.full(shape, np.nan), hydrogen)
+        predicted, target, bonds = _curvatures(surrogate, trajectories, (run, row), dtype, False)
+        measured[run][0][row, bonds] = target.double().numpy()
+        measured[run][1][row, bonds] = predicted.detach().double().numpy()
+    sums = {"xh": [0.0, 0.0], "heavy": [0.0, 0.0]}
+    softest = math.inf
+    for reference_k, surrogate_k, hydrogen in measured.values():
         for group, chosen in (("xh", hydrogen), ("heavy", ~hydrogen)):
-            ratios[group][0] += float(predicted[chosen].sum())
-            ratios[group][1] += float(target[chosen].sum())
-        softest = min(softest, float((predicted / target).min()))
-    result = {group: a / b for group, (a, b) in ratios.items() if b}
+            sums[group][0] += float(np.nansum(surrogate_k[:, chosen]))
+            sums[group][1] += float(np.nansum(reference_k[:, chosen]))
+        stiffness = BondStiffness(reference_k, surrogate_k, hydrogen)
+        softest = min(softest, float(np.nanmin(stiffness.bond_ratios())))
+    result = {group: a / b for group, (a, b) in sums.items() if b}
     return {**result, "softest_bond": softest}
 
 
