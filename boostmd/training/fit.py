@@ -195,7 +195,8 @@ def _seconds_per_call(reference: MACEReference, structures: dict[str, Atoms]) ->
 def _check_budget(config: FitConfig, calls_s: float, structures: dict) -> None:
     """Refuse a budget too short for the reference MD and one check of a first round."""
     runs = len(structures) * len(config.all_temperatures)
-    md_calls = runs * (config.md_steps + config.equilibration_steps)
+    made = len(list((config.out / "reference-md").glob("*.extxyz")))  # a resumed fit's
+    md_calls = max(0, runs - made) * (config.md_steps + config.equilibration_steps)
     check_calls = len(structures) * config.check_steps * (1 + 3 // config.interval)
     label_graphs = (
         sum(
