@@ -8,13 +8,17 @@ The field's usual loop, in rounds, every stage resumable (run the same command w
 ``--resume`` after an interruption):
 
 1. **reference MD** (:mod:`boostmd.training.data`): the reference's own Langevin MD of every
-   structure at a few temperatures (the check temperature among them);
+   structure at a few temperatures (the check temperature among them), a few frames of
+   each labelled with the reference's curvature along each bond's stretch
+   (:mod:`boostmd.training.stiffness`);
 2. **training** (:mod:`boostmd.training.train`): from the shipped surrogate when the reference
-   is the shipped one, from scratch otherwise;
+   is the shipped one, from scratch otherwise, on window forces and energies and on those
+   curvatures;
 3. **check** (:mod:`boostmd.training.fit_check`): BoostMD exactly as a user runs it, from
    the reference MD's last frame: its rerun fraction, and its bond-length spreads against
    the reference MD at the same temperature (which the fit has for free), judged against
-   the scatter of an exact run made the same way (once per fit);
+   the scatter of an exact run made the same way (once per fit), and the surrogate's
+   stiffness along the bonds on held-out frames of that exact run (no sampling noise);
 4. while the rerun fraction is above ``--target-rerun`` or the bonds spread wrong, and time
    is left: **on-policy windows** of the current surrogate labelled by the reference
    (:mod:`boostmd.training.windows`, DAgger-style) and a fine-tune on everything so far;
