@@ -116,8 +116,9 @@ def stretch_directions(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Return the unit stretch of each bond, shape ``(bonds, n, 3)``.
 
     Atom ``i`` of bond ``(i, j)`` moves along ``r_i - r_j`` and ``j`` the opposite way,
-    each by ``1 / sqrt 2``, so each direction has norm 1 and lengthens only its bond to
-    first order.
+    each by ``1 / sqrt 2``: each direction has norm 1, moves no centre of mass and lengthens
+    its bond by ``sqrt 2`` per unit step (bonds sharing one of its atoms change by less).
+    Molecules only: positions are not unwrapped across periodic boundaries.
     """
     vectors = positions[pairs[:, 0]] - positions[pairs[:, 1]]
     units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
