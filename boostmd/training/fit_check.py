@@ -183,6 +183,14 @@ def _started(start: Atoms, calc, temperature_K: float, rng: np.random.Generator)
     return atoms
 
 
+def _recorded_run(dynamics, steps: int) -> np.ndarray:
+    """Run ``steps`` of ``dynamics``; return the positions after each, ``(steps, n, 3)``."""
+    frames = []
+    dynamics.attach(lambda: frames.append(dynamics.atoms.get_positions()), interval=1)
+    dynamics.run(steps)
+    return np.stack(frames)
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What a check run of one structure at one interval showed."""
@@ -257,10 +265,7 @@ def check_run(
     )
     dynamics = boost_langevin(atoms, temperature_K, timestep_fs, friction_per_ps, rng=rng)
     dynamics.warn_misfit = False  # the fit judges the run itself
-    frames = []
-    dynamics.attach(lambda: frames.append(atoms.get_positions()), interval=1)
-    dynamics.run(steps)
-    positions = np.stack(frames)
+    positions = _recorded_run(dynamics, steps)
     topology = BondTopology.of(start)
     collapse = first_collapse(positions, topology)
     exact = None
@@ -310,10 +315,7 @@ def exact_check_run(
     dynamics = langevin(
         atoms, temperature_K, timestep_fs, friction_per_ps, rng, tau_fs=DEFAULT_TAU_FS
     )
-    frames = []
-    dynamics.attach(lambda: frames.append(atoms.get_positions()), interval=1)
-    dynamics.run(steps)
-    return np.stack(frames)
+    return _recorded_run(dynamics, steps)
 
 
 def measure_speedup(
