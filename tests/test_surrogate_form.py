@@ -128,3 +128,56 @@ def test_version_2_files_load_with_the_many_body_term_switched_off(reference, tm
         energies.append(model.energy_and_forces(frame, positions))
     torch.testing.assert_close(energies[0], energies[1])
     assert not loaded.body.readout[-1].weight.detach().any()
+
+
+def _random_surrogate(reference):
+    """Every term switched on: all weights random (the many-body read-out starts at zero)."""
+    torch.manual_seed(2)
+    surrogate = Surrogate.for_reference(reference, num_channels=4, hidden_dim=16)
+    with torch.no_grad():
+        for parameter in surrogate.parameters():
+            parameter.copy_(0.5 * torch.randn_like(parameter))
+    return surrogate
+
+
+def test_md_forces_by_hand_equal_autograd_on_molecules_and_periodic_cells(reference):
+    """``evaluate`` (MD) differentiates by hand; training keeps autograd: the same forces."""
+    from ase.build import bulk
+
+    from boostmd.dynamics.model_calls import frames_many
+
+    surrogate = _random_surrogate(reference)
+    rng = np.random.default_rng(3)
+    ethanol, methanol = molecule("CH3CH2OH"), molecule("CH3OH")
+    crystal = bulk("C", "diamond", a=3.6, cubic=True)
+    crystal.rattle(0.05, seed=1)
+    systems = [[ethanol], [crystal], [ethanol, methanol]]  # the last: one batch of two
+    for group in systems:
+        results = [reference(atoms) for atoms in group]
+        frame = frames_many(surrogate, group, results)
+        frame = frame[0] if len(frame) == 1 else type(frame[0]).join(frame)
+        start = np.concatenate([atoms.positions for atoms in group])
+        # up to 0.6 Å: some edges leave the cutoff, where the envelope is flat
+        for spread, scale in ((0.05, 1.0), (0.6, 0.7)):
+            positions = torch.as_tensor(start + rng.normal(0, spread, start.shape))
+            if len(group) > 1:
+                scale = torch.tensor([0.7, 1.3], dtype=torch.float64)
+            energy, forces, curvature = surrogate.evaluate(frame, positions, scale)
+            expected_energy, expected_forces = surrogate.energy_and_forces(
+                frame, positions, training=True, curvature_scale=scale
+            )
+            # random weights make large numbers: equal to float64 rounding
+            torch.testing.assert_close(energy, expected_energy.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(forces, expected_forces.detach(), rtol=1e-10, atol=1e-10)
+            assert curvature.shape == energy.shape
+
+
+def test_bessel_basis_derivative_is_its_gradient():
+    from boostmd.forcefields.surrogate import BesselBasis
+
+    basis = BesselBasis(6, 5.0).double()
+    r = torch.linspace(0.5, 6.0, 200, dtype=torch.float64, requires_grad=True)  # past the cutoff
+    expected = torch.stack(
+        [torch.autograd.grad(basis(r)[:, k].sum(), r)[0] for k in range(6)], dim=1
+    )
+    torch.testing.assert_close(basis.derivative(r.detach()), expected, rtol=1e-12, atol=1e-12)

@@ -227,9 +227,10 @@ class _Softened(Surrogate):
 
     SOFT = 0.3
 
-    def energy_parts(self, frame, positions):
-        base, curvature = super().energy_parts(frame, positions)
-        return frame.energy + self.SOFT * (base - frame.energy), self.SOFT * curvature
+    def evaluate(self, frame, positions, curvature_scale=1.0):
+        energy, forces, curvature = super().evaluate(frame, positions, curvature_scale)
+        softened = frame.energy + self.SOFT * (energy - frame.energy)
+        return softened, self.SOFT * forces, self.SOFT * curvature
 
 
 def test_a_surrogate_with_too_soft_bonds_fails_on_the_bond_lengths(shipped, tmp_path, monkeypatch):
