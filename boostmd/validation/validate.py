@@ -24,7 +24,8 @@ defines the metrics).
     python -m boostmd.validate --structure aspirin.xyz --surrogate fit/surrogate.pt
     python -m boostmd.validate --structure mine.pdb --reference ref.pt --surrogate s.pt \\
         --phi 4 6 8 14 --psi 6 8 14 16
-    torchrun --nproc-per-node 4 -m boostmd.validate --preset full --peptide ALA
+    python -m boostmd.validate --preset standard --peptide GLN --workers 2
+    torchrun --nproc-per-node 2 -m boostmd.validate --preset long --peptide ALA
 
 ``--reference`` names a shipped reference (``dipeptides``, the default), a boostmd weights
 file, or with ``--pickled-reference`` a mace-torch ``.model``. The phi/psi metrics need
@@ -43,8 +44,11 @@ round of model calls is one batched reference call for the runs that need the re
 and one batched surrogate call for the others. ``--no-batch`` runs them one after the other.
 
 Runs checkpoint every ``--checkpoint-every`` steps; run the same command again to resume.
-Under ``torchrun`` the runs are split across ranks (gloo on CPU, NCCL on GPU) and rank 0
-writes the report. A resumed or multi-process validation equals an uninterrupted one bit
+``--workers K`` runs them side by side in ``K`` worker processes
+(:mod:`boostmd.validation.workers`: a local process pool, or a Dask cluster with
+``--scheduler``), each run alone as with ``--no-batch``, so the report does not depend on
+``K``. Under ``torchrun`` the runs are split across ranks (gloo on CPU, NCCL on GPU) and
+rank 0 writes the report. A resumed or multi-process validation equals an uninterrupted one bit
 for bit with ``--no-batch`` (and one thread); batched, its runs share their batched calls
 with other runs than before, and agree to rounding at first and in their statistics after.
 """
@@ -84,6 +88,7 @@ from boostmd.validation.runs import (
     run_job,
 )
 from boostmd.validation.stored import STORE, load_run, run_key, save_run
+from boostmd.validation.workers import executor, map_in_order, set_threads
 
 __all__ = [
     "PRESETS",
@@ -166,7 +171,7 @@ class ValidationConfig:
     reference: str | Path | None = None
     surrogate: Path | None = None
     pickled_reference: bool = False
-    interval: int | None = None  # None: the surrogate's fitted interval, else 10
+    interval: int | None = None  # None: the surrogate's fitted interval, else 20 (DEFAULT_INTERVAL)
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
@@ -187,6 +192,9 @@ class ValidationConfig:
     batch: bool = True
     reference_runs: Path | None = STORE
     store_reference_runs: bool = False
+    workers: int | None = None  # None: the runs of this process, in it (or batched)
+    threads_per_worker: int = 1
+    scheduler: str | None = None  # a Dask scheduler's address for the workers
 
     @property
     def runs_adaptive_reference(self) -> bool:
@@ -204,7 +212,8 @@ class ValidationConfig:
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run.
 
-        An unset ``interval`` is 10 here; :func:`validate` first sets it from the surrogate.
+        An unset ``interval`` is 20 (``DEFAULT_INTERVAL``) here; :func:`validate` first
+        sets it from the surrogate.
         """
         interval = self.interval or DEFAULT_INTERVAL
         if self.frame == "centred" and (self.target_refresh_error_meV or self.calibrate):
@@ -425,7 +434,7 @@ def _gather(results: list[dict], world: int) -> list[dict]:
 
 
 def _fitted_interval(config: ValidationConfig, surrogate) -> ValidationConfig:
-    """Fill in the interval: the one a fit stored with the surrogate, else 10.
+    """Fill in the interval: the one a fit stored with the surrogate, else 20.
 
     The checkpoints then fall on a multiple of it (the nearest to ``checkpoint_every``).
     """
@@ -473,9 +482,17 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
         store = partial(
             _store, config.reference_runs, systems, reference.fingerprint, settings, checkpoints
         )
-    results = _run_jobs(
-        mine, systems, reference, surrogate, settings, checkpoints, config.batch, store
-    )
+    if config.workers is not None:
+        if world > 1:
+            raise ValueError(
+                "--workers starts its own worker processes: run it without torchrun, or "
+                "leave out --workers under torchrun"
+            )
+        results = _run_on_workers(config, mine)
+    else:
+        results = _run_jobs(
+            mine, systems, reference, surrogate, settings, checkpoints, config.batch, store
+        )
     results = stored + results if rank == 0 else results
     results = _gather(results, world)
     if rank != 0:
@@ -489,7 +506,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
                 own,
                 settings,
                 len(system.atoms),
-                own_wall_clock=not config.batch,
+                own_wall_clock=not config.batch or config.workers is not None,
                 no_dihedrals=system.no_dihedrals,
             )
         )
@@ -606,6 +623,46 @@ def _run_jobs(
         )
     store(jobs)
     return results
+
+
+# The models and systems of a worker process (_run_in_worker), loaded once per process.
+_WORKER_STATE: dict[str, tuple] = {}
+
+
+def _run_on_workers(config: ValidationConfig, jobs: list[Job]) -> list[dict]:
+    """Run the jobs side by side on ``config.workers`` workers (:mod:`.workers`)."""
+    if config.scheduler is None and config.workers > len(jobs) > 0:
+        logger.info("%d runs for %d workers", len(jobs), config.workers)
+    with executor(config.workers, config.threads_per_worker, config.scheduler) as pool:
+        return map_in_order(
+            pool, _run_in_worker, jobs, config, limit=config.workers, describe=lambda j: j.name
+        )
+
+
+def _run_in_worker(job: Job, config: ValidationConfig) -> dict:
+    """Run one job in a worker process, as ``--no-batch`` runs it in one process.
+
+    The models and systems are loaded (and the reference warmed up, as in
+    :func:`validate`) on the first job a process gets; a finished reference run is stored
+    when ``config.store_reference_runs``.
+    """
+    set_threads(config.threads_per_worker)
+    key = repr(config)
+    if key not in _WORKER_STATE:
+        _WORKER_STATE.clear()
+        systems = _systems(config)
+        reference, surrogate = _models(config)
+        _warm_up(reference, systems)
+        _WORKER_STATE[key] = systems, reference, surrogate
+    systems, reference, surrogate = _WORKER_STATE[key]
+    settings, checkpoints = config.settings(), config.out / "checkpoints"
+    system = systems[job.system]
+    result = run_job(
+        job, system.atoms, system.dihedrals, reference, surrogate, settings, checkpoints
+    )
+    if config.store_reference_runs:
+        _store(config.reference_runs, systems, reference.fingerprint, settings, checkpoints, [job])
+    return result
 
 
 def _plot(out: Path, name: str, results: list[dict], settings: MDSettings, report: dict) -> None:
@@ -738,7 +795,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.interval,
         help="BoostMD's window length (default: the interval python -m boostmd.fit stored "
-        "with the surrogate, else 10)",
+        "with the surrogate, else 20, the shipped surrogate's validated interval)",
     )
     parser.add_argument(
         "--target-error",
@@ -786,6 +843,25 @@ def _parser() -> argparse.ArgumentParser:
         help="run the reference runs and write them into --reference-runs (with "
         "--integrator none to run only them)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="run the independent MD runs side by side in this many worker processes, each "
+        "as --no-batch runs it (the report is the same as with one worker); with "
+        "--scheduler, the runs in flight at once on the Dask cluster",
+    )
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=defaults.threads_per_worker,
+        help="torch threads of each worker (default 1: --workers 2 fills a 2-core CPU)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (tcp://HOST:8786) to send the runs to "
+        "instead of local processes (pip install 'boostmd[cluster]'); OUT must be on a "
+        "file system the Dask workers share",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=Path("boostmd-validation"))
@@ -832,6 +908,9 @@ def main(argv: list[str] | None = None) -> None:
         batch=args.batch,
         reference_runs=None if args.no_stored_reference else args.reference_runs,
         store_reference_runs=args.store_reference_runs,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        scheduler=args.scheduler,
     )
     command = "python -m boostmd.validate " + shlex.join(argv)
     reports = validate(config, command)
