@@ -141,7 +141,7 @@ def _random_surrogate(reference):
 
 
 def test_md_forces_by_hand_equal_autograd_on_molecules_and_periodic_cells(reference):
-    """``evaluate`` (MD) differentiates by hand; training keeps autograd: the same forces."""
+    """``evaluate`` (MD: one scripted pass, its gradient by hand) equals autograd (training)."""
     from ase.build import bulk
 
     from boostmd.dynamics.model_calls import frames_many
@@ -170,14 +170,3 @@ def test_md_forces_by_hand_equal_autograd_on_molecules_and_periodic_cells(refere
             torch.testing.assert_close(energy, expected_energy.detach(), rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(forces, expected_forces.detach(), rtol=1e-10, atol=1e-10)
             assert curvature.shape == energy.shape
-
-
-def test_bessel_basis_derivative_is_its_gradient():
-    from boostmd.forcefields.surrogate import BesselBasis
-
-    basis = BesselBasis(6, 5.0).double()
-    r = torch.linspace(0.5, 6.0, 200, dtype=torch.float64, requires_grad=True)  # past the cutoff
-    expected = torch.stack(
-        [torch.autograd.grad(basis(r)[:, k].sum(), r)[0] for k in range(6)], dim=1
-    )
-    torch.testing.assert_close(basis.derivative(r.detach()), expected, rtol=1e-12, atol=1e-12)

@@ -24,13 +24,11 @@ radial functions, the harmonics and so every input of the network are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BodyPass", "ManyBodyTerm", "real_spherical_harmonics"]
+__all__ = ["ManyBodyTerm", "real_spherical_harmonics"]
 
 _SQRT3 = math.sqrt(3.0)
 
@@ -120,23 +118,8 @@ class ManyBodyTerm(nn.Module):
         centres
             The atom each edge belongs to (its sender), ``(n_edges,)``.
         """
-        return self.energies_pass(
-            radial_weights, context, radial_basis, vectors, lengths, centres
-        ).energies
-
-    def energies_pass(
-        self,
-        radial_weights: torch.Tensor,
-        context: torch.Tensor,
-        radial_basis: torch.Tensor,
-        vectors: torch.Tensor,
-        lengths: torch.Tensor,
-        centres: torch.Tensor,
-    ) -> BodyPass:
-        """:meth:`energies` with what :meth:`edge_gradients` needs (same arguments)."""
         radial = torch.einsum("en,enc->ec", radial_basis, radial_weights)
-        unit = vectors / lengths[:, None]
-        harmonics = real_spherical_harmonics(unit)
+        harmonics = real_spherical_harmonics(vectors / lengths[:, None])
         per_edge = radial[:, :, None] * harmonics[:, None, :] / self.neighbours
         density = per_edge.new_zeros((len(context), *per_edge.shape[1:]))
         density = density.index_add(0, centres, per_edge)
@@ -148,76 +131,4 @@ class ManyBodyTerm(nn.Module):
             ],
             dim=-1,
         )
-        first = self.invariants_in(invariants) + context
-        _, layer, _, out = self.readout
-        second = layer(F.silu(first))
-        energies = out(F.silu(second)).squeeze(-1)
-        return BodyPass(energies, radial, unit, harmonics, density, first, second, centres)
-
-    def edge_gradients(
-        self, state: BodyPass, radial_weights: torch.Tensor, weights: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of ``sum_i weights_i * energies_i`` by hand (no autograd graph).
-
-        Returns the gradient with respect to the radial basis ``(n_edges, num_radial)``
-        and to the edges' unit vectors ``(n_edges, 3)`` (tangential part not projected).
-        """
-        _, layer, _, out = self.readout
-        d_second = weights[:, None] * out.weight * _silu_slope(state.second)
-        d_first = (d_second @ layer.weight) * _silu_slope(state.first)
-        d_invariants = d_first @ self.invariants_in.weight
-        d_mean, d_dipole, d_quadrupole = d_invariants.chunk(3, dim=-1)
-        density = state.density
-        d_density = (
-            torch.cat(
-                [
-                    d_mean[..., None],
-                    2 * density[..., 1:4] * d_dipole[..., None],
-                    2 * density[..., 4:9] * d_quadrupole[..., None],
-                ],
-                dim=-1,
-            )[state.centres]
-            / self.neighbours
-        )
-        d_radial = (d_density * state.harmonics[:, None, :]).sum(-1)
-        d_harmonics = (d_density * state.radial[:, :, None]).sum(1)
-        d_basis = torch.einsum("ec,enc->en", d_radial, radial_weights)
-        return d_basis, _harmonics_gradient(state.unit, d_harmonics)
-
-
-@dataclass
-class BodyPass:
-    """One evaluation of :class:`ManyBodyTerm`.
-
-    The per-atom energies and what their gradient by hand needs
-    (:meth:`ManyBodyTerm.edge_gradients`).
-    """
-
-    energies: torch.Tensor
-    radial: torch.Tensor
-    unit: torch.Tensor
-    harmonics: torch.Tensor
-    density: torch.Tensor
-    first: torch.Tensor
-    second: torch.Tensor
-    centres: torch.Tensor
-
-
-def _silu_slope(x: torch.Tensor) -> torch.Tensor:
-    """Return the derivative of ``silu(x) = x sigmoid(x)``."""
-    sigmoid = torch.sigmoid(x)
-    return sigmoid * (1 + x * (1 - sigmoid))
-
-
-def _harmonics_gradient(unit: torch.Tensor, d_harmonics: torch.Tensor) -> torch.Tensor:
-    """``sum_m d_harmonics[:, m] * dY_m / du`` for :func:`real_spherical_harmonics`."""
-    x, y, z = unit.unbind(-1)
-    g = d_harmonics
-    return torch.stack(
-        [
-            g[:, 1] + _SQRT3 * (y * g[:, 4] + z * g[:, 7] + x * g[:, 8]),
-            g[:, 2] + _SQRT3 * (x * g[:, 4] + z * g[:, 5] - y * g[:, 8]),
-            g[:, 3] + _SQRT3 * (y * g[:, 5] + x * g[:, 7]) + 3 * z * g[:, 6],
-        ],
-        dim=-1,
-    )
+        return self.readout(self.invariants_in(invariants) + context).squeeze(-1)

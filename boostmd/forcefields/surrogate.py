@@ -70,7 +70,8 @@ from torch import nn
 from boostmd.forcefields.elements import element_indices
 from boostmd.forcefields.files import read_payload, write_payload
 from boostmd.forcefields.graph import NonCentralForces, PairForceSolver, radius_graph_per_graph
-from boostmd.forcefields.many_body import BodyPass, ManyBodyTerm
+from boostmd.forcefields.many_body import ManyBodyTerm
+from boostmd.forcefields.surrogate_step import surrogate_step
 
 __all__ = ["ReferenceFrame", "Surrogate", "SurrogateConfig"]
 
@@ -240,18 +241,6 @@ _EDGE_FIELDS = (
 )
 
 
-@dataclass
-class _EnergyPass:
-    """One evaluation of the surrogate's energy, kept for its forces by hand."""
-
-    base: torch.Tensor
-    curvature: torch.Tensor
-    vectors: torch.Tensor
-    lengths: torch.Tensor
-    strain: torch.Tensor
-    body: BodyPass
-
-
 class BesselBasis(nn.Module):
     """``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope."""
 
@@ -269,17 +258,6 @@ class BesselBasis(nn.Module):
         """Encode lengths ``r`` (Å), shape ``(n,)`` -> ``(n, num)``."""
         basis = torch.sin(self.frequencies * r[:, None]) / r[:, None]
         return math.sqrt(2 / self.cutoff) * basis * self.envelope(r)[:, None]
-
-    def derivative(self, r: torch.Tensor) -> torch.Tensor:
-        """``d forward(r) / dr``, shape ``(n,) -> (n, num)`` (for forces by hand)."""
-        x = (r / self.cutoff).clamp(max=1.0)
-        envelope = 1 - 21 * x**5 + 35 * x**6 - 15 * x**7
-        slope = -105 * x**4 * (1 - x) ** 2 / self.cutoff  # zero beyond the cutoff too
-        phase = self.frequencies * r[:, None]
-        inverse = 1 / r[:, None]
-        sine = torch.sin(phase) * inverse
-        d_sine = (self.frequencies * torch.cos(phase) - sine) * inverse
-        return math.sqrt(2 / self.cutoff) * (d_sine * envelope[:, None] + sine * slope[:, None])
 
 
 def _polynomial_coefficients(raw: torch.Tensor) -> torch.Tensor:
@@ -572,10 +550,6 @@ class Surrogate(nn.Module):
         gradient, at the reference frame. ``base`` is the rest: the frame's energy, the
         exact first-order term and the many-body term.
         """
-        state = self._energy_pass(frame, positions)
-        return state.base, state.curvature
-
-    def _energy_pass(self, frame: ReferenceFrame, positions: torch.Tensor) -> _EnergyPass:
         src, dst = frame.edge_index
         vectors = positions[dst] - positions[src] + frame.shifts
         lengths = vectors.norm(dim=1)
@@ -588,43 +562,16 @@ class Surrogate(nn.Module):
         per_atom = (squared * (a + b * strain + c * squared + s / (1 + squared))).sum(-1)
         learned = _index_add(frame.batch, per_atom, frame.num_graphs)
         first_order = _index_add(frame.edge_graph, frame.pair_force * delta, frame.num_graphs)
-        body = self.body.energies_pass(
-            frame.body_weights, frame.body_context, self.radial(lengths), vectors, lengths, src
+        body = self._body_energy(
+            vectors,
+            lengths,
+            src,
+            frame.body_weights,
+            frame.body_context,
+            (frame.batch, frame.num_graphs),
         )
-        body_energy = _index_add(frame.batch, body.energies, frame.num_graphs)
-        body_change = self.config.energy_scale * body_energy - frame.body_energy
-        base = frame.energy + first_order + body_change
-        curvature = self.config.energy_scale * learned
-        return _EnergyPass(base, curvature, vectors, lengths, strain, body)
-
-    def _forces_by_hand(
-        self, frame: ReferenceFrame, state: _EnergyPass, curvature_scale: float | torch.Tensor
-    ) -> torch.Tensor:
-        """Return the forces of :meth:`energy` from an :meth:`_energy_pass`, without autograd.
-
-        The gradient of each term with respect to the edge vectors, then scattered onto
-        the atoms: what autograd computes, in a few dozen fused operations instead of a
-        recorded graph (a surrogate step is small, so its cost is the number of kernels).
-        """
-        src, dst = frame.edge_index
-        scale = self.config.energy_scale
-        per_atom_scale = curvature_scale
-        if isinstance(curvature_scale, torch.Tensor) and curvature_scale.dim():
-            per_atom_scale = curvature_scale[frame.batch][:, None]
-        a, b, c, s = frame.coefficients
-        z = state.strain
-        squared = z * z
-        slope = 2 * a * z + 3 * b * squared + 4 * c * squared * z + 2 * s * z / (1 + squared) ** 2
-        d_strain = (scale * per_atom_scale) * slope
-        d_hop = d_strain + _index_add(dst, frame.hop_weights * d_strain[src], len(z))
-        d_length = (frame.edge_weights * d_hop[src]).sum(-1) + frame.pair_force
-        ones = state.lengths.new_full((len(z),), scale)
-        d_basis, d_unit = self.body.edge_gradients(state.body, frame.body_weights, ones)
-        d_length = d_length + (d_basis * self.radial.derivative(state.lengths)).sum(-1)
-        unit = state.body.unit
-        tangential = d_unit - (d_unit * unit).sum(-1, keepdim=True) * unit
-        d_vectors = d_length[:, None] * unit + tangential / state.lengths[:, None]
-        return _index_add(src, d_vectors, len(z)) - _index_add(dst, d_vectors, len(z))
+        base = frame.energy + first_order + (body - frame.body_energy)
+        return base, self.config.energy_scale * learned
 
     def energy_and_forces(
         self,
@@ -672,17 +619,49 @@ class Surrogate(nn.Module):
                 f"positions must have shape {tuple(frame.positions.shape)}, "
                 f"got {tuple(positions.shape)}"
             )
-        if not training:  # MD: the forces by hand, no graph recorded
+        if not training:  # MD: one scripted pass, its gradient by hand
             with torch.no_grad():
-                state = self._energy_pass(frame, positions)
-                energy = state.base + curvature_scale * state.curvature
-                return energy, self._forces_by_hand(frame, state, curvature_scale), state.curvature
+                return self._step(frame, positions, curvature_scale)
         with torch.enable_grad():
             positions = positions.detach().requires_grad_(True)
             base, curvature = self.energy_parts(frame, positions)
             energy = base + curvature_scale * curvature
             (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
         return energy, -gradient, curvature
+
+    def _step(self, frame, positions, curvature_scale):
+        """Energy, forces and curvature term by :func:`~.surrogate_step.surrogate_step`."""
+        scale = torch.as_tensor(curvature_scale, dtype=positions.dtype, device=positions.device)
+        atom_scale = (scale[frame.batch] if scale.dim() else scale.expand(len(positions)))[:, None]
+        layers = (self.body.invariants_in.weight, *self._readout_layers())
+        base, curvature, forces = surrogate_step(
+            positions,
+            frame.energy,
+            frame.body_energy,
+            frame.edge_index,
+            frame.shifts,
+            frame.lengths,
+            frame.pair_force,
+            frame.edge_weights,
+            frame.hop_weights,
+            frame.coefficients,
+            frame.body_weights,
+            frame.body_context,
+            frame.batch,
+            frame.edge_graph,
+            frame.num_graphs,
+            self.radial.frequencies,
+            float(self.radial.cutoff),
+            list(layers),
+            float(self.body.neighbours),
+            float(self.config.energy_scale),
+            atom_scale,
+        )
+        return base + scale * curvature, forces, curvature
+
+    def _readout_layers(self) -> tuple[torch.Tensor, ...]:
+        _, hidden, _, out = self.body.readout
+        return hidden.weight, hidden.bias, out.weight, out.bias
 
     def forward(self, numbers, node_features, ref_positions, ref_energy, ref_forces, positions):
         """Energy at ``positions`` given one reference frame (prepare + energy)."""
