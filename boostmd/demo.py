@@ -34,7 +34,7 @@ from ase import Atoms
 from ase.md.langevin import Langevin
 from ase.units import fs
 
-from boostmd.dynamics.calculator import FRAMES, ReferenceCalculator
+from boostmd.dynamics.calculator import DEFAULT_INTERVAL, FRAMES, ReferenceCalculator
 from boostmd.dynamics.md import thermal_momenta
 from boostmd.forcefields.mace_import import start_command
 from boostmd.validation.dihedrals import backbone_dihedrals
@@ -71,7 +71,7 @@ class DemoConfig:
     steps: int = PRESETS["standard"]["steps"]
     equilibration_steps: int = PRESETS["standard"]["equilibration_steps"]
     reference_steps: int = 200
-    interval: int = 10
+    interval: int = DEFAULT_INTERVAL
     target_error_meV: float | None = None
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
