@@ -377,6 +377,24 @@ def test_boost_langevin_takes_lab_units(reference, surrogate, atoms):
     assert dynamics.tolerance == pytest.approx(3 * units.kB * 300)
 
 
+def test_the_default_tolerance_grows_as_the_square_root_of_a_large_system(
+    reference, surrogate, atoms
+):
+    from boostmd.dynamics.integrator import TOLERANCE_ATOMS, size_factor
+
+    assert size_factor(9) == size_factor(TOLERANCE_ATOMS) == 1.0
+    assert size_factor(4 * TOLERANCE_ATOMS) == pytest.approx(2.0)
+    big = atoms.copy()
+    for shift in range(1, 16):  # 16 ethanols 8 Å apart: 144 atoms
+        copy = atoms.copy()
+        copy.positions += [8.0 * (shift % 4), 8.0 * (shift // 4), 0.0]
+        big += copy
+    big.calc = boost(reference, surrogate)
+    dynamics = boost_langevin(big, 300, rng=0)
+    expected = 10 * units.kB * 300 * np.sqrt(len(big) / TOLERANCE_ATOMS)
+    assert dynamics.tolerance == pytest.approx(expected)
+
+
 def test_a_surrogate_that_does_not_fit_warns_once_with_the_figures_and_the_fix(
     reference, surrogate, atoms, caplog
 ):

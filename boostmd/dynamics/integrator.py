@@ -19,9 +19,14 @@ from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
 from boostmd.dynamics.device_window import LangevinCoefficients
 from boostmd.dynamics.summary import RunSummary
 
-__all__ = ["BoostLangevin"]
+__all__ = ["TOLERANCE_ATOMS", "BoostLangevin", "size_factor"]
 
 logger = logging.getLogger(__name__)
+
+# The default tolerance holds up to this many atoms (the dipeptides it was chosen and
+# validated on have 22-31); a larger system's windows sum the errors of its parts
+# (size_factor).
+TOLERANCE_ATOMS = 32
 
 # With energy_consistent=True, an accepted refresh never leaves less than this fraction of
 # the kinetic energy.
@@ -48,6 +53,18 @@ class _StepState:
     xi: np.ndarray
     rng_state: Any
     calc_state: WindowState
+
+
+def size_factor(atoms: int) -> float:
+    """Return how the default window tolerance grows with the system size.
+
+    ``max(1, sqrt(atoms / TOLERANCE_ATOMS))``, ``TOLERANCE_ATOMS = 32``.
+
+    A window's refresh energy error sums over the system; for independent parts the
+    random errors add in quadrature, so a fixed tolerance would reject nearly every window
+    of a large system (27 alanine dipeptides, 594 atoms: ``sqrt(27)`` times one's error).
+    """
+    return max(1.0, math.sqrt(atoms / TOLERANCE_ATOMS))
 
 
 def _rng_state(rng: Any) -> Any:
@@ -201,7 +218,10 @@ class BoostLangevin(AdaptiveLangevin):
         with the adaptive friction (which absorbs what moderately wrong windows pump, so
         reruns are kept for windows far off: on unseen THR with the shipped surrogate, 13%
         of windows exceed 3 kB T and rerunning them costs 3x the reference calls) and
-        ``3 kB T`` without it (``tau=None``); ``temperature_K`` must then be positive.
+        ``3 kB T`` without it (``tau=None``), times :func:`size_factor` of the atom count
+        (1 up to 32 atoms, the molecules these were chosen on; beyond, the square root of
+        the atoms over 32, as the errors of independent parts add up);
+        ``temperature_K`` must then be positive.
         ``math.inf`` accepts every finite ``dE``. Fixed at construction
         (``set_temperature`` does not change it).
     energy_consistent
@@ -272,7 +292,8 @@ class BoostLangevin(AdaptiveLangevin):
                     "tolerance=None means a multiple of kB T, which is 0 at temperature_K=0 "
                     "(every window would be rerun); give the tolerance in eV"
                 )
-            tolerance = (3 if tau is None else 10) * units.kB * temperature_K
+            kT = units.kB * temperature_K
+            tolerance = (3 if tau is None else 10) * kT * size_factor(len(atoms))
         if isinstance(tolerance, bool) or not (
             isinstance(tolerance, numbers.Real) and tolerance >= 0
         ):
