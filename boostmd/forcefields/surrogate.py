@@ -631,8 +631,13 @@ class Surrogate(nn.Module):
 
     def _step(self, frame, positions, curvature_scale):
         """Energy, forces and curvature term by :func:`~.surrogate_step.surrogate_step`."""
-        scale = torch.as_tensor(curvature_scale, dtype=positions.dtype, device=positions.device)
-        atom_scale = (scale[frame.batch] if scale.dim() else scale.expand(len(positions)))[:, None]
+        scale = curvature_scale
+        if isinstance(scale, torch.Tensor):
+            scale = scale.to(positions.dtype)
+            per_atom = scale[frame.batch] if scale.dim() else scale.expand(len(positions))
+            atom_scale = per_atom[:, None]
+        else:  # a fill, no copy from the host: capturable in a CUDA graph
+            atom_scale = positions.new_full((len(positions), 1), float(scale))
         layers = (self.body.invariants_in.weight, *self._readout_layers())
         base, curvature, forces = surrogate_step(
             positions,
