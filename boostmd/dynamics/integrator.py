@@ -61,8 +61,9 @@ def size_factor(atoms: int) -> float:
     ``max(1, sqrt(atoms / TOLERANCE_ATOMS))``, ``TOLERANCE_ATOMS = 32``.
 
     A window's refresh energy error sums over the system; for independent parts the
-    random errors add in quadrature, so a fixed tolerance would reject nearly every window
-    of a large system (27 alanine dipeptides, 594 atoms: ``sqrt(27)`` times one's error).
+    random errors add in quadrature, so a fixed tolerance reruns more windows the larger
+    the system (27 alanine dipeptides, 594 atoms: one window in seven over 10 kB T, each
+    rerun N reference calls).
     """
     return max(1.0, math.sqrt(atoms / TOLERANCE_ATOMS))
 
