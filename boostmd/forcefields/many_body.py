@@ -30,8 +30,6 @@ from torch import nn
 
 __all__ = ["ManyBodyTerm", "real_spherical_harmonics"]
 
-_SQRT3 = math.sqrt(3.0)
-
 
 def real_spherical_harmonics(unit: torch.Tensor) -> torch.Tensor:
     """Real spherical harmonics ``l = 0, 1, 2`` of unit vectors, shape ``(n, 3) -> (n, 9)``.
@@ -39,18 +37,19 @@ def real_spherical_harmonics(unit: torch.Tensor) -> torch.Tensor:
     Each ``l`` block transforms under rotations by an orthogonal matrix (all nine have the
     same normalisation, ``Y_00 = 1``), so ``sum_m Y_lm(u) Y_lm(v) = P_l(u . v)``.
     """
-    x, y, z = unit.unbind(-1)
+    x, y, z = unit[:, 0], unit[:, 1], unit[:, 2]
+    sqrt3 = math.sqrt(3.0)  # a local: TorchScript compiles this (surrogate_step)
     return torch.stack(
         [
             torch.ones_like(x),
             x,
             y,
             z,
-            _SQRT3 * x * y,
-            _SQRT3 * y * z,
+            sqrt3 * x * y,
+            sqrt3 * y * z,
             (3 * z * z - 1) / 2,
-            _SQRT3 * x * z,
-            _SQRT3 / 2 * (x * x - y * y),
+            sqrt3 * x * z,
+            sqrt3 / 2 * (x * x - y * y),
         ],
         dim=-1,
     )
