@@ -67,12 +67,12 @@ class TimedCalls(ModelCalls):
         return result
 
 
-def dynamics(models, atoms, boosted, seed, interval=None):
+def dynamics(models, atoms, calls=None, seed=0, interval=None):
+    """Langevin MD with the reference alone, or with BoostMD making ``calls``."""
     atoms = atoms.copy()
+    boosted = calls is not None
     if boosted:
-        reference, surrogate = models
-        calls = TimedCalls(reference, surrogate)
-        atoms.calc = BoostMDCalculator(reference, surrogate, calls=calls, interval=interval)
+        atoms.calc = BoostMDCalculator(*models, calls=calls, interval=interval)
     else:
         atoms.calc = ReferenceCalculator(models[0])
     thermal_momenta(atoms, 300.0, np.random.default_rng(seed))
@@ -87,11 +87,15 @@ def timed(run, steps):
 
 
 def measure(models, atoms, args):
-    runs = {name: dynamics(models, atoms, name == "boostmd", 0, args.interval) for name in NAMES}
+    calls = TimedCalls(*models)
+    runs = {
+        "reference": dynamics(models, atoms),
+        "boostmd": dynamics(models, atoms, calls, interval=args.interval),
+    }
     runs["reference"].run(min(args.warm_up, 5))  # TorchScript specialisation
     runs["boostmd"].run(args.warm_up)  # and the first windows
     calc = runs["boostmd"].atoms.calc
-    calls, windows_before = calc._calls, runs["boostmd"].windows
+    windows_before = runs["boostmd"].windows
     calls.seconds.clear()
     calls.evaluations = 0
     steps = {"reference": args.reference_steps or args.steps, "boostmd": args.steps}

@@ -638,7 +638,8 @@ class Surrogate(nn.Module):
             atom_scale = per_atom[:, None]
         else:  # a fill, no copy from the host: capturable in a CUDA graph
             atom_scale = positions.new_full((len(positions), 1), float(scale))
-        layers = (self.body.invariants_in.weight, *self._readout_layers())
+        _, hidden, _, out = self.body.readout
+        layers = [self.body.invariants_in.weight, hidden.weight, hidden.bias, out.weight, out.bias]
         base, curvature, forces = surrogate_step(
             positions,
             frame.energy,
@@ -657,16 +658,12 @@ class Surrogate(nn.Module):
             frame.num_graphs,
             self.radial.frequencies,
             float(self.radial.cutoff),
-            list(layers),
+            layers,
             float(self.body.neighbours),
             float(self.config.energy_scale),
             atom_scale,
         )
         return base + scale * curvature, forces, curvature
-
-    def _readout_layers(self) -> tuple[torch.Tensor, ...]:
-        _, hidden, _, out = self.body.readout
-        return hidden.weight, hidden.bias, out.weight, out.bias
 
     def forward(self, numbers, node_features, ref_positions, ref_energy, ref_forces, positions):
         """Energy at ``positions`` given one reference frame (prepare + energy)."""

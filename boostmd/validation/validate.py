@@ -385,17 +385,22 @@ def _models(config: ValidationConfig):
     return reference, surrogate
 
 
-def _warm_up(reference, systems: dict[str, System]) -> None:
-    """Run the reference twice on every system before any run.
+def _systems_and_models(config: ValidationConfig, warm_up: bool = True):
+    """Build the systems and load the models; with ``warm_up``, ready to run jobs.
 
-    The first forward passes of a TorchScript model in a process can differ from later ones
-    in the last bits (the profiling executor has not specialised yet). Without this, a
-    run's numbers would depend on whether it was the first in its process, and resumed
-    or multi-process validations would differ slightly from uninterrupted ones.
+    Warming up runs the reference twice on every system before any run: the first forward
+    passes of a TorchScript model in a process can differ from later ones in the last bits
+    (the profiling executor has not specialised yet). Without it, a run's numbers would
+    depend on whether it was the first in its process, and resumed or multi-process
+    validations would differ slightly from uninterrupted ones.
     """
-    for system in systems.values():
-        for _ in range(2):
-            reference(system.atoms)
+    systems = _systems(config)
+    reference, surrogate = _models(config)
+    if warm_up:
+        for system in systems.values():
+            for _ in range(2):
+                reference(system.atoms)
+    return systems, reference, surrogate
 
 
 def _jobs(
@@ -454,11 +459,10 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
         One report per system on rank 0 (also in ``OUT/report.json``); ``None`` elsewhere.
     """
     roles(config.integrator)  # names a bad --integrator before any work
-    systems = _systems(config)
-    reference, surrogate = _models(config)
+    # with --workers the runs are made (and the reference warmed up) in the workers
+    systems, reference, surrogate = _systems_and_models(config, config.workers is None)
     config = _fitted_interval(config, surrogate)
     settings = config.settings()
-    _warm_up(reference, systems)
     rank, world = _process_group()
     checkpoints = config.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -631,8 +635,6 @@ _WORKER_STATE: dict[str, tuple] = {}
 
 def _run_on_workers(config: ValidationConfig, jobs: list[Job]) -> list[dict]:
     """Run the jobs side by side on ``config.workers`` workers (:mod:`.workers`)."""
-    if config.scheduler is None and config.workers > len(jobs) > 0:
-        logger.info("%d runs for %d workers", len(jobs), config.workers)
     with executor(config.workers, config.threads_per_worker, config.scheduler) as pool:
         return map_in_order(
             pool, _run_in_worker, jobs, config, limit=config.workers, describe=lambda j: j.name
@@ -642,18 +644,15 @@ def _run_on_workers(config: ValidationConfig, jobs: list[Job]) -> list[dict]:
 def _run_in_worker(job: Job, config: ValidationConfig) -> dict:
     """Run one job in a worker process, as ``--no-batch`` runs it in one process.
 
-    The models and systems are loaded (and the reference warmed up, as in
-    :func:`validate`) on the first job a process gets; a finished reference run is stored
-    when ``config.store_reference_runs``.
+    The models and systems are loaded and the reference warmed up
+    (:func:`_systems_and_models`) on the first job a process gets; a finished reference
+    run is stored when ``config.store_reference_runs``.
     """
     set_threads(config.threads_per_worker)
     key = repr(config)
     if key not in _WORKER_STATE:
         _WORKER_STATE.clear()
-        systems = _systems(config)
-        reference, surrogate = _models(config)
-        _warm_up(reference, systems)
-        _WORKER_STATE[key] = systems, reference, surrogate
+        _WORKER_STATE[key] = _systems_and_models(config)
     systems, reference, surrogate = _WORKER_STATE[key]
     settings, checkpoints = config.settings(), config.out / "checkpoints"
     system = systems[job.system]
