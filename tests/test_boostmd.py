@@ -780,9 +780,9 @@ def test_centred_frames_need_a_timestep_a_fixed_interval_and_no_calibration(
 
 
 def test_the_defaults_are_the_validated_path(reference, surrogate, ethanol, tmp_path):
-    """Centred frames, N = 20, checked windows, adaptive friction, energy-consistent refresh."""
+    """Centred frames, N = 10, checked windows, adaptive friction, energy-consistent refresh."""
     ethanol.calc = calc = BoostMDCalculator(reference, surrogate)
-    assert calc.frame == "centred" and calc.schedule.every == 20 and calc.timestep_fs is None
+    assert calc.frame == "centred" and calc.schedule.every == 10 and calc.timestep_fs is None
     dynamics = BoostLangevin(ethanol, 0.5 * units.fs, 300, 0.001 / units.fs, rng=3)
     assert calc.timestep_fs == 0.5  # taken from the dynamics
     assert dynamics.energy_consistent and dynamics.tau == pytest.approx(100 * units.fs)

@@ -564,6 +564,15 @@ def test_validation_writes_report_summary_and_plots(models, tmp_path):
     assert np.isfinite(checkpoint["refresh_energy_error"]).sum() == 6
 
 
+def test_no_nve_steps_runs_no_nve_jobs(models, tmp_path):
+    """``--nve-steps 0`` skips the NVE runs (it used to fail on their missing checkpoints)."""
+    config = _config(models, tmp_path, integrator="checked", replicas=1, nve_steps=0)
+    (report,) = validate(config, command="test")
+    assert report["nve_drift_meV_per_ps_per_atom"] == {}
+    assert not list((tmp_path / "checkpoints").glob("ALA-nve-*"))
+    assert report["frames"]["boostmd-checked"] == 20
+
+
 def test_an_error_target_sets_the_window_lengths_and_is_checkpointed(models, tmp_path):
     config = _config(models, tmp_path, integrator="ase", replicas=1, target_refresh_error_meV=1e-9)
     (report,) = validate(config, command="test")

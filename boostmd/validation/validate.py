@@ -171,7 +171,7 @@ class ValidationConfig:
     reference: str | Path | None = None
     surrogate: Path | None = None
     pickled_reference: bool = False
-    interval: int | None = None  # None: the surrogate's fitted interval, else 20 (DEFAULT_INTERVAL)
+    interval: int | None = None  # None: the surrogate's fitted interval, else 10 (DEFAULT_INTERVAL)
     temperature_K: float = 300.0
     timestep_fs: float = 1.0
     friction_per_ps: float = 1.0
@@ -212,7 +212,7 @@ class ValidationConfig:
     def settings(self) -> MDSettings:
         """Return the integration settings shared by every run.
 
-        An unset ``interval`` is 20 (``DEFAULT_INTERVAL``) here; :func:`validate` first
+        An unset ``interval`` is 10 (``DEFAULT_INTERVAL``) here; :func:`validate` first
         sets it from the surrogate.
         """
         interval = self.interval or DEFAULT_INTERVAL
@@ -404,9 +404,14 @@ def _systems_and_models(config: ValidationConfig, warm_up: bool = True):
 
 
 def _jobs(
-    systems: dict, replicas: int, integrator: str = "both", adaptive_reference: bool = False
+    systems: dict,
+    replicas: int,
+    integrator: str = "both",
+    adaptive_reference: bool = False,
+    nve_runs: bool = True,
 ) -> list[Job]:
     sampling, nve = roles(integrator, adaptive_reference)
+    nve = nve if nve_runs else ()
     jobs = [
         Job(system, role, replica)
         for system in systems
@@ -466,7 +471,13 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
     rank, world = _process_group()
     checkpoints = config.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(systems, config.replicas, config.integrator, config.runs_adaptive_reference)
+    jobs = _jobs(
+        systems,
+        config.replicas,
+        config.integrator,
+        config.runs_adaptive_reference,
+        nve_runs=config.nve_steps > 0,
+    )
     logger.info(
         "about %d reference calls per system",
         reference_calls(
@@ -794,7 +805,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.interval,
         help="BoostMD's window length (default: the interval python -m boostmd.fit stored "
-        "with the surrogate, else 20, the shipped surrogate's validated interval)",
+        "with the surrogate, else 10, the shipped surrogate's validated interval)",
     )
     parser.add_argument(
         "--target-error",
