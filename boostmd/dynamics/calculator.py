@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.device_window import LangevinCoefficients, WindowPath
 from boostmd.dynamics.model_calls import ModelCalls, SurrogateResult
+from boostmd.dynamics.periodic import WRAP_ROUNDING, minimum_image
 from boostmd.dynamics.summary import RunSummary
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
@@ -341,6 +342,7 @@ class BoostMDCalculator(Calculator):
         self.refresh_force_errors: list[float] = []
         self._frame: ReferenceFrame | None = None
         self._previous_positions: np.ndarray | None = None
+        self._last_results: dict[str, Any] | None = None  # the last step's, for a wrap
         self._step = 0
         self._steps_since_reference = 0
         self._reference_force_max = 0.0
@@ -427,6 +429,7 @@ class BoostMDCalculator(Calculator):
         """Clear results and the cached reference frame: the next call runs the reference."""
         super().reset()
         self._frame = None
+        self._last_results = None
 
     def window_state(self) -> WindowState:
         """Snapshot the window: restoring it makes the next calls give the same results.
@@ -472,7 +475,7 @@ class BoostMDCalculator(Calculator):
         self._reference_force_max = state.reference_force_max
         self.schedule = copy.deepcopy(state.schedule)
         self.atoms = None if state.atoms is None else state.atoms.copy()
-        self.results = _copy_results(state.results)
+        self.results = self._last_results = _copy_results(state.results)
 
     @contextmanager
     def reference_only(self) -> Iterator[None]:
@@ -523,18 +526,22 @@ class BoostMDCalculator(Calculator):
         per ``(xi, eta)`` of ``noise`` (:func:`boostmd.dynamics.device_window.integrate_window`;
         through a :class:`~boostmd.dynamics.replicas.ReplicaBatch`, batched with the other
         replicas' windows). Changes nothing here: :meth:`record_surrogate_step` takes the
-        steps.
+        steps. Atoms wrapped since the last step are integrated from where the surrogate
+        expects them and returned in the images they were given in.
         """
-        return self._calls.window(
+        continued = self._continued(positions)
+        path = self._calls.window(
             self._frame,
             self.curvature_scale,
             coefficients,
-            positions,
+            continued,
             momenta,
             self.results["forces"],
             xi,
             noise,
         )
+        offset = positions - continued  # whole cell vectors
+        return replace(path, positions=path.positions + offset) if offset.any() else path
 
     def record_surrogate_step(
         self, atoms: Atoms, energy: float, forces: np.ndarray, seconds: float
@@ -555,11 +562,17 @@ class BoostMDCalculator(Calculator):
         self._advance_step(self.atoms.positions, ("positions",))
         self._steps_since_reference += 1
         self.stats.record("reuse", seconds)
-        self.results = self._step_results(energy, forces, "surrogate", False)
+        self.results = self._last_results = self._step_results(energy, forces, "surrogate", False)
         return True
 
-    def _advance_step(self, positions: np.ndarray, system_changes) -> tuple[bool, float | None]:
-        """Count the step; return whether it is a new system and the largest displacement."""
+    def _advance_step(
+        self, positions: np.ndarray, system_changes
+    ) -> tuple[bool, float | None, np.ndarray]:
+        """Count the step.
+
+        Returns whether it is a new system, the largest displacement and the positions
+        continued from the last step's (:meth:`_continued`).
+        """
         if not np.isfinite(positions).all():
             bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
             raise ValueError(
@@ -574,10 +587,34 @@ class BoostMDCalculator(Calculator):
             self._step += 1
         indicator = None
         if not new_system:
+            positions = self._continued(positions)
             moved = positions - self._previous_positions
             indicator = float(np.sqrt((moved**2).sum(axis=1).max()))
         self._previous_positions = positions.copy()
-        return new_system, indicator
+        return new_system, indicator, positions
+
+    def _only_wrapped(self, system_changes) -> bool:
+        """Whether the atoms were only wrapped into the cell since the last step."""
+        if self._last_results is None or set(system_changes) - {"positions"}:
+            return False
+        if self._previous_positions is None or not self.atoms.pbc.any():
+            return False
+        moved = self._continued(self.atoms.positions) - self._previous_positions
+        return bool(np.abs(moved).max() <= WRAP_ROUNDING)
+
+    def _continued(self, positions: np.ndarray) -> np.ndarray:
+        """``positions`` in the images the last step's atoms were in.
+
+        In a periodic cell an atom wrapped back into the cell (``atoms.wrap()``, an
+        integrator that wraps) jumps by a cell vector; the window's surrogate measures
+        every displacement from its frame, so each atom is moved back by the whole cell
+        vectors between it and its place at the last step (:func:`minimum_image`): the
+        surrogate steps go on with the same forces, and no reference call is made.
+        """
+        if self._previous_positions is None or not self.atoms.pbc.any():
+            return positions
+        moved = positions - self._previous_positions
+        return self._previous_positions + minimum_image(moved, self.atoms.cell, self.atoms.pbc)
 
     def _step_results(self, energy, forces, source: str, scheduled: bool) -> dict[str, Any]:
         return {
@@ -593,8 +630,10 @@ class BoostMDCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Compute energy and forces by the reference or the surrogate."""
         super().calculate(atoms, properties, system_changes)
-        positions = self.atoms.positions
-        new_system, indicator = self._advance_step(positions, system_changes)
+        if self._only_wrapped(system_changes):
+            self.results = self._last_results  # the same step: same energy and forces
+            return
+        new_system, indicator, positions = self._advance_step(self.atoms.positions, system_changes)
         start = time.perf_counter()
         scale = self.curvature_scale
         window_length = self._steps_since_reference + 1  # steps from the frame to here
@@ -631,7 +670,7 @@ class BoostMDCalculator(Calculator):
             else:
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
-        self.results = self._step_results(
+        self.results = self._last_results = self._step_results(
             energy, forces, "reference" if source == "full" else "surrogate", scheduled
         )
         if features is not None:

@@ -8,7 +8,7 @@ import math
 import numbers
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from ase import Atoms, units
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin, check_rng
 from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
 from boostmd.dynamics.device_window import LangevinCoefficients
+from boostmd.dynamics.periodic import WRAP_ROUNDING, minimum_image
 from boostmd.dynamics.summary import RunSummary
 
 __all__ = ["TOLERANCE_ATOMS", "BoostLangevin", "size_factor"]
@@ -79,6 +80,19 @@ def _set_rng_state(rng: Any, state: Any) -> None:
         rng.bit_generator.state = state
     else:
         rng.set_state(state)
+
+
+def _moved(state: _StepState, moved: np.ndarray) -> _StepState:
+    """``state`` with its atoms moved by ``moved`` (whole cell vectors: a wrap)."""
+    calc_state = state.calc_state
+    atoms = None if calc_state.atoms is None else calc_state.atoms.copy()
+    if atoms is not None:
+        atoms.positions += moved
+    previous = calc_state.previous_positions
+    calc_state = replace(
+        calc_state, atoms=atoms, previous_positions=None if previous is None else previous + moved
+    )
+    return replace(state, positions=state.positions + moved, calc_state=calc_state)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -390,20 +404,42 @@ class BoostLangevin(AdaptiveLangevin):
         calc.restore_window_state(state.calc_state)
 
     def _unchanged(self, calc: BoostMDCalculator) -> bool:
-        """Whether the system is still as the last step left it (else drop the look-ahead)."""
+        """Whether the system is still as the last step left it (else drop the look-ahead).
+
+        Atoms wrapped into the cell since count as unchanged (:meth:`_follow_wrap`).
+        """
         shown = self._shown
         if shown is None or calc.results is not self._shown_results:
             return False  # the calculator ran or was reset since
         atoms, before = self.atoms, shown.calc_state.atoms
-        return (
-            np.array_equal(atoms.positions, shown.positions)
-            and np.array_equal(atoms.get_momenta(), shown.momenta)
+        same = (
+            np.array_equal(atoms.get_momenta(), shown.momenta)
             and np.array_equal(self.xi, shown.xi)
             and np.array_equal(atoms.numbers, before.numbers)
             and np.array_equal(atoms.cell.array, before.cell.array)
             and np.array_equal(atoms.pbc, before.pbc)
             and _same(_rng_state(self.rng), shown.rng_state)
         )
+        if not same:
+            return False
+        return np.array_equal(atoms.positions, shown.positions) or self._follow_wrap(shown)
+
+    def _follow_wrap(self, shown: _StepState) -> bool:
+        """Move the look-ahead into the images atoms were wrapped to since ``shown``.
+
+        Returns False (drop the look-ahead) unless the positions moved by whole cell
+        vectors only (``atoms.wrap()``, to rounding); then every pending state, its
+        calculator snapshot included, moves with them, so the window goes on with no new
+        reference call and the atoms stay in the images they were put in.
+        """
+        atoms = self.atoms
+        moved = atoms.positions - shown.positions
+        if not atoms.pbc.any():
+            return False
+        if np.abs(minimum_image(moved, atoms.cell.array, atoms.pbc)).max() > WRAP_ROUNDING:
+            return False
+        self._pending = deque(_moved(state, moved) for state in self._pending)
+        return True
 
     def _integrate_window(self, calc: BoostMDCalculator) -> list[_StepState]:
         """Integrate to the calculator's next reference call; rerun the window if rejected."""
