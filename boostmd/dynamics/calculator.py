@@ -15,12 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms, units
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.device_window import LangevinCoefficients, WindowPath
 from boostmd.dynamics.model_calls import ModelCalls, SurrogateResult
-from boostmd.dynamics.periodic import WRAP_ROUNDING, minimum_image
+from boostmd.dynamics.periodic import (
+    MAX_FRAME_STRAIN,
+    WRAP_ROUNDING,
+    cell_strain,
+    minimum_image,
+    voigt_stress,
+)
 from boostmd.dynamics.summary import RunSummary
 from boostmd.forcefields.reference import MACEReference
 from boostmd.forcefields.surrogate import ReferenceFrame, Surrogate
@@ -32,7 +38,7 @@ __all__ = ["FRAMES", "BoostMDCalculator", "ReferenceCalculator", "WindowState", 
 logger = logging.getLogger(__name__)
 
 # Changes after which the cached reference frame no longer describes the system.
-_NEW_SYSTEM = {"numbers", "cell", "pbc"}
+_NEW_SYSTEM = {"numbers", "pbc"}  # and a cell strained beyond MAX_FRAME_STRAIN
 
 # The last refreshes whose mean refresh energy error decides whether windows pump energy
 # (warn_pumping), and how many must have ended before it is judged.
@@ -70,8 +76,9 @@ def check_compatible(reference: MACEReference, surrogate: Surrogate) -> None:
 
 
 class ReferenceCalculator(Calculator):
-    """The reference alone as an ASE calculator (energy and forces, no stress).
+    """The reference alone as an ASE calculator: energy, forces, stress in a bulk cell.
 
+    The stress is computed for a cell periodic along all three vectors.
     ``results["node_features"]`` holds the invariant node features of the same pass.
 
     Parameters
@@ -86,7 +93,7 @@ class ReferenceCalculator(Calculator):
         Passed to :class:`ase.calculators.calculator.Calculator`.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]  # noqa: RUF012 (ASE API)
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012
 
     def __init__(self, reference: MACEReference, calls: ModelCalls | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -104,6 +111,24 @@ class ReferenceCalculator(Calculator):
             "forces": result.forces.cpu().numpy().astype(np.float64),
             "node_features": result.node_features.cpu().numpy(),
         }
+        if result.stress is not None:
+            self.results["stress"] = voigt_stress(result.stress)
+
+
+@dataclass(frozen=True)
+class FrameCell:
+    """The cell of a window's frame in a bulk (three-way periodic) system.
+
+    ``cell``: the cell the reference ran in; ``shifts_cell``: the cell the frame's image
+    shifts are expressed in now (the current one, under a barostat); ``reference_stress``:
+    the reference's stress at the frame (eV/Å³, (3, 3)); ``offset``: that minus the
+    surrogate's own stress there, once a stress was asked for (``None`` before).
+    """
+
+    cell: np.ndarray
+    shifts_cell: np.ndarray
+    reference_stress: np.ndarray | None
+    offset: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,7 @@ class WindowState:
     schedule: Any
     atoms: Atoms | None
     results: dict[str, Any]
+    frame_cell: FrameCell | None = None
 
 
 def _check_frame(frame: str, timestep_fs, schedule, calibration) -> None:
@@ -297,7 +323,7 @@ class BoostMDCalculator(Calculator):
     >>> atoms.calc = BoostMDCalculator(reference, surrogate, interval=10)  # doctest: +SKIP
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]  # noqa: RUF012 (ASE API)
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012
 
     def __init__(
         self,
@@ -343,6 +369,7 @@ class BoostMDCalculator(Calculator):
         self._frame: ReferenceFrame | None = None
         self._previous_positions: np.ndarray | None = None
         self._last_results: dict[str, Any] | None = None  # the last step's, for a wrap
+        self._frame_cell: FrameCell | None = None
         self._step = 0
         self._steps_since_reference = 0
         self._reference_force_max = 0.0
@@ -451,6 +478,7 @@ class BoostMDCalculator(Calculator):
             schedule=copy.deepcopy(self.schedule),
             atoms=None if self.atoms is None else self.atoms.copy(),
             results=_copy_results(self.results),
+            frame_cell=self._frame_cell,
         )
 
     def restore_window_state(self, state: WindowState) -> None:
@@ -473,6 +501,7 @@ class BoostMDCalculator(Calculator):
         self._step = state.step
         self._steps_since_reference = state.steps_since_reference
         self._reference_force_max = state.reference_force_max
+        self._frame_cell = state.frame_cell
         self.schedule = copy.deepcopy(state.schedule)
         self.atoms = None if state.atoms is None else state.atoms.copy()
         self.results = self._last_results = _copy_results(state.results)
@@ -579,7 +608,9 @@ class BoostMDCalculator(Calculator):
                 f"atoms {bad.tolist()} have NaN or infinite positions; the dynamics diverged "
                 "or the structure is broken (check the timestep and the last frames)"
             )
-        new_system = self._frame is None or bool(_NEW_SYSTEM & set(system_changes))
+        changes = set(system_changes)
+        new_system = self._frame is None or bool(_NEW_SYSTEM & changes)
+        new_system = new_system or ("cell" in changes and not self._follow_cell())
         if new_system:
             self.schedule.reset()
             self._step = 0
@@ -630,6 +661,10 @@ class BoostMDCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Compute energy and forces by the reference or the surrogate."""
         super().calculate(atoms, properties, system_changes)
+        if not system_changes and self._last_results is not None:
+            self.results = self._last_results  # a property of this step asked for later
+            self._add_stress(properties)
+            return
         if self._only_wrapped(system_changes):
             self.results = self._last_results  # the same step: same energy and forces
             return
@@ -671,7 +706,10 @@ class BoostMDCalculator(Calculator):
                 source = "reuse"
         self.stats.record(source, time.perf_counter() - start)
         self.results = self._last_results = self._step_results(
-            energy, forces, "reference" if source == "full" else "surrogate", scheduled
+            energy + self._strain_energy(),
+            forces,
+            "reference" if source == "full" else "surrogate",
+            scheduled,
         )
         if features is not None:
             self.results["node_features"] = features
@@ -684,6 +722,77 @@ class BoostMDCalculator(Calculator):
             self.results["frame_switch_surrogate_forces"] = switch[1]
         if refresh is not None:
             self._report_refresh(refresh, window_length, curvature, scale)
+        self._add_stress(properties)
+
+    # ------------------------------------------------------------ bulk cells, stress
+    def _follow_cell(self) -> bool:
+        """Take the frame into a strained cell; False if it is not bulk or strained too far.
+
+        The frame's image shifts are whole cell vectors, so they are re-expressed in the
+        new cell: within :data:`MAX_FRAME_STRAIN` of the frame's own cell the window goes
+        on (a barostat's steps), else the reference frames it anew.
+        """
+        frame_cell, cell = self._frame_cell, self.atoms.cell.array
+        if frame_cell is None:
+            return False
+        if np.abs(cell_strain(frame_cell.cell, cell)).max() > MAX_FRAME_STRAIN:
+            return False
+        self._frame = self._frame_in(cell)
+        self._frame_cell = replace(frame_cell, shifts_cell=cell.copy())
+        return True
+
+    def _frame_in(self, cell: np.ndarray) -> ReferenceFrame:
+        """Return the window's frame with its image shifts taken in ``cell``."""
+        frame = self._frame
+        change = np.linalg.solve(self._frame_cell.shifts_cell, cell)
+        return replace(frame, shifts=frame.shifts @ torch.as_tensor(change).to(frame.shifts))
+
+    def _strain_energy(self) -> float:
+        """Return the energy of the frame's stress offset under the strain since the frame."""
+        frame_cell = self._frame_cell
+        if frame_cell is None or frame_cell.offset is None:
+            return 0.0
+        strain = cell_strain(frame_cell.cell, self.atoms.cell.array)
+        return float(abs(np.linalg.det(frame_cell.cell)) * (frame_cell.offset * strain).sum())
+
+    def _add_stress(self, properties) -> None:
+        """Add this step's stress to the results if it was asked for.
+
+        The surrogate's own stress (:meth:`Surrogate.stress`) plus a constant per window,
+        the reference's stress minus the surrogate's at the frame: the pair forces that
+        expand the surrogate about its frame reproduce the reference's forces there, not
+        its virial. That constant's energy term (:meth:`_strain_energy`) is in the energy
+        of every step after the first stress is asked for, so the stress stays the strain
+        derivative of the energy.
+        """
+        if "stress" not in properties:
+            return
+        if self._frame_cell is None:
+            raise PropertyNotImplementedError(
+                "BoostMDCalculator gives the stress only for a cell periodic along all three "
+                "vectors (atoms.pbc = True, a cell of nonzero volume)"
+            )
+        if self._frame_cell.offset is None:
+            self._set_stress_offset()
+            self.results["energy"] = self.results["free_energy"] = (
+                self.results["energy"] + self._strain_energy()
+            )
+        frame_cell, cell = self._frame_cell, self.atoms.cell.array
+        positions = self._previous_positions  # this step's, continued
+        own = self.surrogate.stress(self._frame, positions, cell, self.curvature_scale)
+        scale = abs(np.linalg.det(frame_cell.cell) / np.linalg.det(cell))
+        self.results["stress"] = voigt_stress(own.cpu().numpy() + scale * frame_cell.offset)
+
+    def _set_stress_offset(self) -> None:
+        frame_cell = self._frame_cell
+        at_frame = self.surrogate.stress(
+            self._frame_in(frame_cell.cell),
+            self._frame.positions,
+            frame_cell.cell,
+            self.curvature_scale,
+        )
+        offset = frame_cell.reference_stress - at_frame.cpu().numpy()
+        self._frame_cell = replace(frame_cell, offset=offset)
 
     def _report_refresh(
         self,
@@ -803,6 +912,10 @@ class BoostMDCalculator(Calculator):
         atoms = self.atoms if atoms is None else atoms
         result = self._calls.reference(atoms)
         self._frame = self._calls.frame(atoms, result)
+        self._frame_cell = None
+        if result.stress is not None:
+            cell = atoms.cell.array.copy()
+            self._frame_cell = FrameCell(cell, cell, result.stress.cpu().numpy())
         self._steps_since_reference = 0
         forces = result.forces.cpu().numpy().astype(np.float64)
         self._reference_force_max = float(np.abs(forces).max())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 from ase.geometry import complete_cell
+from ase.stress import full_3x3_to_voigt_6_stress
 
-__all__ = ["WRAP_ROUNDING", "minimum_image"]
+__all__ = ["MAX_FRAME_STRAIN", "WRAP_ROUNDING", "cell_strain", "minimum_image", "voigt_stress"]
 
 # Positions that differ by whole cell vectors to within this (Å) were wrapped, not moved:
 # atoms.wrap() goes through fractional coordinates and back, which rounds.
 WRAP_ROUNDING = 1e-9
+
+# A window's frame follows its cell through strains up to this (largest component of the
+# strain from the frame's cell); a barostat's step is about 1e-5 of it.
+MAX_FRAME_STRAIN = 0.01
 
 
 def minimum_image(displacements: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
@@ -42,3 +47,22 @@ def minimum_image(displacements: np.ndarray, cell: np.ndarray, pbc: np.ndarray) 
     fractional = np.linalg.solve(cell.T, displacements.T).T
     whole = np.where(periodic, np.round(fractional), 0.0)
     return displacements - whole @ cell
+
+
+def voigt_stress(stress) -> np.ndarray:
+    """Return a ``(3, 3)`` stress (numpy or torch, eV/Å³) as ASE's six Voigt components."""
+    if hasattr(stress, "detach"):
+        stress = stress.detach().cpu().numpy()
+    full = np.asarray(stress, dtype=np.float64).reshape(3, 3)
+    return full_3x3_to_voigt_6_stress(0.5 * (full + full.T))
+
+
+def cell_strain(reference_cell: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Return the small strain that takes ``reference_cell`` to ``cell``, shape (3, 3).
+
+    Cells are rows of cell vectors; ``cell = reference_cell (1 + strain)^T``; the
+    symmetric part is returned.
+    """
+    deformation = np.linalg.solve(np.asarray(reference_cell, float), np.asarray(cell, float))
+    gradient = deformation.T - np.eye(3)
+    return 0.5 * (gradient + gradient.T)

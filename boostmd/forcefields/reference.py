@@ -39,11 +39,16 @@ class ReferenceResult:
     node_features
         Invariant (``0e``) node features of every interaction layer, concatenated,
         shape ``(n_atoms, feature_dim)``.
+    stress
+        For a system periodic along all three cell vectors: the stress
+        ``(1 / V) dE / d(strain)`` in eV/Å³, shape ``(3, 3)`` (ASE's sign convention);
+        else ``None``.
     """
 
     energy: torch.Tensor
     forces: torch.Tensor
     node_features: torch.Tensor
+    stress: torch.Tensor | None = None
 
 
 def _invariant_columns(model: torch.nn.Module) -> tuple[torch.Tensor, list[int]]:
@@ -284,6 +289,7 @@ class MACEReference:
             "shifts": torch.tensor(shifts, **as_float),
             "unit_shifts": torch.tensor(unit_shifts, **as_float),
             "cell": torch.tensor(cell, **as_float),
+            "pbc": torch.tensor(pbc, dtype=torch.bool),  # read here, not by MACE
             "batch": torch.zeros(n, dtype=torch.long, device=self.device),
             "ptr": torch.tensor([0, n], device=self.device),
             "head": self._head,
@@ -349,14 +355,21 @@ class MACEReference:
         # Models from load() have no TorchScript (mace_import.eager_e3nn); a pickled
         # model's e3nn modules do, and unoptimised execution keeps their first call's
         # result equal to later ones' there too, at the same speed.
+        bulk = [bool(graph["pbc"].all()) for graph in graphs]
         with torch.enable_grad(), torch.jit.optimized_execution(False):
-            out = self.model(data, training=False, compute_force=True, compute_stress=False)
+            out = self.model(data, training=False, compute_force=True, compute_stress=any(bulk))
         sizes = [len(graph["positions"]) for graph in graphs]
         forces = out["forces"].detach().split(sizes)
         features = out["node_feats"].detach().index_select(1, self._columns).split(sizes)
         energies = out["energy"].detach()
+        stresses = out["stress"].detach() if any(bulk) else None
         return [
-            ReferenceResult(energy=energies[i], forces=forces[i], node_features=features[i])
+            ReferenceResult(
+                energy=energies[i],
+                forces=forces[i],
+                node_features=features[i],
+                stress=stresses[i] if bulk[i] else None,
+            )
             for i in range(len(graphs))
         ]
 

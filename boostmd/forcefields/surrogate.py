@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -610,6 +610,48 @@ class Surrogate(nn.Module):
         kept for a backward pass.
         """
         return self._differentiate(frame, positions, curvature_scale, training=False)
+
+    def stress(
+        self,
+        frame: ReferenceFrame,
+        positions: torch.Tensor | np.ndarray,
+        cell: torch.Tensor | np.ndarray,
+        curvature_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Return the stress of the surrogate's own energy, ``(1 / V) dE / d(strain)`` (eV/Å³).
+
+        A homogeneous strain moves the positions and the cell (so the frame's image
+        shifts, whole cell vectors) together; the derivative is taken at zero strain by
+        autograd. ASE's sign convention; shape ``(3, 3)``.
+
+        Parameters
+        ----------
+        frame
+            From :meth:`prepare`, one graph, periodic.
+        positions
+            Current positions in Å, shape ``(n, 3)``.
+        cell
+            The cell vectors (rows) in Å at ``positions``; the frame's image shifts are
+            taken in it (they are whole multiples of the frame's cell vectors).
+        curvature_scale
+            As for :meth:`energy`.
+        """
+        if frame.num_graphs != 1:
+            raise ValueError(f"stress needs a frame of one graph, got {frame.num_graphs}")
+        weight = self.feature_in.weight
+        as_float = {"dtype": weight.dtype, "device": weight.device}
+        positions = torch.as_tensor(positions, **as_float)
+        cell = torch.as_tensor(np.asarray(cell, dtype=np.float64), **as_float)
+        volume = torch.linalg.det(cell).abs()
+        if not volume > 0:
+            raise ValueError("stress needs a cell of nonzero volume (a bulk, periodic system)")
+        with torch.enable_grad():
+            strain = torch.zeros(3, 3, requires_grad=True, **as_float)
+            deformation = torch.eye(3, **as_float) + 0.5 * (strain + strain.T)
+            strained = replace(frame, shifts=frame.shifts @ deformation.T)
+            energy = self.energy(strained, positions @ deformation.T, curvature_scale).sum()
+            (derivative,) = torch.autograd.grad(energy, strain)
+        return derivative / volume
 
     def _differentiate(self, frame, positions, curvature_scale, training: bool):
         weight = self.feature_in.weight
