@@ -11,8 +11,15 @@ COMMANDS = {
     "fit": ("boostmd.training.fit", "fit a surrogate to your own structures and reference"),
     "train": ("boostmd.training.train", "train a surrogate from reference MD runs"),
     "data": ("boostmd.training.data", "generate reference MD runs for surrogate training"),
-    "make-reference": ("boostmd.training.make_reference", "make the dipeptide reference MACE"),
+    "make-reference": (
+        "boostmd.training.make_reference",
+        "make a shipped reference MACE (dipeptides, or water with --model water)",
+    ),
     "xtb-data": ("boostmd.training.xtb_data", "generate GFN2-xTB data for the reference"),
+    "water-data": (
+        "boostmd.training.water_data",
+        "generate xTB data of water cells for the water reference",
+    ),
 }
 
 

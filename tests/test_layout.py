@@ -69,7 +69,9 @@ def test_every_wing_says_what_it_holds_and_may_import():
         assert doc and "Import" in doc, wing
 
 
-@pytest.mark.parametrize("command", ["demo", "validate", "train", "data", "make_reference"])
+@pytest.mark.parametrize(
+    "command", ["demo", "validate", "train", "data", "make_reference", "water_data"]
+)
 def test_documented_commands_still_run(command):
     done = subprocess.run(
         [sys.executable, "-m", f"boostmd.{command}", "--help"], capture_output=True, text=True

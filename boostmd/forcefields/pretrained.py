@@ -1,7 +1,8 @@
 """The models shipped with the package, and how commands name a reference.
 
 A command's ``--reference MODEL`` is one of three things (:func:`load_reference`): the
-name of a shipped reference (``dipeptides``), a weights file written by
+name of a shipped reference (``dipeptides``; ``water``, for liquid water and solvated
+dipeptides in periodic cells, which ships without a surrogate), a weights file written by
 :func:`boostmd.forcefields.mace_io.save_mace` (safe to load), or, with ``pickled=True``
 (``--pickled-reference``), a mace-torch ``.model`` file, which is a pickled module and
 runs code from the file when loaded: that flag is the user's explicit choice to trust it.
@@ -29,17 +30,28 @@ __all__ = [
 
 MODELS_DIR = Path(__file__).parent / "models"
 PRETRAINED = {
-    # name: (reference weights, surrogate, how they were made)
+    # name: (reference weights, surrogate or None, how they were made)
     "dipeptides": (
         "dipeptides-reference.pt",
         "dipeptides-surrogate.pt",
         "python -m boostmd.make_reference; python -m boostmd.train",
+    ),
+    "water": (
+        "water-reference.pt",
+        None,
+        "python -m boostmd.make_reference --model water",
     ),
 }
 
 
 def _shipped_file(name: str, which: int) -> Path:
     reference_file, surrogate_file, recipe = PRETRAINED[name]
+    if which == 1 and surrogate_file is None:
+        raise ValueError(
+            f"the shipped {name!r} reference comes without a surrogate: fit one to your "
+            f"system with python -m boostmd.fit --reference {name} --structure YOUR_STRUCTURE "
+            "--out DIR, then pass DIR/surrogate.pt"
+        )
     path = MODELS_DIR / (reference_file, surrogate_file)[which]
     if not path.is_file():
         raise FileNotFoundError(
@@ -66,14 +78,16 @@ def load_pretrained(
     Raises
     ------
     ValueError
-        For an unknown name.
+        For an unknown name, or a shipped reference without a surrogate (with the command
+        that fits one).
     FileNotFoundError
         If the files are missing from this installation, with the commands that make them.
     """
     if name not in PRETRAINED:
         raise ValueError(f"no pretrained models named {name!r}; choose from {sorted(PRETRAINED)}")
+    surrogate_file = _shipped_file(name, 1)
     reference = MACEReference.load(_shipped_file(name, 0), device=device, dtype=dtype)
-    surrogate = Surrogate.load(_shipped_file(name, 1), device=device, dtype=reference.dtype)
+    surrogate = Surrogate.load(surrogate_file, device=device, dtype=reference.dtype)
     return reference, surrogate
 
 
@@ -139,6 +153,8 @@ def convert_reference(reference: MACEReference, out: str | Path) -> Path:
 def shipped_surrogate_for(reference: MACEReference) -> Surrogate | None:
     """Return the shipped surrogate made for ``reference``, or ``None`` if there is none."""
     for name in PRETRAINED:
+        if PRETRAINED[name][1] is None:
+            continue
         path = MODELS_DIR / PRETRAINED[name][1]
         if not path.is_file():
             continue

@@ -26,11 +26,11 @@ from boostmd.dynamics.md import langevin, thermal_momenta
 from boostmd.forcefields.mace_import import start_command
 from boostmd.forcefields.peptides import capped_dipeptide, residue_code
 
-__all__ = ["XTBDataConfig", "generate", "xtb_calculator"]
+__all__ = ["XTBDataConfig", "generate", "labelled", "xtb_calculator"]
 
 logger = logging.getLogger(__name__)
 
-ENERGY_KEY, FORCES_KEY = "REF_energy", "REF_forces"
+ENERGY_KEY, FORCES_KEY, STRESS_KEY = "REF_energy", "REF_forces", "REF_stress"
 
 
 @dataclass
@@ -67,19 +67,26 @@ class XTBDataConfig:
     seed: int = 0
 
 
-def xtb_calculator():
-    """Return a quiet GFN2-xTB calculator from tblite."""
+def xtb_calculator(method: str = "GFN2-xTB"):
+    """Return a quiet tblite calculator (``GFN2-xTB`` or ``GFN1-xTB``; both do 3D cells)."""
     try:
         from tblite.ase import TBLite
     except ImportError as error:
         raise ImportError("xTB labels need tblite: pip install 'boostmd[data]'") from error
-    return TBLite(method="GFN2-xTB", verbosity=0)
+    return TBLite(method=method, verbosity=0)
 
 
-def _labelled(atoms: Atoms, info: dict) -> Atoms:
-    frame = Atoms(atoms.numbers, atoms.positions)
+def labelled(atoms: Atoms, info: dict) -> Atoms:
+    """Return a copy of ``atoms`` with its calculator's energy and forces under the REF_ keys.
+
+    A cell periodic along all three vectors keeps its cell and gets ``REF_stress`` too
+    (eV/Å^3, ASE's sign), which the reference is trained on for barostats.
+    """
+    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     frame.info.update(info, **{ENERGY_KEY: atoms.get_potential_energy()})
     frame.arrays[FORCES_KEY] = atoms.get_forces()
+    if atoms.pbc.all():
+        frame.info[STRESS_KEY] = atoms.get_stress(voigt=False)
     return frame
 
 
@@ -95,14 +102,14 @@ def _run(config: XTBDataConfig, residue: str, temperature: float) -> list[Atoms]
     frames = []
     for _ in range(config.samples):
         dynamics.run(config.sample_interval)
-        frames.append(_labelled(atoms, {**info, "kind": "md"}))
+        frames.append(labelled(atoms, {**info, "kind": "md"}))
         if rng.random() < config.perturbed_fraction:
             probe = Atoms(
                 atoms.numbers,
                 atoms.positions + rng.normal(0, config.perturbation_A, atoms.positions.shape),
             )
             probe.calc = xtb_calculator()
-            frames.append(_labelled(probe, {**info, "kind": "perturbed"}))
+            frames.append(labelled(probe, {**info, "kind": "perturbed"}))
     return frames
 
 
