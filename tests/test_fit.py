@@ -109,9 +109,11 @@ def test_bad_input_is_named(workspace, loaded, tmp_path):
     box = tmp_path / "box.xyz"
     write(
         box,
-        Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[5] * 3, pbc=True),
+        Atoms(
+            "H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[5, 5, 0], pbc=True
+        ),
     )
-    with pytest.raises(ValueError, match="is a periodic cell"):
+    with pytest.raises(ValueError, match="no cell vectors there"):
         fit(tiny(workspace, tmp_path / "p", structures=[box]), loaded)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fit(tiny(workspace, tmp_path / "c", structures=[tmp_path / "missing.xyz"]), loaded)

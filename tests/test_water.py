@@ -148,3 +148,16 @@ def test_the_water_reference_ships_without_a_surrogate_and_says_how_to_fit_one()
 
     with pytest.raises(ValueError, match=r"boostmd\.fit --reference water --structure"):
         load_pretrained("water")
+
+
+def test_the_shipped_water_reference_gives_a_stress_and_refuses_the_dipeptide_surrogate():
+    from boostmd import BoostMDCalculator
+    from boostmd.forcefields.pretrained import load_pretrained, load_reference
+
+    water = load_reference("water")
+    assert set(water.atomic_numbers) == {1, 6, 7, 8}
+    result = water(water_box(8, seed=2))
+    assert result.stress is not None and torch.isfinite(result.forces).all()
+    _, dipeptide_surrogate = load_pretrained("dipeptides")
+    with pytest.raises(ValueError, match="trained for reference model"):
+        BoostMDCalculator(water, dipeptide_surrogate)

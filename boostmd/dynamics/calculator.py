@@ -61,8 +61,9 @@ def check_compatible(reference: MACEReference, surrogate: Surrogate) -> None:
     if config.reference_fingerprint != reference.fingerprint:
         raise ValueError(
             f"the surrogate was trained for reference model {config.reference_fingerprint}, "
-            f"but this reference is {reference.fingerprint}; train a surrogate for it "
-            "(python -m boostmd.train) or load the reference it was made for"
+            f"but this reference is {reference.fingerprint}; fit a surrogate for it "
+            "(python -m boostmd.fit --reference REFERENCE --structure YOUR_STRUCTURE --out DIR) "
+            "or load the reference it was made for"
         )
     if (
         config.atomic_numbers != reference.atomic_numbers

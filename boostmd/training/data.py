@@ -136,8 +136,8 @@ def read_structures(paths: list[Path], reference: MACEReference) -> dict[str, At
     FileNotFoundError
         For a missing file.
     ValueError
-        For a file ASE cannot read, two files of one name, NaN positions, a periodic cell
-        (not supported yet), or an element the reference does not know.
+        For a file ASE cannot read, two files of one name, NaN positions, a periodic axis
+        without a cell vector, or an element the reference does not know.
     """
     structures = {}
     for path in paths:
@@ -155,10 +155,11 @@ def read_structures(paths: list[Path], reference: MACEReference) -> dict[str, At
             raise ValueError(f"two structure files are named {path.stem}: rename one")
         if not np.isfinite(atoms.positions).all():
             raise ValueError(f"{path} has NaN or infinite positions")
-        if atoms.pbc.any():
+        periodic = atoms.pbc
+        if periodic.any() and np.linalg.matrix_rank(atoms.cell[periodic]) < periodic.sum():
             raise ValueError(
-                f"{path} is a periodic cell: training data keep no cell yet, so a surrogate "
-                "would be trained on a wrong graph; give a molecule (no cell, pbc False)"
+                f"{path} is periodic along {np.flatnonzero(periodic).tolist()} but has no "
+                "cell vectors there; give the cell (an extxyz Lattice, a cif) or pbc False"
             )
         element_indices(atoms.numbers, reference.atomic_numbers, f"the reference ({path})")
         structures[path.stem] = atoms

@@ -20,10 +20,11 @@ from ase import Atoms
 from ase.io import read, write
 from tqdm import tqdm
 
+from boostmd.dynamics.periodic import minimum_image
 from boostmd.forcefields.graph import NonCentralForces, pair_forces, radius_graph
 from boostmd.forcefields.reference import MACEReference
 
-__all__ = ["Trajectory", "labelled_frame", "load_trajectories", "write_run"]
+__all__ = ["Trajectory", "labelled_frame", "load_trajectories", "unwrapped", "write_run"]
 
 ENERGY_KEY, FORCES_KEY = "REF_energy", "REF_forces"
 
@@ -41,25 +42,38 @@ class Trajectory:
     node_features: np.ndarray  # (R, n, F)
     cutoff: float
     window: int = 0  # > 0: independent windows of this many steps after each reference frame
+    # the run's cell (rows, Å) and periodicity; a molecule by default (NVT: one cell a run)
+    cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
     # reference bond curvatures: (reference indices (L,), pairs (B, 2), eV/Å² (L, B), step Å)
     stiffness: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
-    edges: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+    # per reference frame: (edge_index, pair forces g, image shifts in Å)
+    edges: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list, repr=False
+    )
     # where reference forces that are not central pair forces are reported (once)
     noncentral: NonCentralForces | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.pbc = np.asarray(self.pbc, dtype=bool)
+        self.cell = np.asarray(self.cell, dtype=np.float64).reshape(3, 3)
+        if self.pbc.any():
+            self.positions = unwrapped(self.positions, self.cell, self.pbc)
         if not self.edges:
             for step in self.reference_steps:
-                edge_index, _ = radius_graph(self.positions[step], self.cutoff)
+                edge_index, shifts = radius_graph(
+                    self.positions[step], self.cutoff, self.cell, self.pbc
+                )
                 edge_index = torch.as_tensor(edge_index)
+                shifts = torch.as_tensor(shifts, dtype=torch.float64)
                 g = pair_forces(
                     torch.as_tensor(self.positions[step]),
                     torch.as_tensor(self.forces[step]),
                     edge_index,
-                    torch.zeros(edge_index.shape[1], 3, dtype=torch.float64),
+                    shifts,
                     report=self.noncentral,
                 )
-                self.edges.append((edge_index, g))
+                self.edges.append((edge_index, g, shifts))
 
     def pairs(self, max_k: int, steps: slice | None = None) -> list[tuple[int, int]]:
         """All ``(reference index, k)`` with ``k <= max_k`` inside the run (or ``steps``).
@@ -79,9 +93,22 @@ class Trajectory:
         ]
 
 
+def unwrapped(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Return frames ``(T, n, 3)`` moved by whole cell vectors so that no atom jumps.
+
+    Each frame's atoms are taken in the images nearest to where they were the frame
+    before (an integrator or a writer may have wrapped them), so the displacement from a
+    reference frame to ``k`` frames later is the atoms' own motion.
+    """
+    out = np.array(positions, dtype=np.float64, copy=True)
+    for t in range(1, len(out)):
+        out[t] = out[t - 1] + minimum_image(out[t] - out[t - 1], cell, pbc)
+    return out
+
+
 def labelled_frame(atoms: Atoms, results: dict) -> Atoms:
-    """Return a bare copy of ``atoms`` labelled with a calculator's energy and forces."""
-    frame = Atoms(atoms.numbers, atoms.positions)
+    """Return a bare copy of ``atoms`` (with its cell) labelled with energy and forces."""
+    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     frame.info[ENERGY_KEY] = float(results["energy"])
     frame.arrays[FORCES_KEY] = results["forces"].copy()
     return frame
@@ -153,6 +180,8 @@ def load_trajectories(paths: list[Path], cutoff: float, fingerprint: str) -> lis
                 node_features=features,
                 cutoff=cutoff,
                 window=window,
+                cell=np.array(frames[0].cell),
+                pbc=frames[0].pbc,
                 stiffness=_stiffness_labels(path, fingerprint),
                 noncentral=noncentral,
             )

@@ -136,6 +136,7 @@ def make_batch(trajectories: list[Trajectory], pairs: list[Pair], dtype: torch.d
             "ref_energy",
             "ref_forces",
             "edge_index",
+            "shifts",
             "pair_force",
             "batch",
             "pos",
@@ -147,7 +148,7 @@ def make_batch(trajectories: list[Trajectory], pairs: list[Pair], dtype: torch.d
     for graph, pair in enumerate(pairs):
         run = trajectories[pair.run]
         step = int(run.reference_steps[pair.reference])
-        edge_index, g = run.edges[pair.reference]
+        edge_index, g, shifts = run.edges[pair.reference]
         n = len(run.numbers)
         parts["numbers"].append(run.numbers)
         parts["features"].append(torch.as_tensor(run.node_features[pair.reference]))
@@ -155,6 +156,7 @@ def make_batch(trajectories: list[Trajectory], pairs: list[Pair], dtype: torch.d
         parts["ref_energy"].append(float(run.energies[step]))
         parts["ref_forces"].append(torch.as_tensor(run.forces[step]))
         parts["edge_index"].append(edge_index + offset)
+        parts["shifts"].append(shifts)
         parts["pair_force"].append(g)
         parts["batch"].append(torch.full((n,), graph, dtype=torch.long))
         parts["pos"].append(torch.as_tensor(run.positions[step + pair.k]))
@@ -170,6 +172,7 @@ def make_batch(trajectories: list[Trajectory], pairs: list[Pair], dtype: torch.d
         "forces": torch.cat(parts["ref_forces"]).to(**as_float),
         "batch": torch.cat(parts["batch"]),
         "edge_index": torch.cat(parts["edge_index"], dim=1),
+        "shifts": torch.cat(parts["shifts"]).to(**as_float),
         "pair_force": torch.cat(parts["pair_force"]).to(**as_float),
     }
     batch = inputs["batch"]
@@ -229,6 +232,7 @@ def prepare_batch(surrogate: Surrogate, batch: Batch) -> ReferenceFrame:
         inputs["forces"],
         batch=inputs["batch"],
         edge_index=inputs["edge_index"],
+        shifts=inputs["shifts"],
         pair_force=inputs["pair_force"],
     )
 

@@ -96,7 +96,7 @@ def _one_window(
     rng: np.random.Generator,
 ) -> tuple[list[Atoms], np.ndarray] | None:
     """Frames ``0..window`` of one surrogate window and the start's node features."""
-    atoms = Atoms(start.numbers, start.positions)
+    atoms = Atoms(start.numbers, start.positions, cell=start.cell, pbc=start.pbc)
     atoms.calc = booster
     booster.reset()
     thermal_momenta(atoms, temperature, rng)
