@@ -26,15 +26,10 @@ from tqdm import tqdm
 
 from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.forcefields.pretrained import load_reference
-from boostmd.forcefields.water import AMU_PER_A3, water_box
-from boostmd.training.xtb_data import xtb_calculator
+from boostmd.forcefields.water import density, water_box
+from boostmd.training.xtb_data import ENERGY_KEY, FORCES_KEY, STRESS_KEY, labelled, xtb_calculator
 
 TIMESTEP_FS, TEMPERATURE_K = 0.5, 300.0
-
-
-def density(atoms: Atoms) -> float:
-    """Density in g/cm^3."""
-    return float(atoms.get_masses().sum() / atoms.get_volume() / AMU_PER_A3)
 
 
 def longest_oh(atoms: Atoms) -> float:
@@ -68,7 +63,7 @@ def run(start: Atoms, reference, steps: int, warmup: int, barostat: bool, seed: 
             densities.append(density(atoms))
             if step >= warmup + steps // 2:
                 frames.append(atoms.copy())
-            if step % 50 == 0:
+            if (step - warmup) % 50 == 0:
                 oh.append(longest_oh(atoms))
     return frames, np.array(densities), max(oh)
 
@@ -85,12 +80,13 @@ def on_policy_errors(frames: list[Atoms], reference, labels: int) -> dict:
     force_errors, energy_errors, pressure_errors = [], [], []
     for frame in tqdm(chosen, desc="GFN2 labels"):
         result = reference(frame)
-        probe = Atoms(frame.numbers, frame.positions, cell=frame.cell, pbc=True)
+        probe = frame.copy()
         probe.calc = xtb_calculator()
-        force_errors.append(result.forces.double().numpy() - probe.get_forces())
-        energy_errors.append((float(result.energy) - probe.get_potential_energy()) / len(frame))
+        label = labelled(probe, {})
+        force_errors.append(result.forces.double().numpy() - label.arrays[FORCES_KEY])
+        energy_errors.append((float(result.energy) - label.info[ENERGY_KEY]) / len(frame))
         stress = result.stress.double().numpy().reshape(3, 3)
-        pressure_errors.append(-np.trace(stress - probe.get_stress(voigt=False)) / 3)
+        pressure_errors.append(-np.trace(stress - label.info[STRESS_KEY]) / 3)
     energies = np.array(energy_errors) - np.mean(energy_errors)
     return {
         "frames": labels,

@@ -10,20 +10,16 @@ from ase.geometry import get_distances
 
 from boostmd.forcefields.peptides import capped_dipeptide
 from boostmd.forcefields.water import (
-    AMU_PER_A3,
     MIN_CONTACT,
     MIN_OO,
     OH_BOND,
+    density,
     solvated,
     water_box,
     water_count,
 )
 from boostmd.training.make_reference import RECIPES, evaluate
 from boostmd.training.water_data import SolventDataConfig, SolventRun
-
-
-def _density(atoms: Atoms) -> float:
-    return float(atoms.get_masses().sum() / atoms.get_volume() / AMU_PER_A3)
 
 
 def _molecule_of(atoms: Atoms, solute: int) -> np.ndarray:
@@ -34,7 +30,7 @@ def _molecule_of(atoms: Atoms, solute: int) -> np.ndarray:
 def test_water_box_has_the_density_and_whole_unclashed_molecules():
     box = water_box(40, density=0.95, seed=3)
     assert len(box) == 120 and box.pbc.all()
-    assert _density(box) == pytest.approx(0.95, rel=1e-9)
+    assert density(box) == pytest.approx(0.95, rel=1e-9)
     oxygens, hydrogens = box.positions[0::3], box.positions[1::3]
     assert np.allclose(np.linalg.norm(hydrogens - oxygens, axis=1), OH_BOND)
     _, d = get_distances(box.positions, cell=box.cell, pbc=True)
@@ -58,7 +54,7 @@ def test_solvated_dipeptide_is_centred_and_clear_of_the_waters():
     _, d = get_distances(cell.positions[:n], cell.positions[n:], cell=cell.cell, pbc=True)
     assert d.min() >= MIN_CONTACT
     assert water_count(peptide, edge) == 60
-    assert _density(cell) == pytest.approx(1.0)
+    assert density(cell) == pytest.approx(1.0)
 
 
 def test_impossible_packing_and_bad_input_say_what_to_change():

@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-__all__ = ["MIN_CONTACT", "MIN_OO", "solvated", "water_box", "water_count"]
+__all__ = ["MIN_CONTACT", "MIN_OO", "density", "solvated", "water_box", "water_count"]
 
 # Mass of one water (amu) and amu per Å^3 in one g/cm^3.
 WATER_MASS = 18.015
@@ -77,6 +77,11 @@ def _insert_waters(solute: Atoms, waters: int, edge: float, rng: np.random.Gener
         oxygens = np.vstack([oxygens, molecule[:1]])
         atoms = np.vstack([atoms, molecule])
     return np.concatenate(placed) if placed else np.empty((0, 3))
+
+
+def density(atoms: Atoms) -> float:
+    """Density of a cell's contents in g/cm^3."""
+    return float(atoms.get_masses().sum() / atoms.get_volume() / AMU_PER_A3)
 
 
 def water_count(solute: Atoms, edge: float, density: float = 1.0) -> int:
