@@ -28,7 +28,9 @@ kinetic temperature (all atoms, hydrogens,
 heavy atoms), the total and potential energy, whether the reference produced the frame's
 forces, the refresh energy error dE when the frame ends a surrogate window (``nan``
 otherwise) and the lengths (float32) of the X-H and heavy-atom bonds of the starting
-structure (:class:`~boostmd.dynamics.stability.BondTopology`).
+structure (:class:`~boostmd.dynamics.stability.BondTopology`), its bond angles, and every
+:data:`~boostmd.validation.structure.PAIR_EVERY`-th frame a histogram of the distances
+between heavy atoms of different molecules (:mod:`boostmd.validation.structure`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.verlet import VelocityVerlet
 from ase.units import fs
@@ -57,9 +59,17 @@ from boostmd.dynamics.md import (
     thermal_momenta,
     window_schedule,
 )
+from boostmd.dynamics.npt import LangevinNPT, langevin_npt
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.dynamics.stability import BondTopology, first_collapse, start_digest
+from boostmd.forcefields.water import density
 from boostmd.validation.dihedrals import dihedral_angles
+from boostmd.validation.structure import (
+    PAIR_EVERY,
+    IntermolecularPairs,
+    bond_angle_triples,
+    bond_angles,
+)
 
 __all__ = ["Dihedrals", "Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
 
@@ -122,6 +132,7 @@ class MDSettings:
     target_refresh_error_meV: float | None = None
     frame: str = "start"
     adaptive_tau_fs: float | None = DEFAULT_TAU_FS
+    pressure_GPa: float | None = None  # None: constant volume; else ASE's LangevinBAOAB NPT
 
     @property
     def equilibration_friction(self) -> float:
@@ -191,6 +202,21 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings, batch) -> 
 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
+    if settings.pressure_GPa is not None and not job.nve:
+        if job.checked or job.role == ADAPTIVE_REFERENCE:
+            raise ValueError(
+                f"the {job.role} run has no constant-pressure form (BoostLangevin and the "
+                "adaptive friction keep the cell): at constant pressure run --integrator ase "
+                "or none, without the reference-adaptive run"
+            )
+        return langevin_npt(
+            atoms,
+            settings.temperature_K,
+            settings.pressure_GPa,
+            settings.timestep_fs,
+            settings.friction_per_ps,
+            rng,
+        )
     if job.checked:
         from boostmd.dynamics.md import boost_langevin
 
@@ -255,15 +281,29 @@ class _Recorder:
     FORCES = "reference_force_sq"
     BONDS = ("bonds_xh", "bonds_heavy")
     KEYS = SCALARS + BONDS
+    # boostmd.validation.structure: every frame's bond angles (degrees, float32) and every
+    # PAIR_EVERY-th frame's histogram of intermolecular heavy-atom distances; absent from
+    # checkpoints of older versions, which then go on without them
+    STRUCTURE = ("angles", "pair_counts")
+    # the cell's density (g/cm^3; it changes under a barostat); where the step's forces
+    # came with a stress (a cell periodic along all three vectors) the pressure (GPa,
+    # virial plus the kinetic N kB T / V), else nan; the kinetic temperature of each
+    # element (K, float32, elements by atomic number); absent from older checkpoints
+    CELL = ("density", "pressure", "temperature_elements")
 
     def __init__(self, atoms: Atoms, topology: BondTopology, saved: dict | None = None) -> None:
         hydrogen = atoms.numbers == 1
         self.groups = (hydrogen, ~hydrogen)
         has_h = hydrogen[topology.pairs].any(axis=1)
         self.pairs = {"bonds_xh": topology.pairs[has_h], "bonds_heavy": topology.pairs[~has_h]}
+        self.elements = [atoms.numbers == number for number in np.unique(atoms.numbers)]
+        self.triples = bond_angle_triples(topology.pairs)
+        self.intermolecular = IntermolecularPairs(atoms, topology)
+        # what a checkpoint of an older version lacks is not recorded on resuming it
+        self.kept = {key for key in self.STRUCTURE + self.CELL if saved is None or key in saved}
         self.values = {
             key: list(saved[key]) if saved and key in saved else []
-            for key in self.KEYS + self.OPTIONAL + (self.FORCES,)
+            for key in self.KEYS + self.OPTIONAL + self.STRUCTURE + self.CELL + (self.FORCES,)
         }
 
     def observe(self, atoms: Atoms, dihedrals: Dihedrals, xi: np.ndarray | None = None) -> None:
@@ -296,6 +336,24 @@ class _Recorder:
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
+        self._observe_kept(atoms, results)
+
+    def _observe_kept(self, atoms: Atoms, results: dict) -> None:
+        """Record the observables of :data:`STRUCTURE` and :data:`CELL` this run keeps."""
+        values, kept = self.values, self.kept
+        if "density" in kept:
+            values["density"].append(density(atoms) if atoms.cell.rank == 3 else np.nan)
+        if "pressure" in kept:
+            values["pressure"].append(_pressure_GPa(atoms, results))
+        if "temperature_elements" in kept:
+            kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
+            per_element = [kinetic[e].mean() / (1.5 * units.kB) for e in self.elements]
+            values["temperature_elements"].append(np.asarray(per_element, dtype=np.float32))
+        if "angles" in kept:
+            angles = bond_angles(atoms.positions, self.triples)
+            values["angles"].append(angles.astype(np.float32))
+        if "pair_counts" in kept and (len(values["phi"]) - 1) % PAIR_EVERY == 0:
+            values["pair_counts"].append(self.intermolecular.histogram(atoms.positions, atoms.cell))
 
     def _reference_force_sq(self, results: dict, source: str, centred: bool) -> np.ndarray:
         # With centred frames the reference ran at a predicted window centre, not at a
@@ -310,13 +368,36 @@ class _Recorder:
         return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        arrays = {key: np.asarray(self.values[key]) for key in self.SCALARS + self.OPTIONAL}
+        scalars = self.SCALARS + self.OPTIONAL + tuple(sorted(self.kept & {"density", "pressure"}))
+        arrays = {key: np.asarray(self.values[key]) for key in scalars}
+        widths = {
+            "temperature_elements": (np.float32, len(self.elements)),
+            "angles": (np.float32, len(self.triples)),
+            "pair_counts": (np.int32, self.intermolecular.bins),
+        }
+        for key, (dtype, width) in widths.items():
+            if key in self.kept:
+                rows = np.asarray(self.values[key], dtype=dtype)
+                arrays[key] = rows.reshape(len(self.values[key]), width)
         forces = np.asarray(self.values[self.FORCES], dtype=np.float32)
         arrays[self.FORCES] = forces.reshape(-1, 2)
         for key in self.BONDS:  # (frames, bonds), also with no bond of a kind (water)
             shape = (len(self.values[key]), len(self.pairs[key]))
             arrays[key] = np.asarray(self.values[key], dtype=np.float32).reshape(shape)
         return arrays
+
+
+def _pressure_GPa(atoms: Atoms, results: dict) -> float:
+    """Return the pressure (GPa) from the step's stress and the atoms' kinetic energy.
+
+    ``nan`` where the step gave no stress (no cell periodic along all three vectors).
+    """
+    if "stress" not in results:
+        return np.nan
+    volume = atoms.get_volume()
+    virial = -float(np.sum(np.asarray(results["stress"])[:3])) / 3
+    kinetic = 2 * atoms.get_kinetic_energy() / (3 * volume)
+    return (virial + kinetic) / units.GPa
 
 
 _COUNTERS = ("reference_calls", "surrogate_calls", "rollbacks", "windows", "fallbacks")
@@ -395,6 +476,8 @@ def run_job(
         refresh_errors: list[float] = []
         force_errors: list[float] = []
     else:
+        if "cell" in saved:  # under a barostat the cell has changed since the start
+            atoms.set_cell(saved["cell"], scale_atoms=False)
         atoms.positions = saved["positions"]
         atoms.set_momenta(saved["momenta"])
         rng.bit_generator.state = json.loads(str(saved["rng_state"]))
@@ -407,6 +490,8 @@ def run_job(
     dynamics = _dynamics(job, atoms, settings, rng)
     if saved is not None and len(saved.get("xi", ())):
         dynamics.xi = np.array(saved["xi"], dtype=float)
+    if saved is not None and isinstance(dynamics, LangevinNPT):
+        dynamics.barostat_state = saved["barostat_state"]
     recorder = _Recorder(atoms, topology, saved)
 
     def observe() -> None:
@@ -456,6 +541,8 @@ def run_job(
                 "start_digest": structure,
                 "positions": atoms.positions,
                 "momenta": atoms.get_momenta(),
+                "cell": atoms.cell.array,
+                "barostat_state": getattr(dynamics, "barostat_state", np.zeros(0)),
                 "xi": getattr(dynamics, "xi", np.zeros(0)),
                 "rng_state": json.dumps(rng.bit_generator.state),
                 "calibration": _calibration_state(calculator),
@@ -587,8 +674,15 @@ def job_result(job: Job, saved: dict) -> dict:
         "job": job,
         **{key: saved[key][:end] for key in _Recorder.KEYS},
         **{
-            key: saved[key][:end] for key in (*_Recorder.OPTIONAL, _Recorder.FORCES) if key in saved
+            key: saved[key][:end]
+            for key in (*_Recorder.OPTIONAL, _Recorder.FORCES, *_Recorder.CELL, "angles")
+            if key in saved
         },
+        **(
+            {"pair_counts": saved["pair_counts"][: None if end is None else -(-end // PAIR_EVERY)]}
+            if "pair_counts" in saved
+            else {}
+        ),
         "seconds": float(saved["seconds"]),
         "steps": int(saved["step"]),
         **{key: int(saved[key]) for key in _COUNTERS},

@@ -20,7 +20,8 @@ shipped reference's runs of the ``standard`` preset for ALA, THR, ILE and GLN an
 commands that made them.
 
 Bond lengths are stored as int16 multiples of :data:`BOND_QUANTUM` (0.1 mÅ, 0.4% of a
-bond's thermal spread at 300 K) from each bond's first length; everything else keeps the
+bond's thermal spread at 300 K) from each bond's first length, bond angles as multiples of
+:data:`ANGLE_QUANTUM` (0.01 degrees) from their first; everything else keeps the
 checkpoint's own precision.
 """
 
@@ -44,15 +45,34 @@ from boostmd.validation.runs import (
     start_digest,
 )
 
-__all__ = ["BOND_QUANTUM", "STORE", "load_run", "run_key", "save_run", "stored_sampling_runs"]
+__all__ = [
+    "ANGLE_QUANTUM",
+    "BOND_QUANTUM",
+    "STORE",
+    "load_run",
+    "run_key",
+    "save_run",
+    "stored_sampling_runs",
+]
 
 logger = logging.getLogger(__name__)
 
 STORE = Path(__file__).with_name("reference_runs")
 BOND_QUANTUM = 1e-4  # Å
-_BONDS = ("bonds_xh", "bonds_heavy")
+ANGLE_QUANTUM = 1e-2  # degrees
+# per-frame arrays stored as int16 steps from their first frame, and each step's size
+_QUANTISED = {"bonds_xh": BOND_QUANTUM, "bonds_heavy": BOND_QUANTUM, "angles": ANGLE_QUANTUM}
 # what a stored run keeps of a checkpoint (the rest is the state to resume from)
-_DROPPED = ("positions", "momenta", "xi", "rng_state", "schedule", "calibration")
+_DROPPED = (
+    "positions",
+    "momenta",
+    "xi",
+    "rng_state",
+    "schedule",
+    "calibration",
+    "cell",
+    "barostat_state",
+)
 
 
 def run_key(
@@ -98,6 +118,8 @@ def run_key(
             key["dihedrals"] = None if recorded is None else [list(d) for d in recorded]
     if job.role == ADAPTIVE_REFERENCE:
         key["adaptive_tau_fs"] = settings.adaptive_tau_fs
+    if settings.pressure_GPa is not None and not job.nve:
+        key["pressure_GPa"] = settings.pressure_GPa
     if job.nve:
         key["nve_steps"] = settings.nve_steps
     else:
@@ -135,12 +157,14 @@ def save_run(store: Path, key: dict, checkpoint: dict) -> Path:
     if not bool(checkpoint["finished"]):
         raise ValueError(f"run {key['system']}-{key['role']}-{key['replica']} is not finished")
     arrays = {name: value for name, value in checkpoint.items() if name not in _DROPPED}
-    for name in _BONDS:
-        lengths = np.asarray(arrays.pop(name), dtype=np.float64)
-        start = lengths[:1] if len(lengths) else np.zeros((1, lengths.shape[1]))
-        steps = np.rint((lengths - start) / BOND_QUANTUM)
+    for name, quantum in _QUANTISED.items():
+        if name not in arrays:  # angles: absent from checkpoints of older versions
+            continue
+        values = np.asarray(arrays.pop(name), dtype=np.float64)
+        start = values[:1] if len(values) else np.zeros((1, values.shape[1]))
+        steps = np.rint((values - start) / quantum)
         if np.abs(steps).max(initial=0) > np.iinfo(np.int16).max:
-            raise ValueError(f"a bond of {name} moved more than 3.2 Å: not a stable run")
+            raise ValueError(f"one of {name} moved more than {32767 * quantum:g}: not a stable run")
         arrays[f"{name}_start"] = start[0]
         arrays[f"{name}_steps"] = steps.astype(np.int16)
     store.mkdir(parents=True, exist_ok=True)
@@ -172,9 +196,10 @@ def _read(path: Path) -> tuple[dict, dict]:
     with np.load(path, allow_pickle=False) as saved:
         arrays = {name: saved[name] for name in saved.files}
     key = json.loads(str(arrays.pop("key")))
-    for name in _BONDS:
-        start, steps = arrays.pop(f"{name}_start"), arrays.pop(f"{name}_steps")
-        arrays[name] = (start + BOND_QUANTUM * steps.astype(np.float64)).astype(np.float32)
+    for name, quantum in _QUANTISED.items():
+        if f"{name}_start" in arrays:
+            start, steps = arrays.pop(f"{name}_start"), arrays.pop(f"{name}_steps")
+            arrays[name] = (start + quantum * steps.astype(np.float64)).astype(np.float32)
     return key, arrays
 
 
