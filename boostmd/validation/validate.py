@@ -68,11 +68,13 @@ from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 from ase.io import read
 from tqdm import tqdm
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
 from boostmd.dynamics.calculator import DEFAULT_INTERVAL, FRAMES
+from boostmd.dynamics.periodic import whole_molecules
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.forcefields.mace_import import start_command
 from boostmd.validation.dihedrals import backbone_dihedrals, dihedral_angles
@@ -195,6 +197,7 @@ class ValidationConfig:
     workers: int | None = None  # None: the runs of this process, in it (or batched)
     threads_per_worker: int = 1
     scheduler: str | None = None  # a Dask scheduler's address for the workers
+    pressure_GPa: float | None = None  # None: constant volume
 
     @property
     def runs_adaptive_reference(self) -> bool:
@@ -207,6 +210,7 @@ class ValidationConfig:
             self.adaptive_reference
             and self.adaptive_tau_fs is not None
             and self.integrator in ("checked", "both", "none")
+            and self.pressure_GPa is None  # the adaptive friction keeps the cell
         )
 
     def settings(self) -> MDSettings:
@@ -222,6 +226,12 @@ class ValidationConfig:
                 f"{given} needs --frame start: --frame centred (the default) runs BoostMD "
                 "at a fixed --interval with the surrogate as trained; add --frame start, "
                 f"or leave out {given}"
+            )
+        if self.pressure_GPa is not None and self.integrator in ("checked", "both"):
+            raise ValueError(
+                f"--pressure runs ASE's LangevinBAOAB with its barostat, which drives "
+                f"BoostMDCalculator; the checked sampler ({self.integrator}) keeps the cell: "
+                "add --integrator ase (or none for the reference runs alone)"
             )
         if self.store_reference_runs and self.reference_runs is None:
             raise ValueError("--store-reference-runs needs a --reference-runs folder to write to")
@@ -246,6 +256,7 @@ class ValidationConfig:
             calibrate=self.calibrate,
             frame=self.frame,
             adaptive_tau_fs=self.adaptive_tau_fs,
+            pressure_GPa=self.pressure_GPa,
         )
 
 
@@ -329,12 +340,13 @@ def _read_structure(path: Path) -> Atoms:
     if not path.is_file():
         raise FileNotFoundError(f"--structure {path} does not exist")
     try:
-        return read(path)
+        atoms = read(path)
     except Exception as error:  # ASE raises many kinds for a file it cannot parse
         raise ValueError(
             f"--structure {path}: ASE cannot read it ({error}); give a file ase.io.read "
             "reads (xyz, extxyz, pdb, cif, ...)"
         ) from error
+    return whole_molecules(atoms)  # a wrapped file's molecules split across faces
 
 
 def _structure_dihedrals(atoms: Atoms, config: ValidationConfig) -> Dihedrals:
@@ -357,12 +369,18 @@ def _structure_dihedrals(atoms: Atoms, config: ValidationConfig) -> Dihedrals:
 
 
 def _models(config: ValidationConfig):
-    """Load the reference and surrogate: the user's, or the shipped dipeptide models."""
+    """Load the reference and surrogate: the user's, or the shipped dipeptide models.
+
+    The reference runs alone (``integrator="none"``) need no surrogate: ``--reference``
+    alone is then enough.
+    """
     from boostmd.dynamics.calculator import check_compatible
     from boostmd.forcefields.pretrained import load_pretrained, load_reference
     from boostmd.forcefields.surrogate import Surrogate
 
     if config.surrogate is None:
+        if config.reference is not None and config.integrator == "none":
+            return load_reference(config.reference, pickled=config.pickled_reference), None
         if config.reference is not None:
             raise ValueError(
                 f"--reference {config.reference} needs its surrogate: pass --surrogate FILE "
@@ -444,13 +462,14 @@ def _gather(results: list[dict], world: int) -> list[dict]:
 
 
 def _fitted_interval(config: ValidationConfig, surrogate) -> ValidationConfig:
-    """Fill in the interval: the one a fit stored with the surrogate, else 20.
+    """Fill in the interval: the one a fit stored with the surrogate, else the default.
 
     The checkpoints then fall on a multiple of it (the nearest to ``checkpoint_every``).
+    ``surrogate`` is ``None`` when the reference runs alone.
     """
     if config.interval is not None:
         return config
-    interval = surrogate.recommended_interval or DEFAULT_INTERVAL
+    interval = getattr(surrogate, "recommended_interval", None) or DEFAULT_INTERVAL
     every = max(interval, interval * round(config.checkpoint_every / interval))
     return replace(config, interval=interval, checkpoint_every=every)
 
@@ -523,6 +542,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
                 len(system.atoms),
                 own_wall_clock=not config.batch or config.workers is not None,
                 no_dihedrals=system.no_dihedrals,
+                symbols=[chemical_symbols[z] for z in np.unique(system.atoms.numbers)],
             )
         )
         _plot(config.out, name, own, settings, reports[-1])
@@ -758,9 +778,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--integrator",
         choices=sorted(INTEGRATORS),
-        default=defaults.integrator,
+        default=None,
         help="BoostMD samplers to run: checked (BoostLangevin, checked windows; default), "
-        "ase (ASE Langevin + BoostMDCalculator), both, or none (the reference runs alone)",
+        "ase (ASE Langevin + BoostMDCalculator; the default with --pressure), both, or "
+        "none (the reference runs alone)",
+    )
+    parser.add_argument(
+        "--pressure",
+        type=float,
+        default=None,
+        metavar="GPA",
+        help="run every sampling run at this pressure (GPa) with ASE's LangevinBAOAB and its "
+        "hydrostatic barostat (boostmd.dynamics.npt; a fully periodic --structure), and "
+        "judge the density too; BoostMD runs as --integrator ase",
     )
     parser.add_argument(
         "--energy-consistent",
@@ -878,6 +908,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def chosen_integrator(args: argparse.Namespace) -> str:
+    """``--integrator``, else the default: the checked sampler, or ASE's with ``--pressure``."""
+    if args.integrator is not None:
+        return args.integrator
+    return "ase" if args.pressure is not None else ValidationConfig.integrator
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: map arguments onto :class:`ValidationConfig` and validate."""
     argv = sys.argv[1:] if argv is None else argv
@@ -909,7 +946,8 @@ def main(argv: list[str] | None = None) -> None:
         target_refresh_error_meV=args.target_error,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
-        integrator=args.integrator,
+        integrator=chosen_integrator(args),
+        pressure_GPa=args.pressure,
         energy_consistent=args.energy_consistent,
         calibrate=args.calibrate,
         frame=args.frame,

@@ -1,0 +1,86 @@
+"""Validation runs at constant pressure: ASE's LangevinBAOAB barostat, the density judged."""
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.calculators.lj import LennardJones
+from ase.io import write
+
+from boostmd.dynamics.md import ase_units
+from boostmd.dynamics.npt import langevin_npt
+from boostmd.forcefields.water import water_box
+from boostmd.validation import runs
+from boostmd.validation.validate import ValidationConfig, validate
+
+
+@pytest.fixture(scope="module")
+def box_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("water") / "w8.extxyz"
+    write(path, water_box(8, seed=1))
+    return path
+
+
+def test_the_npt_integrator_takes_lab_units_and_needs_a_periodic_cell():
+    box = water_box(8, seed=1)
+    box.calc = LennardJones(sigma=3.0, epsilon=0.01, rc=3.5)
+    dynamics = langevin_npt(box, 300.0, pressure_GPa=0.5, timestep_fs=0.5, friction_per_ps=2.0)
+    assert dynamics.fr == pytest.approx(ase_units(0.5, 2.0)[1])
+    dynamics.set_friction(ase_units(0.5, 20.0)[1])  # the equilibration's friction
+    assert dynamics.T_tau == pytest.approx(1 / ase_units(0.5, 20.0)[1])
+    assert dynamics.externalstress == pytest.approx(-0.5 * 1e9 * 6.241509074e-12, rel=1e-6)
+    with pytest.raises(ValueError, match="periodic along all three"):
+        langevin_npt(molecule("H2O"), 300.0, pressure_GPa=0.0)
+
+
+def test_the_checked_sampler_is_refused_at_constant_pressure(tmp_path):
+    config = ValidationConfig(out=tmp_path, pressure_GPa=1.0)  # integrator: checked
+    with pytest.raises(ValueError, match="--integrator ase"):
+        config.settings()
+    assert not config.runs_adaptive_reference
+    assert ValidationConfig(out=tmp_path, pressure_GPa=1.0, integrator="none").settings()
+
+
+def test_constant_pressure_runs_judge_the_density_and_resume_bit_for_bit(
+    box_file, tmp_path, monkeypatch
+):
+    def config(out):
+        return ValidationConfig(
+            out=out,
+            structure=box_file,
+            reference="water",
+            integrator="none",
+            pressure_GPa=1.0,
+            steps=20,
+            equilibration_steps=0,
+            replicas=1,
+            nve_steps=0,
+            interval=10,
+            checkpoint_every=10,
+            batch=False,
+            reference_runs=None,
+        )
+
+    (uninterrupted,) = validate(config(tmp_path / "a"))
+    assert np.isfinite(uninterrupted["reference_2_vs_reference"]["density_g_cm3"])
+    assert uninterrupted["noise_floor"]["density_g_cm3"] > 0
+    assert set(uninterrupted["element_temperature_K"]["reference"]) == {"H", "O"}
+    first = np.load(tmp_path / "a" / "checkpoints" / "w8-reference-0.npz")
+    assert np.ptp(first["density"]) > 0  # the cell breathes
+    assert np.isfinite(first["pressure"]).all()
+
+    real_save, stopped = runs._save, set()
+
+    def save_then_stop(path, state):  # each job stops once, after its first segment
+        real_save(path, state)
+        if path.name not in stopped and not state["finished"]:
+            stopped.add(path.name)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_save", save_then_stop)
+    for _ in range(2):  # reference, reference-2
+        with pytest.raises(KeyboardInterrupt):
+            validate(config(tmp_path / "b"))
+    validate(config(tmp_path / "b"))
+    resumed = np.load(tmp_path / "b" / "checkpoints" / "w8-reference-0.npz")
+    for key in ("positions", "cell", "density", "pressure", "barostat_state", "pair_counts"):
+        np.testing.assert_array_equal(resumed[key], first[key])
