@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from ase import Atoms
 from ase.geometry import complete_cell
+from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.stress import full_3x3_to_voigt_6_stress
 
-__all__ = ["MAX_FRAME_STRAIN", "WRAP_ROUNDING", "cell_strain", "minimum_image", "voigt_stress"]
+__all__ = [
+    "MAX_FRAME_STRAIN",
+    "WRAP_ROUNDING",
+    "cell_strain",
+    "minimum_image",
+    "voigt_stress",
+    "whole_molecules",
+]
 
 # Positions that differ by whole cell vectors to within this (Å) were wrapped, not moved:
 # atoms.wrap() goes through fractional coordinates and back, which rounds.
@@ -66,3 +75,41 @@ def cell_strain(reference_cell: np.ndarray, cell: np.ndarray) -> np.ndarray:
     deformation = np.linalg.solve(np.asarray(reference_cell, float), np.asarray(cell, float))
     gradient = deformation.T - np.eye(3)
     return 0.5 * (gradient + gradient.T)
+
+
+def whole_molecules(atoms: Atoms, multiplier: float = 1.15) -> Atoms:
+    """Return a copy of ``atoms`` with every molecule whole: no bond across a cell face.
+
+    Structure files from periodic MD often hold wrapped positions, so a molecule that
+    straddles a face has atoms on both sides. Bond lengths, angles, the collapse check
+    and the bond-stretch labels take raw position differences (right along an unwrapped
+    MD trajectory), so a split molecule must first be made whole: each molecule's atoms
+    are moved by whole cell vectors to the image bonded to their neighbours (bonds from
+    covalent radii times ``multiplier``, as
+    :class:`~boostmd.dynamics.stability.BondTopology`'s). Atoms of whole molecules keep
+    their positions exactly; a structure without periodic axes is returned as it is.
+    """
+    whole = atoms.copy()
+    if not atoms.pbc.any():
+        return whole
+    i, j, shifts = neighbor_list("ijS", atoms, natural_cutoffs(atoms, mult=multiplier))
+    offsets = np.zeros((len(atoms), 3), dtype=int)
+    placed = np.zeros(len(atoms), dtype=bool)
+    neighbours = np.split(
+        np.stack([j, *shifts.T], axis=1), np.searchsorted(i, np.arange(1, len(atoms)))
+    )
+    for root in range(len(atoms)):
+        if placed[root]:
+            continue
+        placed[root] = True
+        stack = [root]
+        while stack:
+            atom = stack.pop()
+            for other, *shift in neighbours[atom]:
+                if not placed[other]:
+                    placed[other] = True
+                    offsets[other] = offsets[atom] + np.asarray(shift)
+                    stack.append(other)
+    moved = offsets.any(axis=1)
+    whole.positions[moved] += offsets[moved] @ atoms.cell.array
+    return whole

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.dynamics.md import langevin, thermal_momenta
+from boostmd.dynamics.periodic import whole_molecules
 from boostmd.forcefields.elements import element_indices
 from boostmd.forcefields.mace_import import start_command
 from boostmd.forcefields.pretrained import load_reference
@@ -138,6 +139,9 @@ def read_structures(paths: list[Path], reference: MACEReference) -> dict[str, At
     ValueError
         For a file ASE cannot read, two files of one name, NaN positions, a periodic axis
         without a cell vector, or an element the reference does not know.
+
+    Molecules split across a periodic cell's faces (a wrapped file) are made whole
+    (:func:`~boostmd.dynamics.periodic.whole_molecules`).
     """
     structures = {}
     for path in paths:
@@ -162,7 +166,7 @@ def read_structures(paths: list[Path], reference: MACEReference) -> dict[str, At
                 "cell vectors there; give the cell (an extxyz Lattice, a cif) or pbc False"
             )
         element_indices(atoms.numbers, reference.atomic_numbers, f"the reference ({path})")
-        structures[path.stem] = atoms
+        structures[path.stem] = whole_molecules(atoms)  # no molecule split across a face
     return structures
 
 
