@@ -1,7 +1,9 @@
-"""Write the example structures (xyz) that the docs' fits start from, with RDKit.
+"""Write the example structures that the docs' fits start from.
 
-The molecules from their SMILES; the TRP dipeptide (the shipped surrogate never saw it) as
-the validation builds it.
+The molecules from their SMILES with RDKit; the TRP dipeptide (the shipped surrogate never
+saw it) as the validation builds it; 64 waters, and ALA in 100 waters, in periodic cubic
+cells at 1.0 g/cm^3 (extxyz, which keeps the cell), packed by
+:mod:`boostmd.forcefields.water` and relaxed with the shipped water reference.
 
 python examples/structures/make.py
 """
@@ -9,8 +11,12 @@ python examples/structures/make.py
 from pathlib import Path
 
 from ase.io import write
+from ase.optimize import FIRE
 
+from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.forcefields.peptides import molecule_from_smiles
+from boostmd.forcefields.pretrained import load_reference
+from boostmd.forcefields.water import solvated, water_box
 from boostmd.validation.validate import starting_dipeptide
 
 SMILES = {
@@ -27,3 +33,26 @@ for name, smiles in SMILES.items():
 path = Path(__file__).with_name("trp-dipeptide.xyz")
 write(path, starting_dipeptide("TRP"))
 print(path)
+
+
+def relaxed(atoms):
+    """``atoms`` after a short FIRE minimisation with the shipped water reference.
+
+    A box packed by random insertion starts with close contacts; relaxed, every run from
+    it (the fit's, the validation's) begins near the liquid instead of equilibrating away
+    a packing's strain energy.
+    """
+    atoms.calc = ReferenceCalculator(load_reference("water"))
+    FIRE(atoms, logfile=None).run(fmax=0.2, steps=300)
+    atoms.calc = None
+    return atoms
+
+
+WATER_BOXES = {
+    "water64": water_box(64, density=1.0, seed=0),
+    "ala-water100": solvated(starting_dipeptide("ALA"), 100, density=1.0, seed=0),
+}
+for name, atoms in WATER_BOXES.items():
+    path = Path(__file__).with_name(f"{name}.extxyz")
+    write(path, relaxed(atoms))
+    print(path)
