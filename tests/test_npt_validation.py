@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from ase.build import molecule
+from ase import units
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 from ase.io import write
 
@@ -36,7 +38,7 @@ def test_the_checked_sampler_is_refused_at_constant_pressure(tmp_path):
     config = ValidationConfig(out=tmp_path, pressure_GPa=1.0)  # integrator: checked
     with pytest.raises(ValueError, match="--integrator ase"):
         config.settings()
-    assert not config.runs_adaptive_reference
+    assert config.runs_adaptive_reference  # BoostMD's NPT dynamics has the adaptive friction
     assert ValidationConfig(out=tmp_path, pressure_GPa=1.0, integrator="none").settings()
 
 
@@ -77,10 +79,41 @@ def test_constant_pressure_runs_judge_the_density_and_resume_bit_for_bit(
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runs, "_save", save_then_stop)
-    for _ in range(2):  # reference, reference-2
+    for _ in range(3):  # reference, reference-2, reference-adaptive
         with pytest.raises(KeyboardInterrupt):
             validate(config(tmp_path / "b"))
     validate(config(tmp_path / "b"))
     resumed = np.load(tmp_path / "b" / "checkpoints" / "w8-reference-0.npz")
     for key in ("positions", "cell", "density", "pressure", "barostat_state", "pair_counts"):
         np.testing.assert_array_equal(resumed[key], first[key])
+    adaptive = [
+        np.load(tmp_path / out / "checkpoints" / "w8-reference-adaptive-0.npz") for out in "ab"
+    ]
+    np.testing.assert_array_equal(adaptive[0]["xi"], adaptive[1]["xi"])
+    assert np.abs(adaptive[0]["xi"]).max() > 0  # the adaptive friction ran
+    np.testing.assert_array_equal(adaptive[0]["positions"], adaptive[1]["positions"])
+
+
+def test_the_adaptive_friction_brings_hot_atoms_to_the_bath_at_constant_pressure():
+    """With a negligible Langevin friction only the adaptive one can cool a hot box."""
+    temperatures = {}
+    for tau_fs in (None, 50.0):
+        copper = bulk("Cu", cubic=True).repeat(3)
+        copper.calc = EMT()
+        copper.set_momenta(thermal(copper, 900.0))
+        dynamics = langevin_npt(
+            copper, 300.0, 0.0, timestep_fs=2.0, friction_per_ps=0.01, rng=5, tau_fs=tau_fs
+        )
+        samples = []
+        dynamics.attach(lambda: samples.append(copper.get_temperature()), interval=1)  # noqa: B023
+        dynamics.run(400)
+        temperatures[tau_fs] = np.mean(samples[200:])
+    assert temperatures[None] > 400  # 0.01/ps: nothing cools it in 0.8 ps (450 K: equipartition)
+    assert temperatures[50.0] == pytest.approx(300, abs=40)
+
+
+def thermal(atoms, temperature_K):
+    rng = np.random.default_rng(0)
+    masses = atoms.get_masses()[:, None]
+    momenta = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature_K)
+    return momenta - momenta.sum(axis=0) / len(atoms)

@@ -3,10 +3,12 @@
 :func:`langevin_npt` sets up ASE's :class:`~ase.md.langevinbaoab.LangevinBAOAB` (BAOAB
 Langevin for the atoms, a Langevin-Hoover barostat for the volume, hydrostatic: the cell
 keeps its shape) in lab units. It samples the isothermal-isobaric ensemble with any
-calculator that gives the stress, :class:`~boostmd.BoostMDCalculator` included.
-:class:`LangevinNPT` adds the friction interface of ASE's ``Langevin`` (``fr``,
-``set_friction``), through which a validation equilibrates at one friction and samples
-at another, and the barostat's state, which a checkpoint keeps.
+calculator that gives the stress, :class:`~boostmd.BoostMDCalculator` included; with
+``tau_fs`` it adds the per-atom adaptive friction BoostMD samples right with at 1/ps
+(:mod:`boostmd.dynamics.adaptive`). :class:`LangevinNPT` adds the friction interface of
+ASE's ``Langevin`` (``fr``, ``set_friction``), through which a validation equilibrates
+at one friction and samples at another, and the barostat's state, which a checkpoint
+keeps.
 """
 
 from __future__ import annotations
@@ -17,13 +19,62 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevinbaoab import LangevinBAOAB
 
+from boostmd.dynamics.adaptive import check_tau, friction_half_step
+
 __all__ = ["BAROSTAT_TIME_PS", "LangevinNPT", "langevin_npt"]
 
 BAROSTAT_TIME_PS = 1.0  # the barostat's time scale: the cell's friction is its inverse
 
 
 class LangevinNPT(LangevinBAOAB):
-    """ASE's ``LangevinBAOAB`` whose atoms' friction can change between runs."""
+    """ASE's ``LangevinBAOAB``, optionally with the per-atom adaptive friction.
+
+    With ``tau`` (ASE time units) each step is wrapped in the adaptive friction's half
+    steps, as :class:`~boostmd.dynamics.adaptive.AdaptiveLangevin` wraps ASE's Langevin
+    step: each atom's ``xi`` (``self.xi``, inverse ASE time) settles where it cancels
+    what slightly wrong forces pump into that atom. ``tau=None``: ASE's step as it is.
+    The friction of the atoms can change between runs (``fr``, ``set_friction``, as
+    ASE's ``Langevin``), and the barostat's state is exposed for checkpoints.
+    """
+
+    def __init__(self, atoms: Atoms, timestep: float, *, tau: float | None = None, **kwargs):
+        temperature_K = kwargs["temperature_K"]
+        self.tau = check_tau(tau, temperature_K)
+        self.xi = np.zeros(len(atoms))
+        if hasattr(atoms.calc, "adopt_timestep"):  # a BoostMDCalculator
+            atoms.calc.adopt_timestep(timestep / units.fs)
+            if self.tau is not None:
+                atoms.calc.warn_pumping = False  # this friction absorbs it
+        super().__init__(atoms, timestep, **kwargs)
+        self.kinetic_target = np.full((len(atoms), 1), 3 * units.kB * temperature_K)
+        self.inverse_mu = (
+            np.zeros_like(self.kinetic_target)
+            if self.tau is None
+            else 1 / (self.kinetic_target * self.tau**2)
+        )
+
+    def step(self) -> None:
+        """One step: half the adaptive friction's update, ASE's step, the other half."""
+        if self.tau is None:
+            return super().step()
+        self._friction_half_step(first=True)
+        super().step()
+        self._friction_half_step(first=False)
+        return None
+
+    def _friction_half_step(self, first: bool) -> None:
+        momenta, xi = friction_half_step(
+            self.atoms.get_momenta(),
+            self.xi[:, None],
+            self.atoms.get_masses()[:, None],
+            self.kinetic_target,
+            self.inverse_mu,
+            self.dt / 2,
+            np.exp,
+            first,
+        )
+        self.xi = xi[:, 0]
+        self.atoms.set_momenta(momenta)
 
     @property
     def fr(self) -> float:
@@ -58,6 +109,7 @@ def langevin_npt(
     friction_per_ps: float = 1.0,
     rng: np.random.Generator | int | None = None,
     barostat_time_ps: float = BAROSTAT_TIME_PS,
+    tau_fs: float | None = None,
 ) -> LangevinNPT:
     """Langevin dynamics at ``temperature_K`` and ``pressure_GPa``, the cell's shape kept.
 
@@ -77,6 +129,8 @@ def langevin_npt(
     barostat_time_ps
         The barostat's time scale: the cell's friction is its inverse, and its mass
         ASE's heuristic for it.
+    tau_fs
+        Response time (fs) of the per-atom adaptive friction; ``None`` for none.
     """
     if not atoms.pbc.all() or atoms.cell.rank != 3:
         raise ValueError(
@@ -96,4 +150,5 @@ def langevin_npt(
             T_tau=1000 * units.fs / friction_per_ps,
             P_tau=1000 * units.fs * barostat_time_ps,
             rng=np.random.default_rng(rng),
+            tau=None if tau_fs is None else tau_fs * units.fs,
         )

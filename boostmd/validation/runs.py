@@ -203,12 +203,12 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings, batch) -> 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
     if settings.pressure_GPa is not None and not job.nve:
-        if job.checked or job.role == ADAPTIVE_REFERENCE:
+        if job.checked:
             raise ValueError(
-                f"the {job.role} run has no constant-pressure form (BoostLangevin and the "
-                "adaptive friction keep the cell): at constant pressure run --integrator ase "
-                "or none, without the reference-adaptive run"
+                "BoostLangevin keeps the cell: at constant pressure run --integrator ase "
+                "(LangevinBAOAB with the adaptive friction and BoostMDCalculator) or none"
             )
+        adaptive = job.role in (ADAPTIVE_REFERENCE, "boostmd")  # the sampler's dynamics
         return langevin_npt(
             atoms,
             settings.temperature_K,
@@ -216,6 +216,7 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
             settings.timestep_fs,
             settings.friction_per_ps,
             rng,
+            tau_fs=settings.adaptive_tau_fs if adaptive else None,
         )
     if job.checked:
         from boostmd.dynamics.md import boost_langevin

@@ -204,13 +204,14 @@ class ValidationConfig:
         """Whether the ``reference-adaptive`` run (a second noise floor) is part of it.
 
         It is, unless switched off, whenever the checked sampler runs with the adaptive
-        friction, and when only the reference runs are made (to store them).
+        friction, at constant pressure (where BoostMD runs under the adaptive friction),
+        and when only the reference runs are made (to store them).
         """
+        at_constant_pressure = self.pressure_GPa is not None  # BoostMD: adaptive NPT
         return (
             self.adaptive_reference
             and self.adaptive_tau_fs is not None
-            and self.integrator in ("checked", "both", "none")
-            and self.pressure_GPa is None  # the adaptive friction keeps the cell
+            and (self.integrator in ("checked", "both", "none") or at_constant_pressure)
         )
 
     def settings(self) -> MDSettings:
@@ -229,9 +230,9 @@ class ValidationConfig:
             )
         if self.pressure_GPa is not None and self.integrator in ("checked", "both"):
             raise ValueError(
-                f"--pressure runs ASE's LangevinBAOAB with its barostat, which drives "
-                f"BoostMDCalculator; the checked sampler ({self.integrator}) keeps the cell: "
-                "add --integrator ase (or none for the reference runs alone)"
+                f"--pressure runs ASE's LangevinBAOAB with its barostat (and the adaptive "
+                f"friction) driving BoostMDCalculator; the checked sampler ({self.integrator}) "
+                "keeps the cell: add --integrator ase (or none for the reference runs alone)"
             )
         if self.store_reference_runs and self.reference_runs is None:
             raise ValueError("--store-reference-runs needs a --reference-runs folder to write to")
