@@ -2,11 +2,11 @@
 
 Wall-clock speedup of ``boostmd.dynamics.md.boost_langevin`` with the calculator's defaults
 (checked windows, per-atom adaptive friction, energy-consistent refresh; centred frames,
-N = 20, the validated settings) over ASE's ``Langevin`` with the reference alone, 300 K,
-1 fs, 1/ps, shipped models, every call counted (reruns, frame prediction, refresh
-errors). Each system is timed in interleaved segments (reference, BoostMD, reference,
-BoostMD, ...) after warm-up steps of each (5 of the reference, ``--warm-up`` of BoostMD),
-so that load on the machine hits both alike;
+N = 10 or the interval a fit stored with the surrogate, the validated settings) over ASE's
+``Langevin`` with the reference alone, 300 K, 1 fs, 1/ps, shipped models, every call
+counted (reruns, frame prediction, refresh errors). Each system is timed in interleaved
+segments (reference, BoostMD, reference, BoostMD, ...) after warm-up steps of each (5 of
+the reference, ``--warm-up`` of BoostMD), so that load on the machine hits both alike;
 the speedup is the ratio of the summed times per step.
 
 Per system the JSON line also gives where BoostMD's time goes (``shares``: the reference
@@ -14,28 +14,37 @@ calls, the surrogate steps and evaluations, the frame preparations and the rest:
 integrator, checks and bookkeeping), the surrogate evaluations per checked window (a
 rerun window's included) and the reference calls per step. ``--box 3`` adds 27 alanine
 dipeptides on a 12 Å grid (594 atoms, one connected graph; ``boostmd_scaling.box``).
-``--interval N`` overrides the window length. Prints one JSON line.
+``--interval N`` overrides the window length. ``--structure FILE`` times a structure file
+(periodic ones in their cell; ``--repeat NX NY NZ`` tiles it) with ``--reference`` and
+``--surrogate`` (a fit's), for example water boxes with the water reference. Prints one
+JSON line.
 
     python benchmarks/boostmd_wall_clock.py --peptides ALA GLN
     python benchmarks/boostmd_wall_clock.py --peptides ALA GLN --threads 2
     python benchmarks/boostmd_wall_clock.py --peptides --box 3 --steps 60 --reference-steps 6 \\
         --segments 2 --warm-up 21
+    python benchmarks/boostmd_wall_clock.py --peptides --reference water \\
+        --surrogate fit-water64/surrogate.pt --structure examples/structures/water64.extxyz
 """
 
 import argparse
 import collections
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from ase.io import read
 from boostmd_scaling import box
 
 from boostmd import BoostMDCalculator
 from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.dynamics.md import boost_langevin, langevin, thermal_momenta
 from boostmd.dynamics.model_calls import ModelCalls
-from boostmd.forcefields.pretrained import load_pretrained
+from boostmd.dynamics.periodic import whole_molecules
+from boostmd.forcefields.pretrained import load_pretrained, load_reference
+from boostmd.forcefields.surrogate import Surrogate
 from boostmd.validation.validate import starting_dipeptide
 
 NAMES = ("reference", "boostmd")
@@ -134,11 +143,23 @@ def main():
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--interval", type=int, help="window length (default: the calculator's)")
+    parser.add_argument("--structure", nargs="*", type=Path, default=[], help="structure files")
+    parser.add_argument("--repeat", nargs=3, type=int, default=(1, 1, 1), help="tile them")
+    parser.add_argument("--reference", default="dipeptides", help="a shipped name or a file")
+    parser.add_argument("--surrogate", type=Path, help="the reference's surrogate (a fit's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    models = load_pretrained("dipeptides")
+    if args.surrogate is None:
+        models = load_pretrained(args.reference)
+    else:
+        reference = load_reference(args.reference)
+        models = reference, Surrogate.load(args.surrogate, dtype=reference.dtype)
     systems = {code: starting_dipeptide(code) for code in args.peptides}
     systems.update({f"ALA-box-{side}": box(side) for side in args.box})
+    for path in args.structure:
+        tiled = whole_molecules(read(path)).repeat(tuple(args.repeat))
+        name = path.stem if tuple(args.repeat) == (1, 1, 1) else f"{path.stem}-{len(tiled)}-atoms"
+        systems[name] = tiled
     results = {name: measure(models, atoms, args) for name, atoms in systems.items()}
     interval = BoostMDCalculator(*models, interval=args.interval).schedule.every
     print(

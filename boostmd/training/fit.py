@@ -266,7 +266,9 @@ def _reference_md(config: FitConfig, reference, structures) -> list[Path]:
     return generate_trajectories(reference, structures, md)
 
 
-def _train_round(config, reference, weights: Path, data, init: Path | None, index, clock) -> Path:
+def _train_round(
+    config, reference, weights: Path, data, init: Path | None, index, clock, reserve_s: float
+) -> Path:
     """Train (or resume training) round ``index``; returns its ``surrogate.pt``."""
     out = config.out / f"round-{index}"
     done = out / "metrics.json"
@@ -287,16 +289,25 @@ def _train_round(config, reference, weights: Path, data, init: Path | None, inde
             init=init,
             seed=config.seed + index,
             resume=(out / "checkpoint.pt").is_file(),
-            time_limit_s=max(60.0, clock.left_s - _reserve_s(config)),
+            time_limit_s=max(60.0, clock.left_s - reserve_s),
         ),
         reference,
     )
     return out / "surrogate.pt"
 
 
-def _reserve_s(config: FitConfig) -> float:
-    """Time kept back from training for a round's checks and the speedup run (a guess)."""
-    return 120.0 + 0.02 * config.check_steps * len(config.structures)
+def _reserve_s(config: FitConfig, calls_s: float) -> float:
+    """Time kept back from training for a round's checks and the speedup run.
+
+    A check run makes a reference call every ``interval`` steps (twice that with its
+    centred frames' look-ahead, counted generously) and a surrogate step otherwise (a
+    twentieth of a call, generously); the exact check run, made once, a call every step.
+    ``calls_s``: the reference's seconds per call on the structures.
+    """
+    exact_made = len(list((config.out / "exact-check").glob("*.npy")))
+    exact_calls = max(0, len(config.structures) - exact_made) * config.check_steps
+    check_calls = len(config.structures) * config.check_steps * (2 / config.interval + 0.05)
+    return 120.0 + (exact_calls + check_calls) * calls_s
 
 
 def _exact_checks(config: FitConfig, reference, data_frames) -> dict[str, np.ndarray]:
@@ -423,7 +434,8 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
         reference = load_reference(config.reference, pickled=config.pickled_reference)
     structures = read_structures(config.structures, reference)
     state = _open_folder(config, config.identity(reference, structures))
-    _check_budget(config, _seconds_per_call(reference, structures), structures)
+    calls_s = _seconds_per_call(reference, structures)
+    _check_budget(config, calls_s, structures)
     weights = _reference_weights(config, reference)
     runs = _reference_md(config, reference, structures)
     if config.stiffness_frames:
@@ -446,7 +458,7 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
             data += [Path(p) for p in done["windows"]]
             surrogate_path = Path(done["surrogate"])
             continue
-        if index and not _round_fits(config, clock, state):
+        if index and not _round_fits(config, clock, state, _reserve_s(config, calls_s)):
             logger.info("no time left for round %d of the fit", index + 1)
             break
         windows = []
@@ -454,7 +466,14 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
             windows = _windows(config, reference, surrogate_path, runs, index)
             data += windows
         surrogate_path = _train_round(
-            config, reference, weights, data, surrogate_path or init, index, clock
+            config,
+            reference,
+            weights,
+            data,
+            surrogate_path or init,
+            index,
+            clock,
+            _reserve_s(config, calls_s),
         )
         surrogate = Surrogate.load(surrogate_path, dtype=reference.dtype)
         checks = _check(config, reference, surrogate, frames, config.interval)
@@ -472,13 +491,13 @@ def fit(config: FitConfig, reference: MACEReference | None = None) -> dict:
     return _finish(config, reference, surrogate_path, frames, state, clock)
 
 
-def _round_fits(config: FitConfig, clock: _Clock, state: dict) -> bool:
+def _round_fits(config: FitConfig, clock: _Clock, state: dict, reserve_s: float) -> bool:
     """Whether another round (windows, fine-tune, check) fits in the time left."""
     rounds = state["rounds"]
     if not rounds:
         return True
     last = rounds[-1]["seconds"] - (rounds[-2]["seconds"] if len(rounds) > 1 else 0)
-    return clock.left_s > min(last, 0.6 * 60 * config.budget_minutes) + _reserve_s(config)
+    return clock.left_s > min(last, 0.6 * 60 * config.budget_minutes) + reserve_s
 
 
 def _windows(config, reference, surrogate_path: Path, runs: list[Path], index: int) -> list[Path]:
