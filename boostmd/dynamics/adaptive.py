@@ -50,7 +50,13 @@ import torch
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 
-__all__ = ["DEFAULT_TAU_FS", "AdaptiveLangevin", "check_rng", "friction_half_step"]
+__all__ = [
+    "DEFAULT_TAU_FS",
+    "AdaptiveFriction",
+    "AdaptiveLangevin",
+    "check_rng",
+    "friction_half_step",
+]
 
 # The response time the validation passes with (README, "Sampling at 1/ps").
 DEFAULT_TAU_FS = 100.0
@@ -126,7 +132,29 @@ def check_tau(tau: Any, temperature_K: float) -> float | None:
     return float(tau)
 
 
-class AdaptiveLangevin(Langevin):
+class AdaptiveFriction:
+    """The adaptive friction's half step ``D`` for an ASE integrator that wraps its step in it.
+
+    The integrator holds ``xi`` ``(n,)``, ``kinetic_target`` and ``inverse_mu`` ``(n, 1)``
+    and ASE's ``atoms`` and ``dt``.
+    """
+
+    def _friction_half_step(self, first: bool) -> None:
+        momenta, xi = friction_half_step(
+            self.atoms.get_momenta(),
+            self.xi[:, None],
+            self.atoms.get_masses()[:, None],
+            self.kinetic_target,
+            self.inverse_mu,
+            self.dt / 2,
+            _exp,
+            first,
+        )
+        self.xi = xi[:, 0]
+        self.atoms.set_momenta(momenta)
+
+
+class AdaptiveLangevin(AdaptiveFriction, Langevin):
     """ASE's Langevin dynamics with a per-atom adaptive friction ``xi`` (see the module).
 
     Any ASE calculator. With ``tau=None`` it is :class:`ase.md.langevin.Langevin`.
@@ -226,17 +254,3 @@ class AdaptiveLangevin(Langevin):
         forces = super().step(forces)
         self._friction_half_step(first=False)
         return forces
-
-    def _friction_half_step(self, first: bool) -> None:
-        momenta, xi = friction_half_step(
-            self.atoms.get_momenta(),
-            self.xi[:, None],
-            self.masses,
-            self.kinetic_target,
-            self.inverse_mu,
-            self.dt / 2,
-            _exp,
-            first,
-        )
-        self.xi = xi[:, 0]
-        self.atoms.set_momenta(momenta)

@@ -19,14 +19,14 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.langevinbaoab import LangevinBAOAB
 
-from boostmd.dynamics.adaptive import check_tau, friction_half_step
+from boostmd.dynamics.adaptive import AdaptiveFriction, check_tau
 
 __all__ = ["BAROSTAT_TIME_PS", "LangevinNPT", "langevin_npt"]
 
 BAROSTAT_TIME_PS = 1.0  # the barostat's time scale: the cell's friction is its inverse
 
 
-class LangevinNPT(LangevinBAOAB):
+class LangevinNPT(AdaptiveFriction, LangevinBAOAB):
     """ASE's ``LangevinBAOAB``, optionally with the per-atom adaptive friction.
 
     With ``tau`` (ASE time units) each step is wrapped in the adaptive friction's half
@@ -61,20 +61,6 @@ class LangevinNPT(LangevinBAOAB):
         super().step()
         self._friction_half_step(first=False)
         return None
-
-    def _friction_half_step(self, first: bool) -> None:
-        momenta, xi = friction_half_step(
-            self.atoms.get_momenta(),
-            self.xi[:, None],
-            self.atoms.get_masses()[:, None],
-            self.kinetic_target,
-            self.inverse_mu,
-            self.dt / 2,
-            np.exp,
-            first,
-        )
-        self.xi = xi[:, 0]
-        self.atoms.set_momenta(momenta)
 
     @property
     def fr(self) -> float:
