@@ -117,3 +117,34 @@ def thermal(atoms, temperature_K):
     masses = atoms.get_masses()[:, None]
     momenta = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature_K)
     return momenta - momenta.sum(axis=0) / len(atoms)
+
+
+def test_boostmd_runs_at_constant_pressure_under_the_adaptive_friction(tmp_path):
+    """The shipped models on ALA in a periodic box: BoostMD's NPT run, as a user makes it."""
+    from boostmd.forcefields.pretrained import MODELS_DIR
+    from boostmd.validation.validate import starting_dipeptide
+
+    alanine = starting_dipeptide("ALA")
+    alanine.center(vacuum=4.0)
+    alanine.pbc = True
+    write(tmp_path / "ala-box.extxyz", alanine)
+    config = ValidationConfig(
+        out=tmp_path / "out",
+        structure=tmp_path / "ala-box.extxyz",
+        surrogate=MODELS_DIR / "dipeptides-surrogate.pt",
+        pressure_GPa=0.0,
+        integrator="ase",
+        steps=20,
+        equilibration_steps=0,
+        replicas=1,
+        nve_steps=0,
+        interval=10,
+        checkpoint_every=10,
+        batch=False,
+        reference_runs=None,
+    )
+    (report,) = validate(config)
+    assert report["samplers"]["boostmd"]["reference_calls"] < 20  # windows ran
+    run = np.load(tmp_path / "out" / "checkpoints" / "ala-box-boostmd-0.npz")
+    assert np.ptp(run["density"]) > 0 and np.abs(run["xi"]).max() > 0
+    assert np.isfinite(run["pressure"]).all()  # the surrogate steps give the stress too
