@@ -7,6 +7,16 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit claims hold with one thread: with more, torch's CPU kernels can add up
+    in an order that depends on the machine's load (seen: forces 6e-8 eV/Å apart)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request):
     return request.param

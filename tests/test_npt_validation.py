@@ -43,7 +43,7 @@ def test_the_checked_sampler_is_refused_at_constant_pressure(tmp_path):
 
 
 def test_constant_pressure_runs_judge_the_density_and_resume_bit_for_bit(
-    box_file, tmp_path, monkeypatch
+    box_file, tmp_path, monkeypatch, one_thread
 ):
     def config(out):
         return ValidationConfig(

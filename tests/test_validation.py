@@ -591,16 +591,6 @@ def test_an_error_target_sets_the_window_lengths_and_is_checkpointed(models, tmp
     assert "per window for 1e-09 meV RMS dE" in (tmp_path / "summary.md").read_text()
 
 
-@pytest.fixture
-def one_thread():
-    """Bit-for-bit claims hold with one thread: with more, torch's CPU kernels can add up
-    in an order that depends on the machine's load (seen: forces 6e-8 eV/Å apart)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_interrupted_validation_resumes_to_the_same_result(
     models, tmp_path, monkeypatch, one_thread
 ):
