@@ -22,6 +22,23 @@ def box_file(tmp_path_factory):
     return path
 
 
+def _tiny_npt(out, structure, **settings) -> ValidationConfig:
+    """A validation of 20 steps per run, one replica, no NVE run, resumable every 10."""
+    return ValidationConfig(
+        out=out,
+        structure=structure,
+        steps=20,
+        equilibration_steps=0,
+        replicas=1,
+        nve_steps=0,
+        interval=10,
+        checkpoint_every=10,
+        batch=False,
+        reference_runs=None,
+        **settings,
+    )
+
+
 def test_the_npt_integrator_takes_lab_units_and_needs_a_periodic_cell():
     box = water_box(8, seed=1)
     box.calc = LennardJones(sigma=3.0, epsilon=0.01, rc=3.5)
@@ -46,21 +63,7 @@ def test_constant_pressure_runs_judge_the_density_and_resume_bit_for_bit(
     box_file, tmp_path, monkeypatch, one_thread
 ):
     def config(out):
-        return ValidationConfig(
-            out=out,
-            structure=box_file,
-            reference="water",
-            integrator="none",
-            pressure_GPa=1.0,
-            steps=20,
-            equilibration_steps=0,
-            replicas=1,
-            nve_steps=0,
-            interval=10,
-            checkpoint_every=10,
-            batch=False,
-            reference_runs=None,
-        )
+        return _tiny_npt(out, box_file, reference="water", integrator="none", pressure_GPa=1.0)
 
     (uninterrupted,) = validate(config(tmp_path / "a"))
     assert np.isfinite(uninterrupted["reference_2_vs_reference"]["density_g_cm3"])
@@ -128,20 +131,12 @@ def test_boostmd_runs_at_constant_pressure_under_the_adaptive_friction(tmp_path)
     alanine.center(vacuum=4.0)
     alanine.pbc = True
     write(tmp_path / "ala-box.extxyz", alanine)
-    config = ValidationConfig(
-        out=tmp_path / "out",
-        structure=tmp_path / "ala-box.extxyz",
+    config = _tiny_npt(
+        tmp_path / "out",
+        tmp_path / "ala-box.extxyz",
         surrogate=MODELS_DIR / "dipeptides-surrogate.pt",
-        pressure_GPa=0.0,
         integrator="ase",
-        steps=20,
-        equilibration_steps=0,
-        replicas=1,
-        nve_steps=0,
-        interval=10,
-        checkpoint_every=10,
-        batch=False,
-        reference_runs=None,
+        pressure_GPa=0.0,
     )
     (report,) = validate(config)
     assert report["samplers"]["boostmd"]["reference_calls"] < 20  # windows ran
