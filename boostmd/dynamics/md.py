@@ -14,6 +14,7 @@ __all__ = [
     "ase_units",
     "boost_langevin",
     "group_temperatures",
+    "kinetic_temperatures",
     "langevin",
     "thermal_momenta",
     "window_schedule",
@@ -36,14 +37,19 @@ def thermal_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator
         thermalize_momenta(atoms, temperature_K, rng=rng)
 
 
-def group_temperatures(atoms: Atoms) -> tuple[float, float]:
-    """Kinetic temperature (K) of the hydrogens and of the heavy atoms (``nan`` if none)."""
+def kinetic_temperatures(atoms: Atoms, groups) -> tuple[float, ...]:
+    """Kinetic temperature (K) of each group of atoms (boolean masks; ``nan`` if empty)."""
     kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
-    hydrogen = atoms.numbers == 1
     return tuple(
         float(kinetic[group].mean() / (1.5 * units.kB)) if group.any() else float("nan")
-        for group in (hydrogen, ~hydrogen)
+        for group in groups
     )
+
+
+def group_temperatures(atoms: Atoms) -> tuple[float, float]:
+    """Kinetic temperature (K) of the hydrogens and of the heavy atoms (``nan`` if none)."""
+    hydrogen = atoms.numbers == 1
+    return kinetic_temperatures(atoms, (hydrogen, ~hydrogen))
 
 
 def window_schedule(interval: int, target_error_meV: float | None = None):

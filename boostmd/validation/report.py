@@ -113,7 +113,7 @@ from boostmd.validation.sampling import (
     ramachandran_histogram,
     wasserstein,
 )
-from boostmd.validation.structure import PAIR_EVERY, histogram_w1
+from boostmd.validation.structure import histogram_rows, histogram_w1
 
 __all__ = [
     "BOND_METRICS",
@@ -260,19 +260,15 @@ def sampled_observables(runs: list[dict], skip: int, interval: int) -> dict[str,
     return observables
 
 
-def _bond_w1_mA(a: list[dict], b: list[dict], key: str, skip: int) -> float:
+def _column_w1(a: list[dict], b: list[dict], key: str, skip: int) -> float:
+    """Mean over the columns of ``key`` (bonds, angles) of each one's W1 between two roles.
+
+    ``nan`` when a run did not keep ``key`` (angles: runs of older versions), the
+    structure has no such column, or a role has no frames.
+    """
+    if not all(key in run for run in (*a, *b)):
+        return math.nan
     first, second = _pooled_bonds(a, key, skip), _pooled_bonds(b, key, skip)
-    if first.shape[1] == 0:
-        return math.nan
-    distances = [wasserstein(first[:, j], second[:, j]) for j in range(first.shape[1])]
-    return 1000 * float(np.mean(distances))
-
-
-def _angle_w1_deg(a: list[dict], b: list[dict], skip: int) -> float:
-    """Mean over the bond angles of each angle's W1 between the two roles (nan: not kept)."""
-    if not all("angles" in run for run in (*a, *b)):
-        return math.nan
-    first, second = _pooled_bonds(a, "angles", skip), _pooled_bonds(b, "angles", skip)
     if first.shape[1] == 0 or not len(first) or not len(second):
         return math.nan
     return float(np.mean([wasserstein(first[:, j], second[:, j]) for j in range(first.shape[1])]))
@@ -282,7 +278,7 @@ def _pair_distance_w1_mA(a: list[dict], b: list[dict], skip: int) -> float:
     """W1 of the pooled intermolecular heavy-atom distances (nan: none, or not kept)."""
     if not all("pair_counts" in run for run in (*a, *b)):
         return math.nan
-    first_row = -(-skip // PAIR_EVERY)  # histograms are kept every PAIR_EVERY-th frame
+    first_row = histogram_rows(skip)  # the histograms of frames before skip
     counts = [
         np.concatenate([np.asarray(r["pair_counts"])[first_row:] for r in runs]) for runs in (a, b)
     ]
@@ -330,9 +326,9 @@ def compare_runs(
         first, second = _pooled(reference, key, skip), _pooled(other, key, skip)
         valid = len(first) and len(second) and np.isfinite([first.mean(), second.mean()]).all()
         values[metric] = abs(float(second.mean() - first.mean())) if valid else math.nan
-    values["bond_xh_w1_mA"] = _bond_w1_mA(reference, other, "bonds_xh", skip)
-    values["bond_heavy_w1_mA"] = _bond_w1_mA(reference, other, "bonds_heavy", skip)
-    values["angle_w1_deg"] = _angle_w1_deg(reference, other, skip)
+    values["bond_xh_w1_mA"] = 1000 * _column_w1(reference, other, "bonds_xh", skip)
+    values["bond_heavy_w1_mA"] = 1000 * _column_w1(reference, other, "bonds_heavy", skip)
+    values["angle_w1_deg"] = _column_w1(reference, other, "angles", skip)
     values["pair_distance_w1_mA"] = _pair_distance_w1_mA(reference, other, skip)
     values["density_g_cm3"] = math.nan
     if _volume_changes(reference) and all("density" in run for run in other):

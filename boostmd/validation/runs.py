@@ -55,6 +55,7 @@ from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.md import (
     ase_units,
     group_temperatures,
+    kinetic_temperatures,
     langevin,
     thermal_momenta,
     window_schedule,
@@ -69,6 +70,7 @@ from boostmd.validation.structure import (
     IntermolecularPairs,
     bond_angle_triples,
     bond_angles,
+    histogram_rows,
 )
 
 __all__ = ["Dihedrals", "Job", "MDSettings", "job_result", "load_checkpoint", "roles", "run_job"]
@@ -347,8 +349,7 @@ class _Recorder:
         if "pressure" in kept:
             values["pressure"].append(_pressure_GPa(atoms, results))
         if "temperature_elements" in kept:
-            kinetic = 0.5 * (atoms.get_momenta() ** 2).sum(axis=1) / atoms.get_masses()
-            per_element = [kinetic[e].mean() / (1.5 * units.kB) for e in self.elements]
+            per_element = kinetic_temperatures(atoms, self.elements)
             values["temperature_elements"].append(np.asarray(per_element, dtype=np.float32))
         if "angles" in kept:
             angles = bond_angles(atoms.positions, self.triples)
@@ -680,7 +681,7 @@ def job_result(job: Job, saved: dict) -> dict:
             if key in saved
         },
         **(
-            {"pair_counts": saved["pair_counts"][: None if end is None else -(-end // PAIR_EVERY)]}
+            {"pair_counts": saved["pair_counts"][: None if end is None else histogram_rows(end)]}
             if "pair_counts" in saved
             else {}
         ),

@@ -34,6 +34,7 @@ __all__ = [
     "IntermolecularPairs",
     "bond_angle_triples",
     "bond_angles",
+    "histogram_rows",
     "histogram_w1",
     "radial_distribution",
 ]
@@ -123,6 +124,17 @@ class IntermolecularPairs:
             vectors, _ = find_mic(vectors, self.cell if cell is None else cell, self.pbc)
         counts, _ = np.histogram(np.linalg.norm(vectors, axis=1), bins=self.edges)
         return counts.astype(np.int32)
+
+
+def histogram_rows(frames: int) -> int:
+    """Return how many histograms a run keeps of its first ``frames`` frames.
+
+    One every :data:`PAIR_EVERY` frames, from frame 0.
+
+    >>> histogram_rows(0), histogram_rows(1), histogram_rows(10), histogram_rows(11)
+    (0, 1, 1, 2)
+    """
+    return -(-frames // PAIR_EVERY)
 
 
 def histogram_w1(first: np.ndarray, second: np.ndarray, width: float = PAIR_BIN) -> float:
