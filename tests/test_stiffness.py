@@ -122,6 +122,24 @@ def test_stiffness_labels_pull_the_surrogates_curvature_to_the_reference(
     measured = bond_stiffness(reference, fitted, frames, topology=BondTopology.of(ethanol))
     assert measured.reference.shape == measured.surrogate.shape == (2, len(trajectory.stiffness[1]))
     assert np.isfinite(measured.ratio("heavy"))
+    _a_step_fits_an_unbiased_subset_of_the_bonds(fitted, trajectory)
+
+
+def _a_step_fits_an_unbiased_subset_of_the_bonds(surrogate, trajectory):
+    """The loss on a few random bonds of a frame averages to the loss on all of them."""
+    import boostmd.training.train as training
+
+    dtype = surrogate.feature_in.weight.dtype
+    every_bond = training.STIFFNESS_BONDS_PER_STEP
+    full = float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype))
+    training.STIFFNESS_BONDS_PER_STEP = 2
+    try:
+        draws = [float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype))
+                 for _ in range(300)]  # fmt: skip
+    finally:
+        training.STIFFNESS_BONDS_PER_STEP = every_bond
+    assert len(trajectory.stiffness[1]) > 2 * 2  # a real subset
+    assert np.mean(draws) == pytest.approx(full, rel=3 * np.std(draws) / np.sqrt(300) / full)
 
 
 def test_the_train_command_labels_runs_when_asked(ethanol, reference, tmp_path):
