@@ -139,11 +139,21 @@ def test_evaluate_reports_stress_errors_for_bulk_cells():
     assert "stress_rmse_GPa" not in evaluate(model, [molecule])
 
 
-def test_the_water_reference_ships_without_a_surrogate_and_says_how_to_fit_one():
-    from boostmd.forcefields.pretrained import load_pretrained
+def test_a_reference_shipped_without_a_surrogate_says_how_to_fit_one(monkeypatch):
+    from boostmd.forcefields import pretrained
 
-    with pytest.raises(ValueError, match=r"boostmd\.fit --reference water --structure"):
-        load_pretrained("water")
+    bare = ("water-reference.pt", None, "python -m boostmd.make_reference --model water")
+    monkeypatch.setitem(pretrained.PRETRAINED, "bare", bare)
+    with pytest.raises(ValueError, match=r"boostmd\.fit --reference bare --structure"):
+        pretrained.load_pretrained("bare")
+
+
+def test_the_water_surrogate_ships_for_the_water_reference():
+    from boostmd.forcefields.pretrained import load_pretrained, shipped_surrogate_for
+
+    reference, surrogate = load_pretrained("water")
+    assert surrogate.config.reference_fingerprint == reference.fingerprint
+    assert shipped_surrogate_for(reference) is not None  # what water fits fine-tune from
 
 
 def test_the_shipped_water_reference_gives_a_stress_and_refuses_the_dipeptide_surrogate():

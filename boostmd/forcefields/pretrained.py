@@ -2,11 +2,11 @@
 
 A command's ``--reference MODEL`` is one of three things (:func:`load_reference`): the
 name of a shipped reference (``dipeptides``; ``water``, for liquid water and solvated
-dipeptides in periodic cells, which ships without a surrogate), a weights file written by
-:func:`boostmd.forcefields.mace_io.save_mace` (safe to load), or, with ``pickled=True``
-(``--pickled-reference``), a mace-torch ``.model`` file, which is a pickled module and
-runs code from the file when loaded: that flag is the user's explicit choice to trust it.
-:func:`convert_reference` turns such a file into safe weights once.
+dipeptides in periodic cells, with a surrogate fitted to small boxes of both), a weights
+file written by :func:`boostmd.forcefields.mace_io.save_mace` (safe to load), or, with
+``pickled=True`` (``--pickled-reference``), a mace-torch ``.model`` file, which is a
+pickled module and runs code from the file when loaded: that flag is the user's explicit
+choice to trust it. :func:`convert_reference` turns such a file into safe weights once.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ PRETRAINED = {
     ),
     "water": (
         "water-reference.pt",
-        None,
-        "python -m boostmd.make_reference --model water",
+        "water-surrogate.pt",
+        "python -m boostmd.make_reference --model water; python -m boostmd.fit --reference "
+        "water (the commands in models/water-surrogate.json)",
     ),
 }
 

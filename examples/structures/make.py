@@ -2,7 +2,8 @@
 
 The molecules from their SMILES with RDKit; the TRP dipeptide (the shipped surrogate never
 saw it) as the validation builds it; 64 waters, and ALA in 100 waters, in periodic cubic
-cells at 1.0 g/cm^3 (extxyz, which keeps the cell), packed by
+cells at 1.0 g/cm^3 (and the smaller boxes of the water reference's own data, 16 waters
+and ALA in 26, on which the shipped water surrogate is fitted; extxyz, which keeps the cell), packed by
 :mod:`boostmd.forcefields.water` and relaxed with the shipped water reference.
 
 python examples/structures/make.py
@@ -49,6 +50,10 @@ def relaxed(atoms):
 
 
 WATER_BOXES = {
+    # the boxes of the shipped water reference's own data, on which its surrogate is fitted
+    "water16": water_box(16, density=1.0, seed=0),
+    "ala-water26": solvated(starting_dipeptide("ALA"), 26, density=1.0, seed=0),
+    # the validated boxes
     "water64": water_box(64, density=1.0, seed=0),
     "ala-water100": solvated(starting_dipeptide("ALA"), 100, density=1.0, seed=0),
 }
