@@ -204,8 +204,10 @@ def test_the_reference_is_a_shipped_name_or_a_file_with_its_surrogate(shipped, a
             out=tmp_path, reference=spec, surrogate=SHIPPED[1], pickled_reference=pickled
         )
         assert _models(config)[0] is reference and asked[-1] == (spec, pickled)
+    # a shipped name alone takes its shipped surrogate; a file alone needs one
+    assert _models(ValidationConfig(out=tmp_path, reference="dipeptides"))[1] is shipped[1]
     with pytest.raises(ValueError, match="needs its surrogate: pass --surrogate"):
-        _models(ValidationConfig(out=tmp_path, reference="dipeptides"))
+        _models(ValidationConfig(out=tmp_path, reference="mine.pt"))
     with pytest.raises(ValueError, match="--pickled-reference needs --reference"):
         _models(ValidationConfig(out=tmp_path, surrogate=SHIPPED[1], pickled_reference=True))
     trained = Surrogate.load(SHIPPED[1])

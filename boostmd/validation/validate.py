@@ -27,8 +27,9 @@ defines the metrics).
     python -m boostmd.validate --preset standard --peptide GLN --workers 2
     torchrun --nproc-per-node 2 -m boostmd.validate --preset long --peptide ALA
 
-``--reference`` names a shipped reference (``dipeptides``, the default), a boostmd weights
-file, or with ``--pickled-reference`` a mace-torch ``.model``. The phi/psi metrics need
+``--reference`` names a shipped reference (``dipeptides``, the default; ``water``), a
+boostmd weights file, or with ``--pickled-reference`` a mace-torch ``.model``; a shipped
+name without ``--surrogate`` takes its shipped surrogate. The phi/psi metrics need
 dihedrals: a capped dipeptide's backbone is found on its own, another molecule's are
 given with ``--phi``/``--psi``; without them (or with ``--no-dihedrals``) those metrics
 are reported as not computed, and the verdict rests on the others (the bond lengths at
@@ -370,24 +371,26 @@ def _structure_dihedrals(atoms: Atoms, config: ValidationConfig) -> Dihedrals:
 
 
 def _models(config: ValidationConfig):
-    """Load the reference and surrogate: the user's, or the shipped dipeptide models.
+    """Load the reference and surrogate: the user's, or shipped models.
 
     The reference runs alone (``integrator="none"``) need no surrogate: ``--reference``
-    alone is then enough.
+    alone is then enough. A shipped reference's name alone (``--reference water``) takes
+    its shipped surrogate; neither, the shipped dipeptide models.
     """
     from boostmd.dynamics.calculator import check_compatible
-    from boostmd.forcefields.pretrained import load_pretrained, load_reference
+    from boostmd.forcefields.pretrained import PRETRAINED, load_pretrained, load_reference
     from boostmd.forcefields.surrogate import Surrogate
 
     if config.surrogate is None:
         if config.reference is not None and config.integrator == "none":
             return load_reference(config.reference, pickled=config.pickled_reference), None
-        if config.reference is not None:
+        shipped = str(config.reference) in PRETRAINED and not config.pickled_reference
+        if config.reference is not None and not shipped:
             raise ValueError(
                 f"--reference {config.reference} needs its surrogate: pass --surrogate FILE "
                 "too, or leave both out for the shipped dipeptide models"
             )
-        return load_pretrained("dipeptides")
+        return load_pretrained(str(config.reference or "dipeptides"))
     if config.pickled_reference and config.reference is None:
         raise ValueError("--pickled-reference needs --reference FILE.model to load")
     reference = load_reference(config.reference or "dipeptides", pickled=config.pickled_reference)
@@ -767,7 +770,8 @@ def _parser() -> argparse.ArgumentParser:
         "--surrogate",
         type=Path,
         help="the reference's surrogate (a file of Surrogate.save, e.g. python -m "
-        "boostmd.fit's); leave out both for the shipped dipeptide models",
+        "boostmd.fit's); without it a shipped --reference takes its shipped surrogate, "
+        "and leaving out both means the shipped dipeptide models",
     )
     parser.add_argument(
         "--pickled-reference",
