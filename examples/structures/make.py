@@ -2,9 +2,10 @@
 
 The molecules from their SMILES with RDKit; the TRP dipeptide (the shipped surrogate never
 saw it) as the validation builds it; 64 waters, and ALA in 100 waters, in periodic cubic
-cells at 1.0 g/cm^3 (and the smaller boxes of the water reference's own data, 16 waters
-and ALA in 26, on which the shipped water surrogate is fitted; extxyz, which keeps the cell), packed by
-:mod:`boostmd.forcefields.water` and relaxed with the shipped water reference.
+cells at 1.0 g/cm^3 (extxyz, which keeps the cell), packed by
+:mod:`boostmd.forcefields.water` and relaxed with the shipped water reference; and the
+smaller boxes of the water reference's own data (16 waters, ALA in 26), on which the
+shipped water surrogate is fitted.
 
 python examples/structures/make.py
 """
