@@ -131,10 +131,10 @@ def _a_step_fits_an_unbiased_subset_of_the_bonds(surrogate, trajectory):
 
     dtype = surrogate.feature_in.weight.dtype
     every_bond = training.STIFFNESS_BONDS_PER_STEP
-    full = float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype))
+    full = float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype).detach())
     training.STIFFNESS_BONDS_PER_STEP = 2
     try:
-        draws = [float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype))
+        draws = [float(training._stiffness_loss(surrogate, [trajectory], (0, 1), dtype).detach())
                  for _ in range(300)]  # fmt: skip
     finally:
         training.STIFFNESS_BONDS_PER_STEP = every_bond
