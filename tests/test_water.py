@@ -167,3 +167,15 @@ def test_the_shipped_water_reference_gives_a_stress_and_refuses_the_dipeptide_su
     _, dipeptide_surrogate = load_pretrained("dipeptides")
     with pytest.raises(ValueError, match="trained for reference model"):
         BoostMDCalculator(water, dipeptide_surrogate)
+
+
+def test_a_shipped_surrogate_that_failed_its_validation_says_so_once(caplog, monkeypatch):
+    from boostmd.forcefields import pretrained
+
+    monkeypatch.setattr(pretrained, "_WARNED", set())  # as in a fresh process
+    with caplog.at_level("WARNING", logger="boostmd.forcefields.pretrained"):
+        pretrained.load_pretrained("water")
+        pretrained.load_pretrained("water")
+        pretrained.load_pretrained("dipeptides")  # validated: no word
+    warnings = [r for r in caplog.records if "has not passed the sampling validation" in r.message]
+    assert len(warnings) == 1 and "water-surrogate.pt" in warnings[0].message

@@ -11,6 +11,8 @@ choice to trust it. :func:`convert_reference` turns such a file into safe weight
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +29,8 @@ __all__ = [
     "load_reference",
     "shipped_surrogate_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).parent / "models"
 PRETRAINED = {
@@ -89,7 +93,29 @@ def load_pretrained(
     surrogate_file = _shipped_file(name, 1)
     reference = MACEReference.load(_shipped_file(name, 0), device=device, dtype=dtype)
     surrogate = Surrogate.load(surrogate_file, device=device, dtype=reference.dtype)
+    _warn_if_not_validated(surrogate_file)
     return reference, surrogate
+
+
+_WARNED: set[Path] = set()
+
+
+def _warn_if_not_validated(surrogate_file: Path) -> None:
+    """Say once per file when its model card records a failed sampling validation."""
+    card = surrogate_file.with_suffix(".json")
+    if surrogate_file in _WARNED or not card.is_file():
+        return
+    validation = json.loads(card.read_text()).get("validation")
+    if validation is None or validation.get("verdict") == "pass":
+        return
+    _WARNED.add(surrogate_file)
+    logger.warning(
+        "the shipped surrogate %s has not passed the sampling validation: %s (%s). It runs "
+        "and pays, but check what you sample with python -m boostmd.validate",
+        surrogate_file.name,
+        validation.get("summary", validation.get("verdict")),
+        validation.get("report", "no report"),
+    )
 
 
 def load_reference(
