@@ -171,6 +171,40 @@ def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
     assert torch.all(tuned.feature_mean == 0.25)  # and its feature normalisation is kept
 
 
+def test_a_fine_tune_that_only_harms_returns_its_start(workspace, tmp_path):
+    _, _, reference_path, paths = workspace
+    trained = TrainConfig(
+        reference=reference_path,
+        data=paths,
+        out=tmp_path / "start",
+        max_k=4,
+        epochs=3,
+        batch_size=8,
+        num_channels=4,
+        hidden_dim=16,
+    )
+    train(trained)
+    start = Surrogate.load(tmp_path / "start" / "surrogate.pt")
+    harmful = TrainConfig(
+        reference=reference_path,
+        data=paths,
+        out=tmp_path / "tuned",
+        max_k=4,
+        epochs=1,
+        batch_size=8,
+        lr=0.05,  # the first steps throw the weights far off
+        init=tmp_path / "start" / "surrogate.pt",
+    )
+    train(harmful)
+    history = [json.loads(line) for line in (tmp_path / "tuned" / "history.jsonl").open()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0]["train_loss"] is None  # epoch 0 scores the start, untrained
+    assert history[1]["valid_force_rmse_eV_per_A"] > 3 * history[0]["valid_force_rmse_eV_per_A"]
+    tuned = Surrogate.load(tmp_path / "tuned" / "surrogate.pt")
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(tuned.state_dict()[name], value, rtol=0, atol=0)
+
+
 def test_windows_that_break_the_molecule_are_left_out(shipped_runs, tmp_path):
     reference, paths = shipped_runs
     torch.manual_seed(0)

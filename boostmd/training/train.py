@@ -456,6 +456,43 @@ def _initial_surrogate(
     return surrogate
 
 
+def _judge_epoch(
+    surrogate: Surrogate, trajectories, valid_pairs, config: TrainConfig, state: dict, loss: float
+) -> None:
+    """Score ``surrogate`` on the validation pairs, keep it if best, append to the history.
+
+    Selection is by the training objective on the validation pairs; ``state["epoch"]``
+    is the epoch just finished (0: the starting surrogate of a fine-tune).
+    """
+    surrogate.eval()
+    by_k, energy_by_k = rmse_by_k(surrogate, trajectories, valid_pairs)
+    valid_rmse = math.sqrt(float(np.mean(np.square(list(by_k.values())))))
+    valid_energy_rmse = math.sqrt(float(np.mean(np.square(list(energy_by_k.values())))))
+    valid_loss = config.energy_weight * valid_energy_rmse**2 + config.forces_weight * (
+        valid_rmse**2 / 3
+    )
+    improved = valid_loss < state["best"]
+    state["best"] = min(state["best"], valid_loss)
+    state["stale"] = 0 if improved or state["epoch"] == 0 else state["stale"] + 1
+    if improved:
+        surrogate.save(config.out / "surrogate.pt", overwrite=True)
+    record = {
+        "epoch": state["epoch"],
+        "train_loss": None if math.isnan(loss) else loss,
+        "valid_force_rmse_eV_per_A": valid_rmse,
+        "valid_energy_rmse_eV": valid_energy_rmse,
+    }
+    with (config.out / "history.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    logger.info(
+        "epoch %d: train loss %.4g, validation force RMSE %.1f meV/Å, energy RMSE %.1f meV",
+        state["epoch"],
+        loss,
+        1000 * valid_rmse,
+        1000 * valid_energy_rmse,
+    )
+
+
 def train(config: TrainConfig, reference: MACEReference | None = None) -> dict:
     """Train (or resume training) a surrogate; returns the final metrics.
 
@@ -497,7 +534,10 @@ def train(config: TrainConfig, reference: MACEReference | None = None) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         logger.info("resuming at epoch %d", state["epoch"])
-    history = config.out / "history.jsonl"
+    if config.init is not None and state["epoch"] == 0 and math.isinf(state["best"]):
+        # The starting surrogate is the first candidate: a fine-tune that only makes it
+        # worse on this data returns it unchanged.
+        _judge_epoch(surrogate, trajectories, valid_pairs, config, state, math.nan)
     dtype = surrogate.feature_in.weight.dtype
     labelled = _labelled_frames(trajectories) if config.stiffness_weight > 0 else []
 
@@ -527,39 +567,8 @@ def train(config: TrainConfig, reference: MACEReference | None = None) -> dict:
             losses.append(float(loss.detach()))
             progress.set_postfix(loss=f"{losses[-1]:.4g}")
         scheduler.step()
-        surrogate.eval()
-        by_k, energy_by_k = rmse_by_k(surrogate, trajectories, valid_pairs)
-        valid_rmse = math.sqrt(float(np.mean(np.square(list(by_k.values())))))
-        valid_energy_rmse = math.sqrt(float(np.mean(np.square(list(energy_by_k.values())))))
-        # Select by the training objective on the validation pairs.
-        valid_loss = config.energy_weight * valid_energy_rmse**2 + config.forces_weight * (
-            valid_rmse**2 / 3
-        )
         state["epoch"] += 1
-        improved = valid_loss < state["best"]
-        state["best"] = min(state["best"], valid_loss)
-        state["stale"] = 0 if improved else state["stale"] + 1
-        if improved:
-            surrogate.save(config.out / "surrogate.pt", overwrite=True)
-        with history.open("a") as handle:
-            handle.write(
-                json.dumps(
-                    {
-                        "epoch": state["epoch"],
-                        "train_loss": np.mean(losses),
-                        "valid_force_rmse_eV_per_A": valid_rmse,
-                        "valid_energy_rmse_eV": valid_energy_rmse,
-                    }
-                )
-                + "\n"
-            )
-        logger.info(
-            "epoch %d: train loss %.4g, validation force RMSE %.1f meV/Å, energy RMSE %.1f meV",
-            state["epoch"],
-            np.mean(losses),
-            1000 * valid_rmse,
-            1000 * valid_energy_rmse,
-        )
+        _judge_epoch(surrogate, trajectories, valid_pairs, config, state, float(np.mean(losses)))
         torch.save(
             {
                 "model": surrogate.state_dict(),
