@@ -22,6 +22,7 @@ from boostmd.validation.report import (
     METRICS,
     SPARSE,
     TOLERANCES,
+    adaptive_friction_stats,
     judge,
     refresh_error_stats,
     summary_markdown,
@@ -838,3 +839,14 @@ def test_a_checkpoint_from_another_starting_structure_is_not_resumed(reference, 
         runs.run_job(job, moved, dihedrals, reference, None, settings, tmp_path)
     again = runs.run_job(job, atoms, dihedrals, reference, None, settings, tmp_path)
     np.testing.assert_array_equal(again["phi"], done["phi"])
+
+
+def test_adaptive_friction_by_element_shows_energy_moved_between_elements():
+    # water: the thermostat cools the hydrogens (xi > 0) and heats the oxygen (xi < 0)
+    xi = np.array([[-0.6, 0.3, 0.4], [-0.6, 0.3, 0.4]])
+    runs = [{"adaptive_friction": np.vstack([np.full((2, 3), 9.0), xi])}] * 2
+    stats = adaptive_friction_stats(runs, skip=2, numbers=[8, 1, 1])
+    assert stats["by_element"] == pytest.approx({"H": 0.35, "O": -0.6})
+    assert stats["atom"] == 0 and stats["largest_mean"] == pytest.approx(-0.6)
+    assert "by_element" not in adaptive_friction_stats(runs, skip=2)
+    assert adaptive_friction_stats([{}], skip=0) == {}

@@ -100,6 +100,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from boostmd.validation.configurational import configurational_temperatures, recorded
 from boostmd.validation.runs import ADAPTIVE_REFERENCE, BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
@@ -457,11 +458,17 @@ def refresh_error_stats(errors_eV: np.ndarray) -> dict[str, float]:
     }
 
 
-def adaptive_friction_stats(runs: list[dict], skip: int) -> dict[str, float | int]:
+def adaptive_friction_stats(
+    runs: list[dict], skip: int, numbers: Sequence[int] | None = None
+) -> dict[str, float | int | dict[str, float]]:
     """Each atom's mean adaptive friction ``xi`` (1/ps) over the sampled frames, summarised.
 
     Returns the largest ``|mean xi|`` (signed), its atom's index and the mean of
-    ``|mean xi|`` over the atoms; empty without an adaptive friction.
+    ``|mean xi|`` over the atoms; empty without an adaptive friction. With the atoms'
+    atomic ``numbers``, also ``by_element``: the mean ``xi`` of each element's atoms. A
+    positive mean for one element and a negative one for another is the signature of a
+    surrogate that moves energy between them (say into hydrogen motion, out of oxygen's):
+    the thermostat then holds each element's kinetic temperature, not the modes in between.
     """
     frames = [np.asarray(r.get("adaptive_friction", ()))[skip:] for r in runs]
     frames = [f for f in frames if f.ndim == 2 and len(f)]
@@ -469,7 +476,17 @@ def adaptive_friction_stats(runs: list[dict], skip: int) -> dict[str, float | in
         return {}
     mean = np.concatenate(frames).mean(axis=0, dtype=np.float64)
     atom = int(np.argmax(np.abs(mean)))
-    return {"largest_mean": float(mean[atom]), "atom": atom, "mean_abs": float(np.abs(mean).mean())}
+    stats = {
+        "largest_mean": float(mean[atom]),
+        "atom": atom,
+        "mean_abs": float(np.abs(mean).mean()),
+    }
+    if numbers is not None and len(numbers) == len(mean):
+        numbers = np.asarray(numbers)
+        stats["by_element"] = {
+            chemical_symbols[z]: float(mean[numbers == z].mean()) for z in np.unique(numbers)
+        }
+    return stats
 
 
 def refresh_force_rmse(errors_eV_per_A: np.ndarray) -> float:
@@ -567,6 +584,7 @@ def system_report(
     own_wall_clock: bool = True,
     no_dihedrals: str = "",
     symbols: Sequence[str] = (),
+    numbers: Sequence[int] | None = None,
 ) -> dict:
     """Metrics, noise floors and verdicts of one system.
 
@@ -597,6 +615,9 @@ def system_report(
     symbols
         The system's elements in order of atomic number, for the per-element kinetic
         temperatures (``element_temperature_K``, reported, not judged); empty: none.
+    numbers
+        Each atom's atomic number, for the adaptive friction's mean per element
+        (:func:`adaptive_friction_stats`); ``None``: not given.
 
     Returns
     -------
@@ -707,7 +728,7 @@ def system_report(
                     np.concatenate([r["refresh_errors"] for r in runs]) if runs else []
                 ),
             },
-            "adaptive_friction_per_ps": adaptive_friction_stats(runs, skip),
+            "adaptive_friction_per_ps": adaptive_friction_stats(runs, skip, numbers),
             "refresh_force_rmse_meV_per_A": refresh_force_rmse(
                 np.concatenate([r["refresh_force_errors"] for r in runs]) if runs else []
             ),
@@ -1001,6 +1022,13 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
                     f"- {role}: adaptive friction, each atom's mean xi: largest "
                     f"{xi['largest_mean']:+.2f}/ps (atom {xi['atom']}), mean |xi| "
                     f"{xi['mean_abs']:.2f}/ps"
+                    + (
+                        "; mean xi by element: "
+                        + ", ".join(f"{e} {v:+.2f}" for e, v in xi["by_element"].items())
+                        + "/ps"
+                        if "by_element" in xi
+                        else ""
+                    )
                 )
         lines += [f"- **{failure}**" for failure in report["failures"]]
         if report["no_verdict"]:

@@ -547,6 +547,7 @@ def validate(config: ValidationConfig, command: str = "") -> list[dict] | None:
                 own_wall_clock=not config.batch or config.workers is not None,
                 no_dihedrals=system.no_dihedrals,
                 symbols=[chemical_symbols[z] for z in np.unique(system.atoms.numbers)],
+                numbers=system.atoms.numbers,
             )
         )
         _plot(config.out, name, own, settings, reports[-1])
