@@ -16,12 +16,14 @@ from boostmd.forcefields.mace_io import save_mace
 from boostmd.forcefields.pretrained import MODELS_DIR
 from boostmd.forcefields.testing import build_mace
 from boostmd.validation import runs
+from boostmd.validation.configurational import force_series, recorded
 from boostmd.validation.false_alarms import false_alarm_rates, null_ratios
 from boostmd.validation.report import (
     DIHEDRAL_METRICS,
     METRICS,
     SPARSE,
     TOLERANCES,
+    _energy_frames,
     adaptive_friction_stats,
     judge,
     refresh_error_stats,
@@ -741,7 +743,23 @@ def test_centred_frames_compare_the_reference_energy_at_the_frames(models, tmp_p
     assert not np.isclose(energy[scheduled[1:]], at_frame[scheduled[1:]]).any()
     surrogate_steps = np.setdiff1d(np.arange(len(energy)), scheduled)
     np.testing.assert_array_equal(energy[surrogate_steps], at_frame[surrogate_steps])
+    # so the validation calls the reference itself at every interval-th frame's positions
+    audited = np.flatnonzero(run["audited"])
+    assert audited.tolist() == list(range(0, len(energy), 5))
+    assert run["audited_energy"][0] == pytest.approx(at_frame[0], abs=1e-5)  # the start
+    assert np.isnan(np.delete(run["audited_energy"], audited)).all()
+    assert np.isfinite(run["reference_force_sq"][audited]).all()
+    assert np.isnan(np.delete(run["reference_force_sq"], audited, axis=0)).all()
+    # and judges the energies and the configurational temperatures there
+    skip = config.settings().equilibration_steps
+    kept = audited[audited >= skip]
+    ours = runs.job_result(runs.Job("ALA", "boostmd", 0), dict(run))
+    expected = run["audited_energy"][kept]
+    np.testing.assert_array_equal(_energy_frames([ours], skip, 5), expected)
     assert np.isfinite(report["vs_reference"]["boostmd"]["reference_energy_w1_meV"])
+    assert recorded([ours])
+    hydrogens = force_series([ours], "hydrogen", skip, 5)[0]
+    np.testing.assert_array_equal(hydrogens, run["reference_force_sq"][kept, 0])
 
 
 def test_centred_frames_need_a_fixed_interval_and_no_calibration(models, tmp_path):

@@ -18,7 +18,9 @@ minima and raises ``T_conf`` of the hydrogens, whatever their kinetic temperatur
 For BoostMD the forces are the reference's at its scheduled refresh frames (reruns and
 force-guard fallbacks are left out, being picked by the surrogate's error; with centred
 frames the reference runs at a predicted window centre, which is no sampled frame, so
-those runs have no configurational temperature), for the reference runs at every frame, and for the
+the validation calls the reference itself at every ``interval``-th frame, the
+``audited`` frames; centred runs recorded before that have no configurational
+temperature), for the reference runs at every frame, and for the
 second reference run, which makes the noise floor, at every ``interval``-th frame (as many
 samples as a sampler has).
 """
@@ -41,7 +43,8 @@ def recorded(runs: list[dict]) -> bool:
     """Whether every run recorded the reference's forces at some frame.
 
     Runs made before the forces were kept did not, nor do BoostMD runs with centred
-    frames, whose reference calls are at predicted window centres, not at sampled frames.
+    frames made before the validation audited them (their own reference calls are at
+    predicted window centres, not at sampled frames).
     """
     return bool(runs) and all(KEY in run and np.isfinite(run[KEY]).any() for run in runs)
 
@@ -66,7 +69,9 @@ def force_series(runs: list[dict], group: str, skip: int, interval: int | None) 
     for run in runs:
         values = np.asarray(run[KEY], dtype=float)[:, column]
         frames = np.arange(len(values))
-        if run["job"].uses_boostmd:
+        if run["job"].uses_boostmd and np.any(run.get("audited", False)):
+            keep = np.asarray(run["audited"], dtype=bool)[: len(values)]
+        elif run["job"].uses_boostmd:
             keep = np.asarray(run["scheduled_reference"], dtype=bool)[: len(values)]
         elif interval is None:
             keep = np.ones(len(values), dtype=bool)

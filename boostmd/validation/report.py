@@ -36,7 +36,9 @@ of the role. The metrics (:data:`METRICS`, units in the names):
 - ``reference_energy_w1_meV``: Wasserstein-1 distance (meV) of the reference potential
   energy at the sampler's scheduled refresh frames (every ``interval``-th frame, where
   its schedule calls the reference; the extra reference frames of rerun windows and
-  force-guard fallbacks are left out, being picked by the surrogate's error) from the
+  force-guard fallbacks are left out, being picked by the surrogate's error; with
+  centred frames, whose schedule calls the reference at predicted window centres, the
+  validation's own reference calls at every ``interval``-th frame instead) from the
   reference run's potential energy at every frame. Floor: reference-2's energy at every
   ``interval``-th frame (the same frames, as many samples) against the reference run's
   at every frame. The two-sample
@@ -142,8 +144,8 @@ _CONFIGURATIONAL = (
     "max(|T_conf of reference-2 at every interval-th frame - T|, 2 x block-averaged standard error)"
 )
 _NO_FORCES = (
-    "no reference forces at sampled frames (BoostMD with centred frames calls the reference "
-    "at predicted window centres; runs of older versions kept none)"
+    "no reference forces at sampled frames (runs of older versions kept none: BoostMD with "
+    "centred frames calls the reference at predicted window centres, and is now audited)"
 )
 
 _NO_PAIRS = (
@@ -225,11 +227,17 @@ def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
     rerun windows and force-guard fallbacks are left out, as they are picked by the
     surrogate's error and would weight the states where it errs. For the reference runs,
     every ``interval``-th frame. With centred frames the reference ran at the predicted
-    centre of each window, and its energy there (``reference_energy``) is used.
+    centre of each window, no sampled frame: the validation's own reference calls at
+    every ``interval``-th frame's positions (``audited``) are used, and in runs recorded
+    before those existed the energy at the centres (``reference_energy``).
     """
     energies = []
     for run in runs:
         frames = np.arange(len(run["potential_energy"]))
+        if run["job"].uses_boostmd and np.any(run.get("audited", False)):
+            keep = np.asarray(run["audited"], dtype=bool) & (frames >= skip)
+            energies.append(np.asarray(run["audited_energy"], dtype=float)[keep])
+            continue
         if run["job"].uses_boostmd and "scheduled_reference" in run:
             keep = np.asarray(run["scheduled_reference"], dtype=bool) & (frames >= skip)
         else:

@@ -63,6 +63,7 @@ from boostmd.dynamics.md import (
 from boostmd.dynamics.npt import LangevinNPT, langevin_npt
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.dynamics.stability import BondTopology, first_collapse, start_digest
+from boostmd.forcefields.reference import MACEReference, ReferenceResult
 from boostmd.forcefields.water import density
 from boostmd.validation.dihedrals import dihedral_angles
 from boostmd.validation.structure import (
@@ -293,8 +294,21 @@ class _Recorder:
     # virial plus the kinetic N kB T / V), else nan; the kinetic temperature of each
     # element (K, float32, elements by atomic number); absent from older checkpoints
     CELL = ("density", "pressure", "temperature_elements")
+    # an audited run (BoostMD with centred frames, whose own reference calls are at
+    # predicted window centres, no sampled frames): where the validation itself called the
+    # reference at the frame's own positions (every audit_every-th frame), and the
+    # reference's energy there (eV, nan elsewhere); its forces there go into
+    # reference_force_sq. Absent from unaudited runs and from older checkpoints.
+    AUDIT = ("audited", "audited_energy")
 
-    def __init__(self, atoms: Atoms, topology: BondTopology, saved: dict | None = None) -> None:
+    def __init__(
+        self,
+        atoms: Atoms,
+        topology: BondTopology,
+        saved: dict | None = None,
+        audit: MACEReference | None = None,
+        audit_every: int = 1,
+    ) -> None:
         hydrogen = atoms.numbers == 1
         self.groups = (hydrogen, ~hydrogen)
         has_h = hydrogen[topology.pairs].any(axis=1)
@@ -304,9 +318,19 @@ class _Recorder:
         self.intermolecular = IntermolecularPairs(atoms, topology)
         # what a checkpoint of an older version lacks is not recorded on resuming it
         self.kept = {key for key in self.STRUCTURE + self.CELL if saved is None or key in saved}
+        if audit is not None and (saved is None or "audited" in saved):
+            self.kept |= set(self.AUDIT)
+        self.audit = audit if "audited" in self.kept else None
+        self.audit_every = audit_every
+        self.audit_seconds = 0.0  # the audit's calls are not the sampler's time
         self.values = {
             key: list(saved[key]) if saved and key in saved else []
-            for key in self.KEYS + self.OPTIONAL + self.STRUCTURE + self.CELL + (self.FORCES,)
+            for key in self.KEYS
+            + self.OPTIONAL
+            + self.STRUCTURE
+            + self.CELL
+            + self.AUDIT
+            + (self.FORCES,)
         }
 
     def observe(self, atoms: Atoms, dihedrals: Dihedrals, xi: np.ndarray | None = None) -> None:
@@ -335,7 +359,11 @@ class _Recorder:
         if xi is not None:
             values["adaptive_friction"].append((xi * 1000 * fs).astype(np.float32))
         centred = getattr(atoms.calc, "frame", "start") == "centred"
-        values[self.FORCES].append(self._reference_force_sq(results, source, centred))
+        audited = self._audited(atoms)
+        if audited is None:
+            values[self.FORCES].append(self._reference_force_sq(results, source, centred))
+        else:
+            values[self.FORCES].append(self._group_force_sq(audited.forces.cpu().numpy()))
         for key, pairs in self.pairs.items():
             lengths = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
             values[key].append(lengths.astype(np.float32))
@@ -357,6 +385,27 @@ class _Recorder:
         if "pair_counts" in kept and (len(values["phi"]) - 1) % PAIR_EVERY == 0:
             values["pair_counts"].append(self.intermolecular.histogram(atoms.positions, atoms.cell))
 
+    def _audited(self, atoms: Atoms) -> ReferenceResult | None:
+        """Call the reference at this frame's positions if it is an audited frame."""
+        if self.audit is None:
+            return None
+        frame = len(self.values["phi"]) - 1  # observe() has recorded this frame's phi
+        if frame % self.audit_every:
+            self.values["audited"].append(False)
+            self.values["audited_energy"].append(np.nan)
+            return None
+        began = time.perf_counter()
+        result = self.audit(atoms)
+        self.audit_seconds += time.perf_counter() - began
+        self.values["audited"].append(True)
+        self.values["audited_energy"].append(float(result.energy))
+        return result
+
+    def _group_force_sq(self, forces) -> np.ndarray:
+        """Return the mean ``|F_i|^2`` of the hydrogens and of the heavy atoms (nan: none)."""
+        squared = np.sum(np.asarray(forces, dtype=float) ** 2, axis=1)
+        return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
+
     def _reference_force_sq(self, results: dict, source: str, centred: bool) -> np.ndarray:
         # With centred frames the reference ran at a predicted window centre, not at a
         # sampled frame: its forces there are no sample (on ALA the hydrogens' mean
@@ -364,14 +413,17 @@ class _Recorder:
         # The reference calls such a run makes at its own positions are those of rerun
         # windows and force-guard fallbacks, frames picked by the surrogate's error (on
         # GLN they read 220 K), so a centred run records none.
+        # (The validation audits such runs instead: see AUDIT.)
         if source != "reference" or centred:
             return np.full(2, np.nan)
-        squared = np.sum(np.asarray(results["forces"]) ** 2, axis=1)
-        return np.array([squared[group].mean() if group.any() else np.nan for group in self.groups])
+        return self._group_force_sq(results["forces"])
 
     def arrays(self) -> dict[str, np.ndarray]:
         scalars = self.SCALARS + self.OPTIONAL + tuple(sorted(self.kept & {"density", "pressure"}))
         arrays = {key: np.asarray(self.values[key]) for key in scalars}
+        if "audited" in self.kept:
+            arrays["audited"] = np.asarray(self.values["audited"], dtype=bool)
+            arrays["audited_energy"] = np.asarray(self.values["audited_energy"], dtype=float)
         widths = {
             "temperature_elements": (np.float32, len(self.elements)),
             "angles": (np.float32, len(self.triples)),
@@ -494,7 +546,10 @@ def run_job(
         dynamics.xi = np.array(saved["xi"], dtype=float)
     if saved is not None and isinstance(dynamics, LangevinNPT):
         dynamics.barostat_state = saved["barostat_state"]
-    recorder = _Recorder(atoms, topology, saved)
+    centred = job.uses_boostmd and getattr(calculator, "frame", "start") == "centred"
+    recorder = _Recorder(
+        atoms, topology, saved, audit=reference if centred else None, audit_every=settings.interval
+    )
 
     def observe() -> None:
         recorder.observe(atoms, dihedrals, getattr(dynamics, "xi", None))
@@ -513,13 +568,14 @@ def run_job(
     while state["step"] < total and collapse is None:
         segment = min(settings.checkpoint_every, total - int(state["step"]))
         before = _counters(calculator, dynamics)
+        audit_before = recorder.audit_seconds
         start = time.perf_counter()
         try:
             _advance(dynamics, job, settings, int(state["step"]), segment)
         except _Collapsed as stop:
             collapse = (stop.frame, stop.reason)
             logger.warning("%s collapsed at frame %d: %s", job.name, *collapse)
-        state["seconds"] += time.perf_counter() - start
+        state["seconds"] += time.perf_counter() - start - (recorder.audit_seconds - audit_before)
         done = int(dynamics.nsteps) - int(state["step"])  # fewer than segment after a collapse
         state["step"] += done
         after = _counters(calculator, dynamics)
@@ -677,7 +733,13 @@ def job_result(job: Job, saved: dict) -> dict:
         **{key: saved[key][:end] for key in _Recorder.KEYS},
         **{
             key: saved[key][:end]
-            for key in (*_Recorder.OPTIONAL, _Recorder.FORCES, *_Recorder.CELL, "angles")
+            for key in (
+                *_Recorder.OPTIONAL,
+                _Recorder.FORCES,
+                *_Recorder.CELL,
+                *_Recorder.AUDIT,
+                "angles",
+            )
             if key in saved
         },
         **(
