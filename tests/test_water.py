@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from ase import Atoms
 from ase.geometry import get_distances
 
 from boostmd.forcefields.peptides import capped_dipeptide
+from boostmd.forcefields.pretrained import MODELS_DIR
 from boostmd.forcefields.water import (
     MIN_CONTACT,
     MIN_OO,
@@ -169,13 +172,31 @@ def test_the_shipped_water_reference_gives_a_stress_and_refuses_the_dipeptide_su
         BoostMDCalculator(water, dipeptide_surrogate)
 
 
-def test_a_shipped_surrogate_that_failed_its_validation_says_so_once(caplog, monkeypatch):
+def test_a_shipped_surrogate_that_failed_its_validation_says_so_once(caplog, monkeypatch, tmp_path):
+    import shutil
+
     from boostmd.forcefields import pretrained
 
+    failed = tmp_path / "failed-surrogate.pt"
+    shutil.copy(MODELS_DIR / "water-surrogate.pt", failed)
+    card = {"validation": {"verdict": "fail", "summary": "O-O 4.2x", "report": "r.md"}}
+    failed.with_suffix(".json").write_text(json.dumps(card))
     monkeypatch.setattr(pretrained, "_WARNED", set())  # as in a fresh process
     with caplog.at_level("WARNING", logger="boostmd.forcefields.pretrained"):
-        pretrained.load_pretrained("water")
-        pretrained.load_pretrained("water")
-        pretrained.load_pretrained("dipeptides")  # validated: no word
+        pretrained._warn_if_not_validated(failed)
+        pretrained._warn_if_not_validated(failed)
+        pretrained.load_pretrained("water")  # validated at its recommended N = 5: no word
+        pretrained.load_pretrained("dipeptides")
     warnings = [r for r in caplog.records if "has not passed the sampling validation" in r.message]
-    assert len(warnings) == 1 and "water-surrogate.pt" in warnings[0].message
+    assert len(warnings) == 1 and "failed-surrogate.pt" in warnings[0].message
+    assert "O-O 4.2x (r.md)" in warnings[0].message
+
+
+def test_the_water_surrogate_runs_at_the_interval_it_was_validated_at():
+    from boostmd import BoostMDCalculator
+    from boostmd.forcefields.pretrained import load_pretrained
+
+    reference, surrogate = load_pretrained("water")
+    card = json.loads((MODELS_DIR / "water-surrogate.json").read_text())["validation"]
+    assert card["verdict"] == "pass" and card["interval"] == surrogate.recommended_interval == 5
+    assert BoostMDCalculator(reference, surrogate).schedule.every == 5
