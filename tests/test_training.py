@@ -32,6 +32,12 @@ def workspace(tmp_path_factory):
     return root, reference, reference_path, paths
 
 
+def _small(reference_path, paths, out, **overrides) -> TrainConfig:
+    """A training run small enough for a test: k up to 4, batches of 8, one epoch."""
+    settings = {"max_k": 4, "epochs": 1, "batch_size": 8, **overrides}
+    return TrainConfig(reference=reference_path, data=paths, out=out, **settings)
+
+
 def test_trajectories_are_written_and_resumable(workspace):
     root, reference, _, paths = workspace
     assert [p.name for p in paths] == ["ethanol_400K.extxyz"]
@@ -68,17 +74,7 @@ def test_validation_is_a_later_time_block(workspace):
 
 def test_training_improves_and_resumes(workspace, tmp_path):
     _, reference, reference_path, paths = workspace
-    config = TrainConfig(
-        reference=reference_path,
-        data=paths,
-        out=tmp_path / "run",
-        max_k=4,
-        epochs=1,
-        batch_size=8,
-        num_channels=4,
-        hidden_dim=16,
-        lr=1e-3,
-    )
+    config = _small(reference_path, paths, tmp_path / "run", num_channels=4, hidden_dim=16, lr=1e-3)
     train(config)
     with pytest.raises(FileExistsError, match="--resume"):
         train(config)
@@ -155,16 +151,7 @@ def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
     start = Surrogate.for_reference(reference, num_channels=4, hidden_dim=16)
     start.feature_mean.fill_(0.25)
     start.save(tmp_path / "start.pt")
-    config = TrainConfig(
-        reference=reference_path,
-        data=paths,
-        out=tmp_path / "tuned",
-        max_k=4,
-        epochs=1,
-        batch_size=8,
-        lr=1e-4,
-        init=tmp_path / "start.pt",
-    )
+    config = _small(reference_path, paths, tmp_path / "tuned", lr=1e-4, init=tmp_path / "start.pt")
     train(config)
     tuned = Surrogate.load(tmp_path / "tuned" / "surrogate.pt")
     assert tuned.config == start.config  # the architecture comes from the file
@@ -173,28 +160,14 @@ def test_fine_tuning_starts_from_the_given_surrogate(workspace, tmp_path):
 
 def test_a_fine_tune_that_only_harms_returns_its_start(workspace, tmp_path):
     _, _, reference_path, paths = workspace
-    trained = TrainConfig(
-        reference=reference_path,
-        data=paths,
-        out=tmp_path / "start",
-        max_k=4,
-        epochs=3,
-        batch_size=8,
-        num_channels=4,
-        hidden_dim=16,
+    trained = _small(
+        reference_path, paths, tmp_path / "start", epochs=3, num_channels=4, hidden_dim=16
     )
     train(trained)
     start = Surrogate.load(tmp_path / "start" / "surrogate.pt")
-    harmful = TrainConfig(
-        reference=reference_path,
-        data=paths,
-        out=tmp_path / "tuned",
-        max_k=4,
-        epochs=1,
-        batch_size=8,
-        lr=0.05,  # the first steps throw the weights far off
-        init=tmp_path / "start" / "surrogate.pt",
-    )
+    start_file = tmp_path / "start" / "surrogate.pt"
+    # lr 0.05: the first steps throw the weights far off
+    harmful = _small(reference_path, paths, tmp_path / "tuned", lr=0.05, init=start_file)
     train(harmful)
     history = [json.loads(line) for line in (tmp_path / "tuned" / "history.jsonl").open()]
     assert [h["epoch"] for h in history] == [0, 1]
