@@ -33,10 +33,28 @@ import numpy as np
 
 from boostmd.validation.sampling import mean_difference_floor
 
-__all__ = ["GROUPS", "KEY", "configurational_temperatures", "force_series", "recorded"]
+__all__ = [
+    "GROUPS",
+    "KEY",
+    "audited_frames",
+    "configurational_temperatures",
+    "force_series",
+    "recorded",
+]
 
 KEY = "reference_force_sq"  # per frame: mean |F_i|^2 over the hydrogens and the heavy atoms
 GROUPS = ("hydrogen", "heavy")
+
+
+def audited_frames(run: dict) -> np.ndarray | None:
+    """Return the frames where the validation called the reference itself (``None``: none).
+
+    Those of a centred-frame BoostMD run (``audited``); runs made before the audit, and
+    runs whose own reference calls are at their frames, have none.
+    """
+    if not run["job"].uses_boostmd or not np.any(run.get("audited", False)):
+        return None
+    return np.asarray(run["audited"], dtype=bool)
 
 
 def recorded(runs: list[dict]) -> bool:
@@ -69,8 +87,9 @@ def force_series(runs: list[dict], group: str, skip: int, interval: int | None) 
     for run in runs:
         values = np.asarray(run[KEY], dtype=float)[:, column]
         frames = np.arange(len(values))
-        if run["job"].uses_boostmd and np.any(run.get("audited", False)):
-            keep = np.asarray(run["audited"], dtype=bool)[: len(values)]
+        audited = audited_frames(run)
+        if audited is not None:
+            keep = audited[: len(values)]
         elif run["job"].uses_boostmd:
             keep = np.asarray(run["scheduled_reference"], dtype=bool)[: len(values)]
         elif interval is None:

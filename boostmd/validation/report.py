@@ -104,7 +104,11 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
-from boostmd.validation.configurational import configurational_temperatures, recorded
+from boostmd.validation.configurational import (
+    audited_frames,
+    configurational_temperatures,
+    recorded,
+)
 from boostmd.validation.runs import ADAPTIVE_REFERENCE, BOOSTMD_ROLES, NVE_OF, SAMPLING_ROLES
 from boostmd.validation.sampling import (
     block_standard_error,
@@ -234,8 +238,9 @@ def _energy_frames(runs: list[dict], skip: int, interval: int) -> np.ndarray:
     energies = []
     for run in runs:
         frames = np.arange(len(run["potential_energy"]))
-        if run["job"].uses_boostmd and np.any(run.get("audited", False)):
-            keep = np.asarray(run["audited"], dtype=bool) & (frames >= skip)
+        audited = audited_frames(run)
+        if audited is not None:
+            keep = audited & (frames >= skip)
             energies.append(np.asarray(run["audited_energy"], dtype=float)[keep])
             continue
         if run["job"].uses_boostmd and "scheduled_reference" in run:
