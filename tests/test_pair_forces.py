@@ -1,13 +1,17 @@
 """Central pair-force decomposition by sparse conjugate gradients: exactness, gradient, cost."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ase.build import molecule
 
+from boostmd.forcefields.coarse import molecular_rigid_motions
 from boostmd.forcefields.graph import (
     NonCentralForces,
+    PairForceSolver,
     pair_forces,
     radius_graph,
     residual_tolerance,
@@ -47,8 +51,14 @@ def pair_potential_forces(positions, edge_index, seed=0):
 
 def dense_jacobian(positions, edge_index):
     src, dst = edge_index
-    unit = units(positions, edge_index)
-    jacobian = torch.zeros(len(src), len(positions), 3, dtype=torch.float64)
+    return dense_jacobian_of(positions[dst] - positions[src], edge_index, len(positions))
+
+
+def dense_jacobian_of(vectors, edge_index, atoms):
+    """The edge lengths' Jacobian from the edge vectors (image shifts included)."""
+    src, dst = edge_index
+    unit = vectors / vectors.norm(dim=1, keepdim=True)
+    jacobian = torch.zeros(len(src), atoms, 3, dtype=torch.float64)
     rows = torch.arange(len(src))
     jacobian[rows, dst] += unit
     jacobian[rows, src] -= unit
@@ -139,3 +149,36 @@ def test_pair_forces_come_back_in_the_dtype_of_the_forces(dtype):
     edge_index, shifts = graph(positions)
     forces = pair_potential_forces(positions, edge_index).to(dtype)
     assert pair_forces(positions, forces, edge_index, shifts).dtype == dtype
+
+
+def test_a_thermal_box_is_decomposed_as_well_in_far_fewer_iterations_with_the_coarse_space():
+    # 27 dipeptides touching through few edges, 45 thermal steps on (tests/data/make_*.py)
+    frame = np.load(Path(__file__).parent / "data" / "ala_box_thermal.npz")
+    positions = torch.as_tensor(frame["positions"])
+    forces = torch.as_tensor(frame["forces"])
+    edge_index, shifts = graph(positions)
+    alone = PairForceSolver(positions, edge_index, shifts).solve(forces)
+    coarse = PairForceSolver(positions, edge_index, shifts, frame["numbers"]).solve(forces)
+    assert alone.iterations > 800 and coarse.iterations < alone.iterations / 4
+    assert coarse.residual <= alone.residual and coarse.central
+
+
+def test_rigid_motions_of_molecules_across_periodic_faces_keep_every_edge_length():
+    water = molecule("H2O")
+    methane = molecule("CH4")
+    water.positions += [0.1, 5.0, 5.0]  # its hydrogens across the x = 0 face
+    methane.positions += [5.0, 5.0, 9.9]  # across the z = 10 face
+    atoms = water + methane
+    atoms.set_cell(np.eye(3) * 10.0)
+    atoms.pbc = True
+    atoms.wrap()
+    edges, image_shifts = radius_graph(atoms.positions, 2.5, atoms.cell.array, atoms.pbc)
+    edge_index, positions = torch.as_tensor(edges), torch.as_tensor(atoms.positions)
+    src, dst = edge_index
+    vectors = positions[dst] - positions[src] + torch.as_tensor(image_shifts)
+    count, basis = molecular_rigid_motions(atoms.numbers, edge_index, vectors, positions)
+    assert count == 2 and basis.shape == (3 * len(atoms), 12)
+    jacobian = dense_jacobian_of(vectors, edge_index, len(atoms))
+    stretch = jacobian @ basis.to_dense()
+    assert stretch.abs().max() < 1e-12
+    assert torch.linalg.matrix_rank(basis.to_dense()) == 12

@@ -444,7 +444,7 @@ class Surrogate(nn.Module):
             shifts = torch.as_tensor(image_shifts, **as_float)
         shifts = torch.zeros(edge_index.shape[1], 3, **as_float) if shifts is None else shifts
         # One solver serves both decompositions on this graph (forces, many-body term).
-        solver = PairForceSolver(positions, edge_index, shifts)
+        solver = PairForceSolver(positions, edge_index, shifts, numbers)
         if pair_force is None:
             solution = solver.solve(forces)
             self.noncentral_forces.check(solution)
