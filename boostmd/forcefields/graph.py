@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from boostmd.forcefields.coarse import coarse_correction
+from boostmd.forcefields.coarse import coarse_space
 
 __all__ = [
     "NonCentralForces",
@@ -355,14 +355,16 @@ class PairForceSolver:
             return s, iterations
         numbers, edge_index, vectors, positions = self._coarse_inputs
         self._coarse_inputs = None  # tried once
-        correction = coarse_correction(
+        coarse = coarse_space(
             self.gram, torch.as_tensor(numbers).cpu().numpy(), edge_index, vectors, positions
         )
-        if correction is None:
+        if coarse is None:
             more = _conjugate_gradient(self.gram, rhs, self.precondition, s, rtol)
         else:
+            basis, pseudo_inverse = coarse
+            basis_t, basis = compressed_rows(basis.t().coalesce()), compressed_rows(basis)
             block_jacobi = self.precondition
-            self._two_level = lambda r: block_jacobi(r) + correction(r)
+            self._two_level = lambda r: block_jacobi(r) + basis @ (pseudo_inverse @ (basis_t @ r))
             more = _conjugate_gradient(self.gram, rhs, self._two_level, s, rtol)
         return more[0], iterations + more[1]
 
