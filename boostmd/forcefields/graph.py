@@ -282,20 +282,22 @@ class PairForceSolver:
             coordinates = _length_jacobian(unit, src, dst, n)
             self._transpose_coordinates = coordinates.t().coalesce()
             self._transpose: torch.Tensor | None = None
-            self.jacobian = compressed_rows(coordinates)
-            self.gram = compressed_rows(
-                torch.sparse.mm(self._transpose_coordinates, coordinates).coalesce()
-            )
+            self.jacobian = _csr(coordinates)
+            self.gram = _csr(torch.sparse.mm(self._transpose_coordinates, coordinates).coalesce())
             self.precondition = _block_jacobi(unit, src, dst, n)
         # the coarse correction's inputs, used once a solve needs it (_two_level)
-        self._coarse_inputs = None if numbers is None else (numbers, edge_index, vectors, pos)
+        self._coarse_inputs = (
+            None
+            if numbers is None
+            else (torch.as_tensor(numbers).cpu().numpy(), edge_index, vectors, pos)
+        )
         self._two_level: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def transpose(self) -> torch.Tensor:
         """``J^T`` in compressed rows, built on first use (only backward passes need it)."""
         if self._transpose is None:
-            self._transpose = compressed_rows(self._transpose_coordinates)
+            self._transpose = _csr(self._transpose_coordinates)
         return self._transpose
 
     def solve(
@@ -355,14 +357,12 @@ class PairForceSolver:
             return s, iterations
         numbers, edge_index, vectors, positions = self._coarse_inputs
         self._coarse_inputs = None  # tried once
-        coarse = coarse_space(
-            self.gram, torch.as_tensor(numbers).cpu().numpy(), edge_index, vectors, positions
-        )
+        coarse = coarse_space(self.gram, numbers, edge_index, vectors, positions)
         if coarse is None:
             more = _conjugate_gradient(self.gram, rhs, self.precondition, s, rtol)
         else:
             basis, pseudo_inverse = coarse
-            basis_t, basis = compressed_rows(basis.t().coalesce()), compressed_rows(basis)
+            basis_t, basis = _csr(basis.t().coalesce()), _csr(basis)
             block_jacobi = self.precondition
             self._two_level = lambda r: block_jacobi(r) + basis @ (pseudo_inverse @ (basis_t @ r))
             more = _conjugate_gradient(self.gram, rhs, self._two_level, s, rtol)
@@ -403,7 +403,7 @@ def _length_jacobian(
     return torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
 
 
-def compressed_rows(matrix: torch.Tensor) -> torch.Tensor:
+def _csr(matrix: torch.Tensor) -> torch.Tensor:
     """Compressed rows: matrix-vector products several times faster than coordinates."""
     _csr_note_taken()
     return matrix.to_sparse_csr()
