@@ -51,12 +51,17 @@ def test_the_npt_integrator_takes_lab_units_and_needs_a_periodic_cell():
         langevin_npt(molecule("H2O"), 300.0, pressure_GPa=0.0)
 
 
-def test_the_checked_sampler_is_refused_at_constant_pressure(tmp_path):
-    config = ValidationConfig(out=tmp_path, pressure_GPa=1.0)  # integrator: checked
-    with pytest.raises(ValueError, match="--integrator ase"):
-        config.settings()
-    assert config.runs_adaptive_reference  # BoostMD's NPT dynamics has the adaptive friction
-    assert ValidationConfig(out=tmp_path, pressure_GPa=1.0, integrator="none").settings()
+def test_the_checked_sampler_runs_at_constant_pressure_with_volume_moves(
+    box_file, tmp_path, one_thread
+):
+    config = _tiny_npt(tmp_path, box_file, reference="water", pressure_GPa=1.0, barostat_every=10)
+    assert config.runs_adaptive_reference  # integrator: checked, the default
+    (report,) = validate(config)
+    run = np.load(tmp_path / "checkpoints" / "w8-boostmd-checked-0.npz")
+    volume_step, attempts, accepted = run["barostat_state"][:3]
+    assert attempts == 1 and volume_step > 0  # one move, at the second window's start
+    assert np.ptp(run["density"]) > 0 or accepted == 0
+    assert np.isfinite(report["vs_reference"]["boostmd-checked"]["density_g_cm3"])
 
 
 def test_constant_pressure_runs_judge_the_density_and_resume_bit_for_bit(

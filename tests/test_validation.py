@@ -456,7 +456,7 @@ def test_cli_and_presets():
     defaults = _parser().parse_args([])
     config = ValidationConfig(out=Path("unused"))
     assert chosen_integrator(defaults) == config.integrator == "checked"
-    assert chosen_integrator(_parser().parse_args(["--pressure", "1"])) == "ase"  # NPT
+    assert chosen_integrator(_parser().parse_args(["--pressure", "1"])) == "checked"  # NPT too
     for settings in (defaults, config):
         assert settings.frame == "centred"
         assert settings.energy_consistent and settings.adaptive_reference

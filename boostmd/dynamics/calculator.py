@@ -672,6 +672,7 @@ class BoostMDCalculator(Calculator):
         new_system, indicator, positions = self._advance_step(self.atoms.positions, system_changes)
         start = time.perf_counter()
         scale = self.curvature_scale
+        strain = self._strain_energy()  # the ending window's, part of its surrogate energy
         window_length = self._steps_since_reference + 1  # steps from the frame to here
         force = new_system or self._reference_only
         full, scheduled = consult(self.schedule, self._step, indicator, force=force)
@@ -680,6 +681,8 @@ class BoostMDCalculator(Calculator):
         source = "full"
         if full and self.frame == "centred" and not force:
             centre, ending, at_centre = self._predict_centre(positions, scale)
+            ending = (ending[0] + strain, ending[1])
+            at_centre = (at_centre[0] + strain, *at_centre[1:])
             refresh, curvature, features = self._centred_refresh(centre, at_centre)
             reference_energy = refresh[2]
             energy, forces = self._evaluate_surrogate(positions, scale)
@@ -691,6 +694,7 @@ class BoostMDCalculator(Calculator):
             surrogate = None
             if not force and self._steps_since_reference > 0:
                 surrogate = self._surrogate_refresh(positions, scale)
+                surrogate = (surrogate[0] + strain, *surrogate[1:])
                 curvature = surrogate[2]
             energy, forces, features = self._reference_step()
             if surrogate is not None:
@@ -699,7 +703,7 @@ class BoostMDCalculator(Calculator):
         else:
             energy, forces = self._surrogate_step(positions, scale)
             if self._guard_trips(forces):
-                surrogate_energy, surrogate_forces = energy, forces
+                surrogate_energy, surrogate_forces = energy + strain, forces
                 energy, forces, features = self._reference_step()
                 refresh = (surrogate_energy, surrogate_forces, energy, forces)
                 switch = (energy - surrogate_energy, surrogate_forces)
@@ -748,12 +752,16 @@ class BoostMDCalculator(Calculator):
         change = np.linalg.solve(self._frame_cell.shifts_cell, cell)
         return replace(frame, shifts=frame.shifts @ torch.as_tensor(change).to(frame.shifts))
 
-    def _strain_energy(self) -> float:
-        """Return the energy of the frame's stress offset under the strain since the frame."""
+    def _strain_energy(self, cell: np.ndarray | None = None) -> float:
+        """Return the energy of the frame's stress offset under the strain since the frame.
+
+        ``cell``: the cell to strain to (default: the atoms').
+        """
         frame_cell = self._frame_cell
         if frame_cell is None or frame_cell.offset is None:
             return 0.0
-        strain = cell_strain(frame_cell.cell, self.atoms.cell.array)
+        cell = self.atoms.cell.array if cell is None else cell
+        strain = cell_strain(frame_cell.cell, cell)
         return float(abs(np.linalg.det(frame_cell.cell)) * (frame_cell.offset * strain).sum())
 
     def _add_stress(self, properties) -> None:
@@ -783,6 +791,64 @@ class BoostMDCalculator(Calculator):
         own = self.surrogate.stress(self._frame, positions, cell, self.curvature_scale)
         scale = abs(np.linalg.det(frame_cell.cell) / np.linalg.det(cell))
         self.results["stress"] = voigt_stress(own.cpu().numpy() + scale * frame_cell.offset)
+
+    def relocate(self, positions: np.ndarray, cell: np.ndarray) -> float:
+        """Move the atoms within this window, as a barostat's move does; return the energy.
+
+        The window's surrogate is evaluated at ``positions`` in ``cell`` (its frame's image
+        shifts taken into ``cell``), and the energy includes the frame's stress offset
+        times the strain (:meth:`_strain_energy`), so its strain derivative is the
+        reference's at the frame. The result becomes the calculator's current step, its
+        results those of these positions, without counting a step: the schedule's window
+        goes on where it was. The evaluation counts in ``stats`` as a surrogate call.
+        Undo with :meth:`restore_window_state`.
+
+        Parameters
+        ----------
+        positions
+            New positions (Å), shape ``(n, 3)``.
+        cell
+            New cell (rows of cell vectors, Å), within ``MAX_FRAME_STRAIN`` of the
+            frame's.
+
+        Returns
+        -------
+        float
+            The potential energy there (eV).
+
+        Raises
+        ------
+        ValueError
+            If no window is open (no reference call yet), the cell is not periodic along
+            all three vectors, or ``cell`` is strained too far from the frame's.
+        """
+        frame_cell = self._frame_cell
+        if self._frame is None or frame_cell is None or self.atoms is None:
+            raise ValueError(
+                "relocate() moves atoms within a window of a bulk cell: call the calculator "
+                "first, with a cell periodic along all three vectors"
+            )
+        if np.abs(cell_strain(frame_cell.cell, cell)).max() > MAX_FRAME_STRAIN:
+            raise ValueError(
+                f"the cell is strained more than {MAX_FRAME_STRAIN} from the window's frame; "
+                "take smaller volume moves"
+            )
+        start = time.perf_counter()
+        if frame_cell.offset is None:
+            self._set_stress_offset()
+        atoms = self.atoms.copy()
+        atoms.set_cell(cell, scale_atoms=False)
+        atoms.positions = positions
+        self._frame = self._frame_in(atoms.cell.array)
+        self._frame_cell = replace(self._frame_cell, shifts_cell=atoms.cell.array.copy())
+        continued = self._continued(atoms.positions)
+        self.atoms = atoms
+        energy, forces, _ = self._calls.surrogate(self._frame, continued, self.curvature_scale)
+        self._previous_positions = continued
+        energy += self._strain_energy()
+        self.results = self._last_results = self._step_results(energy, forces, "surrogate", False)
+        self.stats.record("reuse", time.perf_counter() - start)
+        return energy
 
     def _set_stress_offset(self) -> None:
         frame_cell = self._frame_cell

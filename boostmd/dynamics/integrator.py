@@ -15,6 +15,7 @@ import numpy as np
 from ase import Atoms, units
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin, check_rng
+from boostmd.dynamics.barostat import DEFAULT_EVERY, MonteCarloBarostat
 from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
 from boostmd.dynamics.device_window import LangevinCoefficients
 from boostmd.dynamics.periodic import WRAP_ROUNDING, minimum_image
@@ -257,6 +258,16 @@ class BoostLangevin(AdaptiveLangevin):
         time. The same steps with the same random numbers: on a CPU the trajectory is
         the same bit for bit (tested). Not used with constraints or ``fixcm``; a step
         where the force guard trips is left to the ASE step.
+    pressure
+        ``None`` (default): constant volume. Else the bath's pressure in ASE units (eV/Å³,
+        ``1 * ase.units.GPa`` is 1 GPa): every ``barostat_every`` steps, at the start of
+        the next window, a Monte Carlo volume move scales the cell and the molecules'
+        centres (:class:`~boostmd.dynamics.barostat.MonteCarloBarostat`), judged with the
+        window's surrogate energy and the frame's stress offset (two surrogate
+        evaluations, no reference call). Needs a cell periodic along all three vectors
+        and ``temperature_K > 0``.
+    barostat_every
+        Steps between volume moves (default 25, OpenMM's).
     **kwargs
         Passed to :class:`ase.md.md.MolecularDynamics` (``trajectory``, ``logfile``,
         ``loginterval``).
@@ -267,6 +278,9 @@ class BoostLangevin(AdaptiveLangevin):
         Finished windows that held surrogate steps (each was checked).
     rollbacks
         Windows rejected and rerun with the reference.
+    barostat
+        The :class:`~boostmd.dynamics.barostat.MonteCarloBarostat` (``None`` at constant
+        volume): ``attempts``, ``accepted``, ``volume_step``.
     warn_misfit
         Log a warning, once, when the last 50 windows show that the surrogate does not fit
         the system (over 10% rerun, or a mean refresh error over 4 kB T), with the figures
@@ -294,6 +308,8 @@ class BoostLangevin(AdaptiveLangevin):
         fixcm: bool = False,
         rng: Any = None,
         device_windows: bool = True,
+        pressure: float | None = None,
+        barostat_every: int = DEFAULT_EVERY,
         **kwargs: Any,
     ) -> None:
         self._check_calculator(atoms)
@@ -316,6 +332,11 @@ class BoostLangevin(AdaptiveLangevin):
         self.tolerance = float(tolerance)
         self.energy_consistent = bool(energy_consistent)
         self.device_windows = bool(device_windows)
+        self.barostat = (
+            None
+            if pressure is None
+            else MonteCarloBarostat(atoms, pressure, temperature_K, every=barostat_every)
+        )
         self.windows = 0
         self.rollbacks = 0
         self.warn_misfit = True
@@ -342,6 +363,7 @@ class BoostLangevin(AdaptiveLangevin):
             "tolerance": self.tolerance,
             "energy_consistent": self.energy_consistent,
             "device_windows": self.device_windows,
+            "pressure": None if self.barostat is None else self.barostat.pressure,
         }
 
     def updatevars(self) -> None:
@@ -444,6 +466,8 @@ class BoostLangevin(AdaptiveLangevin):
     def _integrate_window(self, calc: BoostMDCalculator) -> list[_StepState]:
         """Integrate to the calculator's next reference call; rerun the window if rejected."""
         self.atoms.get_forces(md=True)  # the start's results (cached unless just changed)
+        if self.barostat is not None and self.barostat.due(self.nsteps):
+            self._volume_move(calc)
         start = self._snapshot(calc)
         fallbacks = calc.fallbacks
         states = self._device_steps(calc)
@@ -481,6 +505,36 @@ class BoostLangevin(AdaptiveLangevin):
             self._remove_from_kinetic_energy(jump, calc, calc.fallbacks == fallbacks)
             states[-1] = self._snapshot(calc)
         return states
+
+    def _volume_move(self, calc: BoostMDCalculator) -> None:
+        """Try one Monte Carlo volume move (:mod:`boostmd.dynamics.barostat`).
+
+        Both energies are the window's (:meth:`BoostMDCalculator.relocate`); a rejected
+        move restores the atoms and the calculator as they were.
+        """
+        atoms, barostat = self.atoms, self.barostat
+        before = calc.window_state()
+        positions, cell = atoms.get_positions(), atoms.cell.array.copy()
+        trial_positions, trial_cell, volume_change = barostat.propose(atoms, self.rng)
+        energy = calc.relocate(positions, cell)
+        trial_energy = calc.relocate(trial_positions, trial_cell)
+        volume = abs(np.linalg.det(cell))
+        if barostat.accept(trial_energy - energy, volume, volume_change, self.rng, self.nsteps):
+            atoms.set_cell(trial_cell, scale_atoms=False)
+            atoms.set_positions(trial_positions, apply_constraint=False)
+        else:
+            calc.restore_window_state(before)
+
+    @property
+    def barostat_state(self) -> np.ndarray:
+        """The Monte Carlo barostat's state, to checkpoint (empty without a barostat)."""
+        return np.zeros(0) if self.barostat is None else self.barostat.state
+
+    @barostat_state.setter
+    def barostat_state(self, value: np.ndarray) -> None:
+        if self.barostat is None:
+            raise ValueError("this BoostLangevin has no barostat (pass pressure=...)")
+        self.barostat.state = value
 
     def summary(self) -> RunSummary:
         """Summarise the run's calls, reruns, refresh errors and implied speedup so far.

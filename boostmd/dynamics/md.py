@@ -7,6 +7,7 @@ from ase import Atoms, units
 from ase.md.langevin import Langevin
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin
+from boostmd.dynamics.barostat import DEFAULT_EVERY
 from boostmd.dynamics.integrator import BoostLangevin
 from integrators.schedules import ErrorControlled, Periodic
 
@@ -121,6 +122,8 @@ def boost_langevin(
     tolerance_eV: float | None = None,
     energy_consistent: bool = True,
     tau_fs: float | None = DEFAULT_TAU_FS,
+    pressure_GPa: float | None = None,
+    barostat_every: int = DEFAULT_EVERY,
 ) -> BoostLangevin:
     """:class:`~boostmd.BoostLangevin` with the timestep in fs and friction in 1/ps.
 
@@ -144,6 +147,10 @@ def boost_langevin(
     tau_fs
         Response time (fs) of the per-atom adaptive friction
         (:mod:`boostmd.dynamics.adaptive`); ``None`` for plain Langevin steps.
+    pressure_GPa
+        ``None``: constant volume; else the pressure of the Monte Carlo barostat (GPa).
+    barostat_every
+        Steps between its volume moves.
     """
     timestep, friction = ase_units(timestep_fs, friction_per_ps)
     return BoostLangevin(
@@ -156,4 +163,6 @@ def boost_langevin(
         tau=None if tau_fs is None else tau_fs * units.fs,
         fixcm=False,
         rng=np.random.default_rng(rng),
+        pressure=None if pressure_GPa is None else pressure_GPa * units.GPa,
+        barostat_every=barostat_every,
     )

@@ -896,7 +896,8 @@ def summary_markdown(reports: list[dict], settings, command: str) -> str:
         "",
         f"Langevin MD at {settings.temperature_K:g} K"
         + (
-            f" and {settings.pressure_GPa:g} GPa (ASE's LangevinBAOAB, hydrostatic barostat)"
+            f" and {settings.pressure_GPa:g} GPa (the reference: ASE's LangevinBAOAB and "
+            "its hydrostatic barostat; the checked sampler: Monte Carlo volume moves)"
             if getattr(settings, "pressure_GPa", None) is not None
             else ""
         )

@@ -13,6 +13,9 @@ A :class:`Job` is one run (a system, a role and a replica). The roles:
 - ``boostmd-checked``: :class:`boostmd.dynamics.integrator.BoostLangevin` (checked windows: a window
   whose refresh energy error is too large is undone and rerun with the reference; with
   ``MDSettings.energy_consistent`` each accepted refresh also gives back its error);
+  at constant pressure (``MDSettings.pressure_GPa``) with Monte Carlo volume moves
+  (:mod:`boostmd.dynamics.barostat`), while the other sampling roles run ASE's
+  ``LangevinBAOAB`` and its barostat (:mod:`boostmd.dynamics.npt`);
 - ``nve-reference``, ``nve-boostmd`` (velocity Verlet), ``nve-boostmd-consistent``
   (``BoostLangevin`` without friction, ``energy_consistent=True``): energy drift.
 
@@ -50,6 +53,7 @@ from ase.units import fs
 from tqdm import tqdm
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.barostat import DEFAULT_EVERY
 from boostmd.dynamics.calculator import BoostMDCalculator, ReferenceCalculator
 from boostmd.dynamics.calibration import CurvatureCalibration
 from boostmd.dynamics.md import (
@@ -60,7 +64,7 @@ from boostmd.dynamics.md import (
     thermal_momenta,
     window_schedule,
 )
-from boostmd.dynamics.npt import LangevinNPT, langevin_npt
+from boostmd.dynamics.npt import langevin_npt
 from boostmd.dynamics.replicas import ReplicaBatch
 from boostmd.dynamics.stability import BondTopology, first_collapse, start_digest
 from boostmd.forcefields.reference import MACEReference, ReferenceResult
@@ -135,7 +139,8 @@ class MDSettings:
     target_refresh_error_meV: float | None = None
     frame: str = "start"
     adaptive_tau_fs: float | None = DEFAULT_TAU_FS
-    pressure_GPa: float | None = None  # None: constant volume; else ASE's LangevinBAOAB NPT
+    pressure_GPa: float | None = None  # None: constant volume; else NPT (a barostat)
+    barostat_every: int = DEFAULT_EVERY  # steps between BoostLangevin's volume moves
 
     @property
     def equilibration_friction(self) -> float:
@@ -205,12 +210,7 @@ def _calculator(job: Job, reference, surrogate, settings: MDSettings, batch) -> 
 
 
 def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
-    if settings.pressure_GPa is not None and not job.nve:
-        if job.checked:
-            raise ValueError(
-                "BoostLangevin keeps the cell: at constant pressure run --integrator ase "
-                "(LangevinBAOAB with the adaptive friction and BoostMDCalculator) or none"
-            )
+    if settings.pressure_GPa is not None and not job.nve and not job.checked:
         adaptive = job.role in (ADAPTIVE_REFERENCE, "boostmd")  # the sampler's dynamics
         return langevin_npt(
             atoms,
@@ -242,6 +242,8 @@ def _dynamics(job: Job, atoms: Atoms, settings: MDSettings, rng: np.random.Gener
             rng,
             energy_consistent=settings.energy_consistent,
             tau_fs=settings.adaptive_tau_fs,
+            pressure_GPa=settings.pressure_GPa,  # None: constant volume; else MC moves
+            barostat_every=settings.barostat_every,
         )
     if job.nve:
         return VelocityVerlet(atoms, settings.timestep_fs * fs)
@@ -544,7 +546,7 @@ def run_job(
     dynamics = _dynamics(job, atoms, settings, rng)
     if saved is not None and len(saved.get("xi", ())):
         dynamics.xi = np.array(saved["xi"], dtype=float)
-    if saved is not None and isinstance(dynamics, LangevinNPT):
+    if saved is not None and len(saved.get("barostat_state", ())):
         dynamics.barostat_state = saved["barostat_state"]
     centred = job.uses_boostmd and getattr(calculator, "frame", "start") == "centred"
     recorder = _Recorder(

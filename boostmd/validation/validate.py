@@ -74,6 +74,7 @@ from ase.io import read
 from tqdm import tqdm
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS
+from boostmd.dynamics.barostat import DEFAULT_EVERY
 from boostmd.dynamics.calculator import DEFAULT_INTERVAL, FRAMES
 from boostmd.dynamics.periodic import whole_molecules
 from boostmd.dynamics.replicas import ReplicaBatch
@@ -199,6 +200,7 @@ class ValidationConfig:
     threads_per_worker: int = 1
     scheduler: str | None = None  # a Dask scheduler's address for the workers
     pressure_GPa: float | None = None  # None: constant volume
+    barostat_every: int = DEFAULT_EVERY  # steps between the checked sampler's volume moves
 
     @property
     def runs_adaptive_reference(self) -> bool:
@@ -229,12 +231,6 @@ class ValidationConfig:
                 "at a fixed --interval with the surrogate as trained; add --frame start, "
                 f"or leave out {given}"
             )
-        if self.pressure_GPa is not None and self.integrator in ("checked", "both"):
-            raise ValueError(
-                f"--pressure runs ASE's LangevinBAOAB with its barostat (and the adaptive "
-                f"friction) driving BoostMDCalculator; the checked sampler ({self.integrator}) "
-                "keeps the cell: add --integrator ase (or none for the reference runs alone)"
-            )
         if self.store_reference_runs and self.reference_runs is None:
             raise ValueError("--store-reference-runs needs a --reference-runs folder to write to")
         if self.checkpoint_every % interval:
@@ -259,6 +255,7 @@ class ValidationConfig:
             frame=self.frame,
             adaptive_tau_fs=self.adaptive_tau_fs,
             pressure_GPa=self.pressure_GPa,
+            barostat_every=self.barostat_every,
         )
 
 
@@ -786,17 +783,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(INTEGRATORS),
         default=None,
         help="BoostMD samplers to run: checked (BoostLangevin, checked windows; default), "
-        "ase (ASE Langevin + BoostMDCalculator; the default with --pressure), both, or "
-        "none (the reference runs alone)",
+        "ase (ASE Langevin, or LangevinBAOAB with --pressure, + BoostMDCalculator), both, "
+        "or none (the reference runs alone)",
     )
     parser.add_argument(
         "--pressure",
         type=float,
         default=None,
         metavar="GPA",
-        help="run every sampling run at this pressure (GPa) with ASE's LangevinBAOAB and its "
-        "hydrostatic barostat (boostmd.dynamics.npt; a fully periodic --structure), and "
-        "judge the density too; BoostMD runs as --integrator ase",
+        help="run every sampling run at this pressure (GPa) and judge the density too (a "
+        "fully periodic --structure): the reference runs under ASE's LangevinBAOAB and its "
+        "hydrostatic barostat (boostmd.dynamics.npt), the checked sampler with Monte Carlo "
+        "volume moves (boostmd.dynamics.barostat)",
+    )
+    parser.add_argument(
+        "--barostat-every",
+        type=int,
+        default=defaults.barostat_every,
+        metavar="STEPS",
+        help="with --pressure: steps between the checked sampler's Monte Carlo volume moves",
     )
     parser.add_argument(
         "--energy-consistent",
@@ -915,10 +920,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def chosen_integrator(args: argparse.Namespace) -> str:
-    """``--integrator``, else the default: the checked sampler, or ASE's with ``--pressure``."""
-    if args.integrator is not None:
-        return args.integrator
-    return "ase" if args.pressure is not None else ValidationConfig.integrator
+    """``--integrator``, else the default: the checked sampler."""
+    return ValidationConfig.integrator if args.integrator is None else args.integrator
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -954,6 +957,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         integrator=chosen_integrator(args),
         pressure_GPa=args.pressure,
+        barostat_every=args.barostat_every,
         energy_consistent=args.energy_consistent,
         calibrate=args.calibrate,
         frame=args.frame,

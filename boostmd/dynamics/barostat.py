@@ -1,0 +1,222 @@
+"""A Monte Carlo barostat: volume moves that scale the molecules' centres.
+
+Every ``every`` steps :class:`~boostmd.BoostLangevin` with a ``pressure`` tries one move
+(Chow and Ferguson 1995; Åqvist et al. 2004, the barostat of OpenMM)::
+
+    V' = V + dV,  dV uniform in [-dV_max, dV_max]
+    s = (V' / V)^(1/3):  the cell times s, each molecule's centre of mass R times s
+                         (its atoms all moved by (s - 1) R, so no bond changes)
+    w = U(x') - U(x) + P (V' - V) - M kB T ln(V' / V)
+    accept with probability min(1, exp(-w / kB T))
+
+with ``M`` the number of molecules (covalently bonded components). The momenta are left
+as they are. With this acceptance the moves keep the isothermal-isobaric distribution of
+``U`` invariant, and the Langevin steps in between keep its canonical part, so together
+they sample ``exp(-(U + P V) / kB T)``. ``dV_max`` starts at a hundredth of the volume and
+is tuned every :data:`TUNE_EVERY` attempts to keep the acceptance between a quarter and
+three quarters, as OpenMM's is; it stays below :data:`MAX_VOLUME_STEP` of the volume, so
+that a move strains the cell by less than the window frame's own strain limit.
+
+``U`` is the energy the dynamics feel: in BoostMD the window's surrogate, expanded about
+its frame, plus the frame's stress offset times the strain
+(:meth:`~boostmd.dynamics.calculator.BoostMDCalculator.relocate`), which makes the
+energy's strain derivative the reference's at the frame. A move costs two surrogate
+evaluations and no reference call.
+
+===========  ========================  ===============================================
+symbol       variable                  meaning
+===========  ========================  ===============================================
+P            ``pressure``              the bath's pressure (eV/Å³)
+kB T         ``kT``                    the bath's temperature (eV)
+dV_max       ``volume_step``           largest volume change of a move (Å³)
+M            ``molecules.count``       molecules moved as rigid units
+===========  ========================  ===============================================
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.neighborlist import natural_cutoffs, neighbor_list
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+from boostmd.dynamics.periodic import minimum_image
+
+__all__ = ["DEFAULT_EVERY", "MAX_VOLUME_STEP", "Molecules", "MonteCarloBarostat"]
+
+DEFAULT_EVERY = 25  # steps between attempts (OpenMM's MonteCarloBarostat default)
+INITIAL_VOLUME_STEP = 0.01  # the first dV_max, a fraction of the volume (OpenMM's)
+# dV_max stays below this fraction of the volume: (1 + 0.025)^(1/3) - 1 = 0.0083, inside
+# the strain a window's frame follows (MAX_FRAME_STRAIN)
+MAX_VOLUME_STEP = 0.025
+TUNE_EVERY = 10  # attempts between adjustments of dV_max
+ACCEPTANCE_BOUNDS = (0.25, 0.75)
+TUNE_FACTOR = 1.1
+BOND_MULTIPLIER = 1.15  # bonds: below this times the sum of the covalent radii
+
+
+@dataclass(frozen=True)
+class Molecules:
+    """The covalently bonded components of a system, for moving them as rigid units.
+
+    ``labels[i]``: atom ``i``'s molecule; ``levels``: the atoms of a breadth-first
+    spanning tree of each molecule's bonds, level by level after the roots, with
+    ``parents`` their parents in it, along which a molecule split across periodic faces
+    is made whole.
+    """
+
+    count: int
+    labels: np.ndarray
+    levels: tuple[np.ndarray, ...]
+    parents: np.ndarray
+    masses: np.ndarray
+
+    @classmethod
+    def of(cls, atoms: Atoms) -> Molecules:
+        """Find the molecules of ``atoms``: bonds below 1.15 times the covalent radii."""
+        n = len(atoms)
+        i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=BOND_MULTIPLIER))
+        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
+        count, labels = connected_components(graph, directed=False)
+        parents, depth = np.arange(n), np.zeros(n, dtype=int)
+        for root in np.unique(labels, return_index=True)[1]:
+            visited, predecessors = breadth_first_order(graph, root, directed=False)
+            for atom in visited[1:]:  # breadth-first: a parent's depth is known first
+                parents[atom] = predecessors[atom]
+                depth[atom] = depth[parents[atom]] + 1
+        levels = tuple(np.flatnonzero(depth == d) for d in range(1, depth.max() + 1))
+        return cls(count, labels, levels, parents, atoms.get_masses())
+
+    def whole(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+        """Return the positions with each molecule in one image (its root atom's)."""
+        whole = positions.copy()
+        for level in self.levels:
+            parents = self.parents[level]
+            bonds = minimum_image(positions[level] - positions[parents], cell, pbc)
+            whole[level] = whole[parents] + bonds
+        return whole
+
+    def centres(self, whole: np.ndarray) -> np.ndarray:
+        """Return each molecule's centre of mass from :meth:`whole` positions, (count, 3)."""
+        weighted = np.zeros((self.count, 3))
+        np.add.at(weighted, self.labels, self.masses[:, None] * whole)
+        return weighted / np.bincount(self.labels, self.masses, self.count)[:, None]
+
+    def scaled(self, atoms: Atoms, factor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Return positions and cell with the cell and the molecules' centres times ``factor``.
+
+        Each atom moves with its molecule's centre taken in the atom's own image, so
+        atoms of a molecule split across faces stay bonded in the scaled cell.
+        """
+        positions, cell = atoms.positions, atoms.cell.array
+        whole = self.whole(positions, cell, atoms.pbc)
+        centres = self.centres(whole)[self.labels] + (positions - whole)
+        return positions + (factor - 1) * centres, factor * cell
+
+
+class MonteCarloBarostat:
+    """Isotropic Monte Carlo volume moves at ``pressure`` and ``temperature_K``.
+
+    Parameters
+    ----------
+    atoms
+        The system, in a cell periodic along all three vectors; its molecules are found
+        here (:class:`Molecules`) and kept for the run.
+    pressure
+        The bath's pressure in ASE units (eV/Å³; ``1 * ase.units.GPa`` is 1 GPa).
+    temperature_K
+        The bath's temperature (> 0).
+    every
+        Steps between attempts (default 25).
+
+    Attributes
+    ----------
+    attempts, accepted
+        Moves tried and accepted so far.
+    volume_step
+        The current largest volume change ``dV_max`` (Å³).
+    """
+
+    def __init__(
+        self, atoms: Atoms, pressure: float, temperature_K: float, every: int = DEFAULT_EVERY
+    ) -> None:
+        if not atoms.pbc.all() or atoms.cell.rank != 3:
+            raise ValueError(
+                "constant pressure needs a cell periodic along all three vectors "
+                f"(pbc={atoms.pbc.tolist()}); set atoms.cell and atoms.pbc = True"
+            )
+        if not (isinstance(pressure, numbers.Real) and math.isfinite(pressure)):
+            raise ValueError(f"pressure must be a finite number (eV/Å³), got {pressure!r}")
+        if not (isinstance(temperature_K, numbers.Real) and temperature_K > 0):
+            raise ValueError(f"a barostat needs a temperature above 0 K, got {temperature_K!r}")
+        if isinstance(every, bool) or not (isinstance(every, numbers.Integral) and every >= 1):
+            raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
+        self.pressure = float(pressure)
+        self.kT = units.kB * float(temperature_K)
+        self.every = int(every)
+        self.molecules = Molecules.of(atoms)
+        self.volume_step = INITIAL_VOLUME_STEP * atoms.get_volume()
+        self.attempts = self.accepted = 0
+        self.last_attempt = 0  # the step of the last attempt
+        self._tuning = [0, 0]  # attempts and acceptances since dV_max was last tuned
+
+    def due(self, step: int) -> bool:
+        """Whether a move is due at ``step`` (``every`` steps after the last attempt)."""
+        return step - self.last_attempt >= self.every
+
+    def propose(self, atoms: Atoms, rng: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """Draw a move; return the new positions and cell and ``V' - V``."""
+        volume = atoms.get_volume()
+        change = min(self.volume_step, MAX_VOLUME_STEP * volume) * (2 * rng.random() - 1)
+        positions, cell = self.molecules.scaled(atoms, ((volume + change) / volume) ** (1 / 3))
+        return positions, cell, change
+
+    def accept(
+        self, energy_change: float, volume: float, volume_change: float, rng: Any, step: int
+    ) -> bool:
+        """Decide a move from its energy change (eV); count it and tune ``dV_max``."""
+        ratio = (volume + volume_change) / volume
+        work = (
+            energy_change
+            + self.pressure * volume_change
+            - self.molecules.count * self.kT * math.log(ratio)
+        )
+        accepted = bool(work <= 0 or rng.random() < math.exp(-work / self.kT))
+        self._count(accepted, step)
+        return accepted
+
+    def _count(self, accepted: bool, step: int) -> None:
+        self.attempts += 1
+        self.accepted += accepted
+        self.last_attempt = step
+        self._tuning[0] += 1
+        self._tuning[1] += accepted
+        if self._tuning[0] < TUNE_EVERY:
+            return
+        acceptance = self._tuning[1] / self._tuning[0]
+        if acceptance < ACCEPTANCE_BOUNDS[0]:
+            self.volume_step /= TUNE_FACTOR
+        elif acceptance > ACCEPTANCE_BOUNDS[1]:
+            self.volume_step *= TUNE_FACTOR
+        self._tuning = [0, 0]
+
+    @property
+    def state(self) -> np.ndarray:
+        """``dV_max``, the counters and the tuning's, to checkpoint a run."""
+        return np.array(
+            [self.volume_step, self.attempts, self.accepted, self.last_attempt, *self._tuning],
+            dtype=float,
+        )
+
+    @state.setter
+    def state(self, value: np.ndarray) -> None:
+        step, attempts, accepted, last, tried, taken = (float(x) for x in value)
+        self.volume_step = step
+        self.attempts, self.accepted, self.last_attempt = int(attempts), int(accepted), int(last)
+        self._tuning = [int(tried), int(taken)]
