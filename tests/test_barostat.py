@@ -99,6 +99,9 @@ def test_relocate_in_place_gives_the_step_s_energy_and_counts_no_step(boosted_wa
     assert calc.relocate(box.positions, box.cell.array) == pytest.approx(energy, abs=1e-9)
     np.testing.assert_allclose(calc.results["forces"], forces, atol=1e-9)
     assert calc.window_state().step == steps  # the window goes on where it was
+    assert calc.follows(box.cell.array * 1.009) and not calc.follows(box.cell.array * 1.011)
+    with pytest.raises(ValueError, match="strained more than"):
+        calc.relocate(box.positions, box.cell.array * 1.02)
 
 
 def test_relocate_follows_the_stress_under_strain(boosted_water):

@@ -792,6 +792,17 @@ class BoostMDCalculator(Calculator):
         scale = abs(np.linalg.det(frame_cell.cell) / np.linalg.det(cell))
         self.results["stress"] = voigt_stress(own.cpu().numpy() + scale * frame_cell.offset)
 
+    def follows(self, cell: np.ndarray) -> bool:
+        """Whether this window's frame would follow the atoms into ``cell``.
+
+        True for a bulk frame within ``MAX_FRAME_STRAIN`` of ``cell``; False with no
+        frame, outside a bulk cell, or beyond that strain (the next call frames anew).
+        """
+        frame_cell = self._frame_cell
+        if self._frame is None or frame_cell is None:
+            return False
+        return bool(np.abs(cell_strain(frame_cell.cell, cell)).max() <= MAX_FRAME_STRAIN)
+
     def relocate(self, positions: np.ndarray, cell: np.ndarray) -> float:
         """Move the atoms within this window, as a barostat's move does; return the energy.
 
@@ -822,19 +833,18 @@ class BoostMDCalculator(Calculator):
             If no window is open (no reference call yet), the cell is not periodic along
             all three vectors, or ``cell`` is strained too far from the frame's.
         """
-        frame_cell = self._frame_cell
-        if self._frame is None or frame_cell is None or self.atoms is None:
+        if self._frame is None or self._frame_cell is None or self.atoms is None:
             raise ValueError(
                 "relocate() moves atoms within a window of a bulk cell: call the calculator "
                 "first, with a cell periodic along all three vectors"
             )
-        if np.abs(cell_strain(frame_cell.cell, cell)).max() > MAX_FRAME_STRAIN:
+        if not self.follows(cell):
             raise ValueError(
                 f"the cell is strained more than {MAX_FRAME_STRAIN} from the window's frame; "
                 "take smaller volume moves"
             )
         start = time.perf_counter()
-        if frame_cell.offset is None:
+        if self._frame_cell.offset is None:
             self._set_stress_offset()
         atoms = self.atoms.copy()
         atoms.set_cell(cell, scale_atoms=False)

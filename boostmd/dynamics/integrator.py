@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms, units
 
 from boostmd.dynamics.adaptive import DEFAULT_TAU_FS, AdaptiveLangevin, check_rng
-from boostmd.dynamics.barostat import DEFAULT_EVERY, MonteCarloBarostat
+from boostmd.dynamics.barostat import DEFAULT_EVERY, MAX_VOLUME_STEP, MonteCarloBarostat
 from boostmd.dynamics.calculator import BoostMDCalculator, WindowState
 from boostmd.dynamics.device_window import LangevinCoefficients
 from boostmd.dynamics.periodic import WRAP_ROUNDING, minimum_image
@@ -510,11 +510,16 @@ class BoostLangevin(AdaptiveLangevin):
         """Try one Monte Carlo volume move (:mod:`boostmd.dynamics.barostat`).
 
         Both energies are the window's (:meth:`BoostMDCalculator.relocate`); a rejected
-        move restores the atoms and the calculator as they were.
+        move restores the atoms and the calculator as they were. A window whose frame
+        cannot follow the largest move (a window longer than ``barostat_every`` that
+        already holds one) leaves the move to the next window.
         """
         atoms, barostat = self.atoms, self.barostat
-        before = calc.window_state()
         positions, cell = atoms.get_positions(), atoms.cell.array.copy()
+        extremes = ((1 + sign * MAX_VOLUME_STEP) ** (1 / 3) for sign in (1, -1))
+        if not all(calc.follows(cell * factor) for factor in extremes):
+            return
+        before = calc.window_state()
         trial_positions, trial_cell, volume_change = barostat.propose(atoms, self.rng)
         energy = calc.relocate(positions, cell)
         trial_energy = calc.relocate(trial_positions, trial_cell)
