@@ -78,6 +78,13 @@ def test_bad_barostat_settings_are_refused():
         MonteCarloBarostat(wrapped_water(), 0.0, 0.0)
     with pytest.raises(ValueError, match="every"):
         MonteCarloBarostat(wrapped_water(), 0.0, 300.0, every=0)
+    with pytest.raises(ValueError, match="finite"):
+        MonteCarloBarostat(wrapped_water(), float("nan"), 300.0)
+
+
+def test_a_pressure_given_in_gpa_instead_of_ase_units_is_warned_of(caplog):
+    MonteCarloBarostat(wrapped_water(), 0.6, 300.0)  # meant 0.6 GPa: 96 GPa in ASE units
+    assert "0.6 * ase.units.GPa" in caplog.text
 
 
 @pytest.fixture

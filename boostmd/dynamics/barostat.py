@@ -35,6 +35,7 @@ M            ``molecules.count``       molecules moved as rigid units
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from boostmd.dynamics.periodic import minimum_image
 
 __all__ = ["DEFAULT_EVERY", "MAX_VOLUME_STEP", "Molecules", "MonteCarloBarostat"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_EVERY = 25  # steps between attempts (OpenMM's MonteCarloBarostat default)
 INITIAL_VOLUME_STEP = 0.01  # the first dV_max, a fraction of the volume (OpenMM's)
 # dV_max stays below this fraction of the volume: (1 + 0.025)^(1/3) - 1 = 0.0083, inside
@@ -59,6 +62,8 @@ TUNE_EVERY = 10  # attempts between adjustments of dV_max
 ACCEPTANCE_BOUNDS = (0.25, 0.75)
 TUNE_FACTOR = 1.1
 BOND_MULTIPLIER = 1.15  # bonds: below this times the sum of the covalent radii
+# pressures above this (eV/Å³, 16 GPa) are most likely GPa passed as ASE units: warned of
+LIKELY_UNIT_MISTAKE = 0.1
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,15 @@ class MonteCarloBarostat:
             raise ValueError(f"a barostat needs a temperature above 0 K, got {temperature_K!r}")
         if isinstance(every, bool) or not (isinstance(every, numbers.Integral) and every >= 1):
             raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
+        if abs(pressure) > LIKELY_UNIT_MISTAKE:
+            logger.warning(
+                "pressure %.3g eV/Å³ is %.0f GPa; the barostat takes ASE units: for %g GPa "
+                "pass %g * ase.units.GPa",
+                pressure,
+                pressure / units.GPa,
+                pressure,
+                pressure,
+            )
         self.pressure = float(pressure)
         self.kT = units.kB * float(temperature_K)
         self.every = int(every)
