@@ -6,9 +6,9 @@ import pytest
 from ase import Atoms, units
 
 from boostmd import BoostLangevin, BoostMDCalculator
-from boostmd.dynamics.barostat import MAX_VOLUME_STEP, Molecules, MonteCarloBarostat
+from boostmd.dynamics.barostat import MAX_VOLUME_STEP, MonteCarloBarostat
 from boostmd.dynamics.md import thermal_momenta
-from boostmd.dynamics.periodic import MAX_FRAME_STRAIN, minimum_image
+from boostmd.dynamics.periodic import MAX_FRAME_STRAIN, Molecules, minimum_image
 from boostmd.forcefields.water import water_box
 
 

@@ -38,18 +38,14 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.neighborlist import natural_cutoffs, neighbor_list
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-from boostmd.dynamics.periodic import minimum_image
+from boostmd.dynamics.periodic import Molecules
 
-__all__ = ["DEFAULT_EVERY", "MAX_VOLUME_STEP", "Molecules", "MonteCarloBarostat"]
+__all__ = ["DEFAULT_EVERY", "MAX_VOLUME_STEP", "MonteCarloBarostat"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,68 +57,8 @@ MAX_VOLUME_STEP = 0.025
 TUNE_EVERY = 10  # attempts between adjustments of dV_max
 ACCEPTANCE_BOUNDS = (0.25, 0.75)
 TUNE_FACTOR = 1.1
-BOND_MULTIPLIER = 1.15  # bonds: below this times the sum of the covalent radii
 # pressures above this (eV/Å³, 16 GPa) are most likely GPa passed as ASE units: warned of
 LIKELY_UNIT_MISTAKE = 0.1
-
-
-@dataclass(frozen=True)
-class Molecules:
-    """The covalently bonded components of a system, for moving them as rigid units.
-
-    ``labels[i]``: atom ``i``'s molecule; ``levels``: the atoms of a breadth-first
-    spanning tree of each molecule's bonds, level by level after the roots, with
-    ``parents`` their parents in it, along which a molecule split across periodic faces
-    is made whole.
-    """
-
-    count: int
-    labels: np.ndarray
-    levels: tuple[np.ndarray, ...]
-    parents: np.ndarray
-    masses: np.ndarray
-
-    @classmethod
-    def of(cls, atoms: Atoms) -> Molecules:
-        """Find the molecules of ``atoms``: bonds below 1.15 times the covalent radii."""
-        n = len(atoms)
-        i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=BOND_MULTIPLIER))
-        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
-        count, labels = connected_components(graph, directed=False)
-        parents, depth = np.arange(n), np.zeros(n, dtype=int)
-        for root in np.unique(labels, return_index=True)[1]:
-            visited, predecessors = breadth_first_order(graph, root, directed=False)
-            for atom in visited[1:]:  # breadth-first: a parent's depth is known first
-                parents[atom] = predecessors[atom]
-                depth[atom] = depth[parents[atom]] + 1
-        levels = tuple(np.flatnonzero(depth == d) for d in range(1, depth.max() + 1))
-        return cls(count, labels, levels, parents, atoms.get_masses())
-
-    def whole(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-        """Return the positions with each molecule in one image (its root atom's)."""
-        whole = positions.copy()
-        for level in self.levels:
-            parents = self.parents[level]
-            bonds = minimum_image(positions[level] - positions[parents], cell, pbc)
-            whole[level] = whole[parents] + bonds
-        return whole
-
-    def centres(self, whole: np.ndarray) -> np.ndarray:
-        """Return each molecule's centre of mass from :meth:`whole` positions, (count, 3)."""
-        weighted = np.zeros((self.count, 3))
-        np.add.at(weighted, self.labels, self.masses[:, None] * whole)
-        return weighted / np.bincount(self.labels, self.masses, self.count)[:, None]
-
-    def scaled(self, atoms: Atoms, factor: float) -> tuple[np.ndarray, np.ndarray]:
-        """Return positions and cell with the cell and the molecules' centres times ``factor``.
-
-        Each atom moves with its molecule's centre taken in the atom's own image, so
-        atoms of a molecule split across faces stay bonded in the scaled cell.
-        """
-        positions, cell = atoms.positions, atoms.cell.array
-        whole = self.whole(positions, cell, atoms.pbc)
-        centres = self.centres(whole)[self.labels] + (positions - whole)
-        return positions + (factor - 1) * centres, factor * cell
 
 
 class MonteCarloBarostat:

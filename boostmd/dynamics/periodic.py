@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from ase import Atoms
 from ase.geometry import complete_cell
 from ase.neighborlist import natural_cutoffs, neighbor_list
 from ase.stress import full_3x3_to_voigt_6_stress
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 __all__ = [
     "MAX_FRAME_STRAIN",
     "WRAP_ROUNDING",
+    "Molecules",
     "cell_strain",
     "minimum_image",
     "voigt_stress",
     "whole_molecules",
 ]
+
+BOND_MULTIPLIER = 1.15  # bonds: below this times the sum of the covalent radii
 
 # Positions that differ by whole cell vectors to within this (Å) were wrapped, not moved:
 # atoms.wrap() goes through fractional coordinates and back, which rounds.
@@ -77,7 +84,76 @@ def cell_strain(reference_cell: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return 0.5 * (gradient + gradient.T)
 
 
-def whole_molecules(atoms: Atoms, multiplier: float = 1.15) -> Atoms:
+@dataclass(frozen=True)
+class Molecules:
+    """The covalently bonded components of a system, to make whole and move as rigid units.
+
+    ``labels[i]``: atom ``i``'s molecule; ``levels``: the atoms of a breadth-first
+    spanning tree of each molecule's bonds, level by level after the roots, with
+    ``parents`` their parents in it, along which a molecule split across periodic faces
+    is made whole.
+    """
+
+    count: int
+    labels: np.ndarray
+    levels: tuple[np.ndarray, ...]
+    parents: np.ndarray
+    masses: np.ndarray
+
+    @classmethod
+    def of(cls, atoms: Atoms, multiplier: float = BOND_MULTIPLIER) -> Molecules:
+        """Find the molecules of ``atoms``: bonds below ``multiplier`` times the covalent radii."""
+        n = len(atoms)
+        i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=multiplier))
+        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
+        count, labels = connected_components(graph, directed=False)
+        parents, depth = np.arange(n), np.zeros(n, dtype=int)
+        for root in np.unique(labels, return_index=True)[1]:
+            visited, predecessors = breadth_first_order(graph, root, directed=False)
+            for atom in visited[1:]:  # breadth-first: a parent's depth is known first
+                parents[atom] = predecessors[atom]
+                depth[atom] = depth[parents[atom]] + 1
+        levels = tuple(np.flatnonzero(depth == d) for d in range(1, depth.max(initial=0) + 1))
+        return cls(count, labels, levels, parents, atoms.get_masses())
+
+    def whole(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+        """Return the positions with each molecule in one image (its root atom's).
+
+        Atoms move by whole cell vectors only, so those of whole molecules keep their
+        positions exactly.
+        """
+        cell = complete_cell(np.asarray(cell, dtype=float))
+        periodic = np.asarray(pbc, dtype=bool)
+        images = np.zeros(positions.shape)  # each atom's shift, in cell vectors
+        for level in self.levels:
+            parents = self.parents[level]
+            bond = positions[level] - positions[parents]
+            fractional = np.linalg.solve(cell.T, bond.T).T
+            images[level] = images[parents] - np.where(periodic, np.round(fractional), 0.0)
+        moved = images.any(axis=1)
+        whole = positions.copy()
+        whole[moved] += images[moved] @ cell
+        return whole
+
+    def centres(self, whole: np.ndarray) -> np.ndarray:
+        """Return each molecule's centre of mass from :meth:`whole` positions, (count, 3)."""
+        weighted = np.zeros((self.count, 3))
+        np.add.at(weighted, self.labels, self.masses[:, None] * whole)
+        return weighted / np.bincount(self.labels, self.masses, self.count)[:, None]
+
+    def scaled(self, atoms: Atoms, factor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Return positions and cell with the cell and the molecules' centres times ``factor``.
+
+        Each atom moves with its molecule's centre taken in the atom's own image, so
+        atoms of a molecule split across faces stay bonded in the scaled cell.
+        """
+        positions, cell = atoms.positions, atoms.cell.array
+        whole = self.whole(positions, cell, atoms.pbc)
+        centres = self.centres(whole)[self.labels] + (positions - whole)
+        return positions + (factor - 1) * centres, factor * cell
+
+
+def whole_molecules(atoms: Atoms, multiplier: float = BOND_MULTIPLIER) -> Atoms:
     """Return a copy of ``atoms`` with every molecule whole: no bond across a cell face.
 
     Structure files from periodic MD often hold wrapped positions, so a molecule that
@@ -92,24 +168,6 @@ def whole_molecules(atoms: Atoms, multiplier: float = 1.15) -> Atoms:
     whole = atoms.copy()
     if not atoms.pbc.any():
         return whole
-    i, j, shifts = neighbor_list("ijS", atoms, natural_cutoffs(atoms, mult=multiplier))
-    offsets = np.zeros((len(atoms), 3), dtype=int)
-    placed = np.zeros(len(atoms), dtype=bool)
-    neighbours = np.split(
-        np.stack([j, *shifts.T], axis=1), np.searchsorted(i, np.arange(1, len(atoms)))
-    )
-    for root in range(len(atoms)):
-        if placed[root]:
-            continue
-        placed[root] = True
-        stack = [root]
-        while stack:
-            atom = stack.pop()
-            for other, *shift in neighbours[atom]:
-                if not placed[other]:
-                    placed[other] = True
-                    offsets[other] = offsets[atom] + np.asarray(shift)
-                    stack.append(other)
-    moved = offsets.any(axis=1)
-    whole.positions[moved] += offsets[moved] @ atoms.cell.array
+    molecules = Molecules.of(atoms, multiplier)
+    whole.positions = molecules.whole(atoms.positions, atoms.cell.array, atoms.pbc)
     return whole
