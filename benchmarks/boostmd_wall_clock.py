@@ -14,10 +14,10 @@ calls, the surrogate steps and evaluations, the frame preparations and the rest:
 integrator, checks and bookkeeping), the surrogate evaluations per checked window (a
 rerun window's included) and the reference calls per step. ``--box 3`` adds 27 alanine
 dipeptides on a 12 Å grid (594 atoms, one connected graph; ``boostmd_scaling.box``).
-``--interval N`` overrides the window length. ``--structure FILE`` times a structure file
-(periodic ones in their cell; ``--repeat NX NY NZ`` tiles it) with ``--reference`` and
-``--surrogate`` (a fit's), for example water boxes with the water reference. Prints one
-JSON line.
+``--interval N`` and ``--frame`` override the window length and frame. ``--structure
+FILE`` times a structure file (periodic ones in their cell; ``--repeat NX NY NZ`` tiles
+it) with ``--reference`` and ``--surrogate`` (a fit's), for example water boxes with the
+water reference. Prints one JSON line.
 
     python benchmarks/boostmd_wall_clock.py --peptides ALA GLN
     python benchmarks/boostmd_wall_clock.py --peptides ALA GLN --threads 2
@@ -39,7 +39,7 @@ from ase.io import read
 from boostmd_scaling import box
 
 from boostmd import BoostMDCalculator
-from boostmd.dynamics.calculator import ReferenceCalculator
+from boostmd.dynamics.calculator import FRAMES, ReferenceCalculator
 from boostmd.dynamics.md import boost_langevin, langevin, thermal_momenta
 from boostmd.dynamics.model_calls import ModelCalls
 from boostmd.dynamics.periodic import whole_molecules
@@ -76,17 +76,22 @@ class TimedCalls(ModelCalls):
         return result
 
 
-def dynamics(models, atoms, calls=None, seed=0, interval=None):
+def dynamics(models, atoms, calls=None, seed=0, interval=None, frame=None):
     """Langevin MD with the reference alone, or with BoostMD making ``calls``."""
     atoms = atoms.copy()
     boosted = calls is not None
     if boosted:
-        atoms.calc = BoostMDCalculator(*models, calls=calls, interval=interval)
+        atoms.calc = BoostMDCalculator(*models, calls=calls, interval=interval, **_frame(frame))
     else:
         atoms.calc = ReferenceCalculator(models[0])
     thermal_momenta(atoms, 300.0, np.random.default_rng(seed))
     make = boost_langevin if boosted else langevin
     return make(atoms, 300.0, 1.0, 1.0, rng=seed + 1)
+
+
+def _frame(frame: str | None) -> dict:
+    """The calculator's keyword for ``--frame`` (none: the calculator's default)."""
+    return {} if frame is None else {"frame": frame}
 
 
 def timed(run, steps):
@@ -99,7 +104,7 @@ def measure(models, atoms, args):
     calls = TimedCalls(*models)
     runs = {
         "reference": dynamics(models, atoms),
-        "boostmd": dynamics(models, atoms, calls, interval=args.interval),
+        "boostmd": dynamics(models, atoms, calls, interval=args.interval, frame=args.frame),
     }
     runs["reference"].run(min(args.warm_up, 5))  # TorchScript specialisation
     runs["boostmd"].run(args.warm_up)  # and the first windows
@@ -143,6 +148,7 @@ def main():
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--interval", type=int, help="window length (default: the calculator's)")
+    parser.add_argument("--frame", choices=FRAMES, help="window frame (default: the calculator's)")
     parser.add_argument("--structure", nargs="*", type=Path, default=[], help="structure files")
     parser.add_argument("--repeat", nargs=3, type=int, default=(1, 1, 1), help="tile them")
     parser.add_argument("--reference", default="dipeptides", help="a shipped name or a file")
@@ -161,12 +167,13 @@ def main():
         name = path.stem if tuple(args.repeat) == (1, 1, 1) else f"{path.stem}-{len(tiled)}-atoms"
         systems[name] = tiled
     results = {name: measure(models, atoms, args) for name, atoms in systems.items()}
-    interval = BoostMDCalculator(*models, interval=args.interval).schedule.every
+    calc = BoostMDCalculator(*models, interval=args.interval, **_frame(args.frame))
     print(
         json.dumps(
             {
                 "threads": args.threads,
-                "interval": interval,
+                "interval": calc.schedule.every,
+                "frame": calc.frame,
                 "steps_per_segment": args.steps,
                 "segments": args.segments,
                 **results,
