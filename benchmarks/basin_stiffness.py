@@ -25,21 +25,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import Atoms
 
-from boostmd import BoostMDCalculator
+from boostmd.dynamics.calculator import ReferenceCalculator
 from boostmd.dynamics.md import langevin, thermal_momenta
+from boostmd.dynamics.model_calls import ModelCalls
+from boostmd.forcefields.pretrained import load_pretrained
 from boostmd.validation.dihedrals import backbone_dihedrals, dihedral_angles
 from boostmd.validation.validate import starting_dipeptide
 
 C7EQ, C5 = (-120.0, -60.0), (-180.0, -120.0)
 
 
-def reference_run(calc: BoostMDCalculator, seed: int, steps: int, path: Path) -> dict:
+def reference_run(calls: ModelCalls, start: Atoms, seed: int, steps: int, path: Path) -> dict:
     """Reference Langevin MD of ALA (300 steps at 20/ps, then ``steps`` at 1/ps), cached."""
     if path.exists():
         return dict(np.load(path))
-    atoms = starting_dipeptide("ALA")
-    atoms.calc = calc
+    atoms = start.copy()
+    atoms.calc = ReferenceCalculator(calls.reference_model, calls)
     rng = np.random.default_rng(seed)
     thermal_momenta(atoms, 300.0, rng)
     frames = {"positions": [], "energy": [], "forces": []}
@@ -49,24 +52,23 @@ def reference_run(calc: BoostMDCalculator, seed: int, steps: int, path: Path) ->
         frames["energy"].append(atoms.get_potential_energy())
         frames["forces"].append(atoms.get_forces())
 
-    with calc.reference_only():
-        langevin(atoms, 300.0, friction_per_ps=20.0, rng=rng).run(300)
-        dynamics = langevin(atoms, 300.0, friction_per_ps=1.0, rng=rng)
-        dynamics.attach(record, interval=1)
-        dynamics.run(steps)
+    langevin(atoms, 300.0, friction_per_ps=20.0, rng=rng).run(300)
+    dynamics = langevin(atoms, 300.0, friction_per_ps=1.0, rng=rng)
+    dynamics.attach(record, interval=1)
+    dynamics.run(steps)
     run = {key: np.asarray(value) for key, value in frames.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **run)
     return run
 
 
-def displacement_terms(calc: BoostMDCalculator, run: dict, half: int, hydrogen: np.ndarray):
-    """Per framed step: phi, and per k the energy error and the four stiffness sums."""
-    atoms = starting_dipeptide("ALA")
+def displacement_terms(calls: ModelCalls, start: Atoms, run: dict, half: int) -> np.ndarray:
+    """Per framed step and ``k = +-half``: phi, the energy error and the four stiffness sums."""
+    atoms = start.copy()
+    hydrogen = atoms.numbers == 1
     phi_atoms, _ = backbone_dihedrals(atoms)
     positions, energy, forces = run["positions"], run["energy"], run["forces"]
     phi = dihedral_angles(positions, phi_atoms)
-    calls = calc._calls
     rows = []
     for t in range(half, len(positions) - half, 10):
         atoms.positions = positions[t]
@@ -90,6 +92,7 @@ def displacement_terms(calc: BoostMDCalculator, run: dict, half: int, hydrogen: 
 
 
 def by_basin(rows: np.ndarray) -> dict:
+    """Frames, mean energy error (meV, +- error) and stiffness ratios per side of phi."""
     figures = {}
     for name, (low, high) in {"c7eq": C7EQ, "c5": C5}.items():
         chosen = rows[(rows[:, 0] > low) & (rows[:, 0] <= high)]
@@ -112,16 +115,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/basin-stiffness"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    calc = BoostMDCalculator.pretrained("dipeptides")
-    hydrogen = starting_dipeptide("ALA").numbers == 1
+    calls = ModelCalls(*load_pretrained("dipeptides"))
+    start = starting_dipeptide("ALA")
     runs = [
-        reference_run(calc, seed, args.steps, args.cache / f"ala-{seed}-{args.steps}.npz")
+        reference_run(calls, start, seed, args.steps, args.cache / f"ala-{seed}-{args.steps}.npz")
         for seed in args.seeds
     ]
     figures = {"steps": args.steps, "seeds": args.seeds}
     for interval in args.interval:
         half = interval // 2
-        rows = np.concatenate([displacement_terms(calc, run, half, hydrogen) for run in runs])
+        rows = np.concatenate([displacement_terms(calls, start, run, half) for run in runs])
         figures[f"N={interval}"] = by_basin(rows)
     print(json.dumps(figures))
 
